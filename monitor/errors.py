@@ -1,0 +1,21 @@
+"""saemon's exceptions. Each message names the input, the problem and the fix."""
+
+
+class SaemonError(Exception):
+    """Base of every error saemon raises on purpose; the CLI prints these without a traceback."""
+
+
+class ConfigError(SaemonError):
+    """The configuration (YAML file, SAEMON_* environment, command line) is invalid."""
+
+
+class ModelError(SaemonError):
+    """The default model cannot be provisioned, found or verified."""
+
+
+class DependencyError(SaemonError):
+    """An optional dependency needed for this command is not installed."""
+
+
+class VllmServerError(SaemonError):
+    """A vLLM server that saemon started failed to start, answer or stop."""

@@ -1,0 +1,47 @@
+"""The vllm.general_plugins entry point: installed, discovered by vLLM, inert unconfigured."""
+
+import importlib.metadata
+import subprocess
+import sys
+import textwrap
+
+import monitor.vllm
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_entry_point_is_installed_and_resolves_to_register():
+    plugins = {ep.name: ep for ep in importlib.metadata.entry_points(group="vllm.general_plugins")}
+    assert plugins["saemon"].value == "monitor.vllm:register"
+    assert plugins["saemon"].load() is monitor.vllm.register
+
+
+def test_register_is_cheap_idempotent_and_patches_nothing():
+    out = run_python(
+        """
+        import sys
+        import monitor.vllm as plugin
+        plugin.register(); plugin.register()
+        print(plugin.is_registered(), "vllm" in sys.modules, "torch" in sys.modules)
+        """
+    )
+    assert out == "True False False"
+
+
+def test_vllm_loads_the_plugin_through_its_entry_point():
+    out = run_python(
+        """
+        from vllm.plugins import load_general_plugins
+        import monitor.vllm as plugin
+        before = plugin.is_registered()
+        load_general_plugins()
+        print(before, plugin.is_registered())
+        """
+    )
+    assert out == "False True"
