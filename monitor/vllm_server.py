@@ -165,9 +165,15 @@ class VllmServer:
             process.wait(timeout=grace_seconds)
         except subprocess.TimeoutExpired:
             log.warning("vLLM (pid %d) ignored SIGTERM for %.0f s; killing it", pgid, grace_seconds)
-        # Children (engine core, workers) can outlive the API server: clear the whole group.
+        # Children (engine core, workers) can outlive the API server: clear the whole group,
+        # and wait until they are really gone so the caller can reuse the port and memory.
         _signal_group(pgid, signal.SIGKILL)
         process.wait()
+        deadline = time.monotonic() + 10
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left := group_members(pgid):
+            log.warning("processes %s of the vLLM server survived SIGKILL", left)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -200,6 +206,23 @@ class VllmServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``, read from /proc (Linux)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, pgrp, ...
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
