@@ -68,6 +68,65 @@ class VllmSettings(_Section):
     )
 
 
+class TlsSettings(_Section):
+    """TLS for a TCP listener or connection. mTLS when client_ca_file / cert files are set."""
+
+    cert_file: Path | None = Field(None, description="PEM certificate chain (server side).")
+    key_file: Path | None = Field(None, description="PEM private key for cert_file.")
+    client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
+    )
+
+
+class SidecarSettings(_Section):
+    """`saemon serve`: where it listens, what it loads, how much it keeps."""
+
+    grpc_listen: str | None = Field(
+        None,
+        description="gRPC address: unix:///path/to.sock (default: unix://<home>/saemon.sock, "
+        "shared with vLLM through a volume) or host:port (needs tls or an explicit "
+        "insecure_tcp).",
+    )
+    http_listen: str = Field(
+        "127.0.0.1:9464",
+        description="host:port for /metrics, /healthz and /readyz. 9464 is the OpenTelemetry "
+        "Prometheus exporter's conventional port and clear of vLLM's (its metrics ride its API port).",
+    )
+    socket_mode: int = Field(0o660, ge=0, le=0o777, description="Permissions of the Unix socket.")
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    insecure_tcp: bool = Field(
+        False, description="Allow a TCP listener without TLS (tests, loopback only)."
+    )
+    auth_token_file: Path | None = Field(
+        None, description="File holding the bearer token clients must send (health is exempt)."
+    )
+    reflection: bool = Field(False, description="Serve gRPC server reflection.")
+    probes_dir: Path | None = Field(
+        None, description="Directory of probe packs (*.yaml + safetensors). Unset: none loaded."
+    )
+    ingest_queue_size: int = Field(
+        4096, gt=0, description="Step batches buffered between the gRPC streams and the scorer."
+    )
+    max_message_bytes: int = Field(
+        4 << 20, gt=0, description="Largest IngestRequest accepted; larger ones are dropped and counted."
+    )
+    request_idle_seconds: float = Field(
+        600.0, gt=0, description="Evict a request's state when nothing arrived for this long."
+    )
+    max_active_requests: int = Field(
+        100_000, gt=0, description="Cap on request states kept; the least recently seen are evicted."
+    )
+    finished_retention_seconds: float = Field(
+        900.0, ge=0, description="How long a finished request's report stays queryable."
+    )
+    max_finished_requests: int = Field(
+        20_000, ge=0, description="Cap on finished reports kept in memory."
+    )
+    watch_queue_size: int = Field(
+        1024, gt=0, description="Decisions buffered per WatchAlerts subscriber before it is cut off."
+    )
+
+
 class Settings(_Section):
     """Everything saemon reads from its configuration."""
 
@@ -77,6 +136,7 @@ class Settings(_Section):
     )
     model: ModelSettings = Field(default_factory=ModelSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
+    sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
 
     @field_validator("home")
     @classmethod
@@ -94,6 +154,26 @@ class Settings(_Section):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def grpc_listen(self) -> str:
+        return self.sidecar.grpc_listen or f"unix://{self.home / 'saemon.sock'}"
+
+    def auth_token(self) -> str | None:
+        """The bearer token from sidecar.auth_token_file, stripped; None when unset."""
+        path = self.sidecar.auth_token_file
+        if path is None:
+            return None
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"sidecar.auth_token_file {path}: cannot read it ({exc.strerror}). "
+                "Point it at a readable file holding the token."
+            ) from None
+        if not token:
+            raise ConfigError(f"sidecar.auth_token_file {path}: the file is empty; put the token in it.")
+        return token
 
 
 def load_settings(

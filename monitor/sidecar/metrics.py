@@ -1,0 +1,134 @@
+"""Every Prometheus metric the sidecar exports, declared once with fixed label sets.
+
+Labels are bounded: model_name (vLLM's value, so PromQL can join saemon_* with vllm:*),
+probe, severity, scope, reason, and the standard grpc_* labels. Never a request id.
+One asyncio process owns the registry (no multiprocess mode: it loses exemplars).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from monitor import __version__
+
+#: Why a batch or event was dropped; pre-initialised so rate() works from the first scrape.
+DROP_REASONS = (
+    "malformed",  # shapes disagree with the pack, empty ids, bad scope
+    "unknown_pack",  # the batch names a pack (or version) that is not loaded
+    "non_finite",  # NaN or infinity in a score
+    "oversized",  # a message larger than ingest.max_message_bytes
+    "queue_full",  # the sidecar's ingest queue was full (only with ingest.drop_when_full)
+    "client_queue_full",  # reported by clients: dropped before reaching the sidecar
+    "unauthenticated",  # a call without a valid token
+)
+
+# Probe scores are activations, logits or probabilities: buckets cover all three.
+SCORE_BUCKETS = (-10, -5, -2, -1, -0.5, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 5, 10, 20, 50)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+GRPC_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class SidecarMetrics:
+    """The sidecar's metrics on one registry (a fresh one per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        self.build_info = Info("saemon_build", "saemon build information.", registry=r)
+        self.build_info.info({"version": __version__})
+
+        self.tokens_scored = Counter(
+            "saemon_tokens_scored_total",
+            "Tokens whose feature scores reached the sidecar, by model and token scope.",
+            ["model_name", "scope"], registry=r,
+        )  # fmt: skip
+        self.requests_scored = Counter(
+            "saemon_requests_scored_total",
+            "Requests that finished with at least one scored token.",
+            ["model_name"], registry=r,
+        )  # fmt: skip
+        self.requests_flagged = Counter(
+            "saemon_requests_flagged_total",
+            "Requests on which a probe fired at least once (counted once per request and probe).",
+            ["model_name", "probe", "severity"], registry=r,
+        )  # fmt: skip
+        self.decisions = Counter(
+            "saemon_decisions_total",
+            "Probe decisions (fired / resolved) emitted as events.",
+            ["model_name", "probe", "severity", "kind"], registry=r,
+        )  # fmt: skip
+        self.probe_score = Histogram(
+            "saemon_probe_score",
+            "A probe's final aggregated score per finished request (unitless; compare with the "
+            "probe's threshold).",
+            ["model_name", "probe"], buckets=SCORE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batches_received = Counter(
+            "saemon_ingest_batches_total",
+            "Step batches received from vLLM workers (accepted or not).",
+            registry=r,
+        )
+        self.dropped = Counter(
+            "saemon_events_dropped_total",
+            "Step batches dropped instead of scored, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+        self.queue_depth = Gauge(
+            "saemon_ingest_queue_depth", "Step batches waiting in the ingest queue.", registry=r
+        )
+        self.queue_capacity = Gauge(
+            "saemon_ingest_queue_capacity", "Capacity of the ingest queue, in step batches.", registry=r
+        )
+        self.ingest_latency = Histogram(
+            "saemon_ingest_latency_seconds",
+            "Seconds from a worker producing a step batch to the sidecar having scored it.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.requests_active = Gauge(
+            "saemon_requests_active", "Requests with state in the sidecar (not finished).", registry=r
+        )
+        self.requests_evicted = Counter(
+            "saemon_requests_evicted_total",
+            "Request states evicted before their end marker arrived, by reason (idle, capacity).",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in ("idle", "capacity"):
+            self.requests_evicted.labels(reason)
+        self.probes_loaded = Gauge(
+            "saemon_probes_loaded", "Probes currently evaluated, from all loaded packs.", registry=r
+        )
+        self.config_reload_ok = Gauge(
+            "saemon_config_last_reload_successful",
+            "1 if the last probe pack (re)load succeeded, else 0.",
+            registry=r,
+        )
+        self.config_reload_time = Gauge(
+            "saemon_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful probe pack (re)load.",
+            registry=r,
+        )
+
+        # The standard gRPC server set (go-grpc-prometheus names and labels).
+        grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started_total", "RPCs started on the server.", grpc_labels, registry=r
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, regardless of success or failure.",
+            [*grpc_labels, "grpc_code"], registry=r,
+        )  # fmt: skip
+        self.grpc_msg_received = Counter(
+            "grpc_server_msg_received_total", "Stream messages received by the server.", grpc_labels, registry=r
+        )
+        self.grpc_msg_sent = Counter(
+            "grpc_server_msg_sent_total", "Stream messages sent by the server.", grpc_labels, registry=r
+        )
+        self.grpc_handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Seconds from an RPC's start to its completion on the server.",
+            grpc_labels, buckets=GRPC_BUCKETS, registry=r,
+        )  # fmt: skip
