@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="serve the default model with vLLM and ask it a question")
     demo.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
 
+    serve = commands.add_parser("serve", help="run the sidecar (gRPC ingest, rules, metrics)")
+    serve.add_argument("--grpc-listen", help="unix:///path.sock or host:port (sidecar.grpc_listen)")
+    serve.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
+    serve.add_argument("--probes-dir", help="directory of probe packs (sidecar.probes_dir)")
+
     commands.add_parser("config", help="print the effective settings as YAML")
     return parser
 
@@ -53,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        overrides = {"vllm.enforce_eager": True} if getattr(args, "eager", False) else {}
+        overrides = _overrides(args)
         settings = load_settings(args.config, overrides)
         return _dispatch(args, settings)
     except ConfigError as exc:
@@ -64,6 +69,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Command-line options that override settings (highest precedence)."""
+    overrides: dict[str, object] = {}
+    if getattr(args, "eager", False):
+        overrides["vllm.enforce_eager"] = True
+    for option, key in (
+        ("grpc_listen", "sidecar.grpc_listen"),
+        ("http_listen", "sidecar.http_listen"),
+        ("probes_dir", "sidecar.probes_dir"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides[key] = value
+    return overrides
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,6 +101,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from monitor import demo
 
         return demo.run(settings, sys.stdout)
+    if args.command == "serve":
+        import asyncio
+
+        from monitor.sidecar import server
+
+        asyncio.run(server.serve(settings))
+        return 0
     if args.command == "config":
         import yaml
 

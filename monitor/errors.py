@@ -19,3 +19,7 @@ class DependencyError(SaemonError):
 
 class VllmServerError(SaemonError):
     """A vLLM server that saemon started failed to start, answer or stop."""
+
+
+class PackError(ConfigError):
+    """A probe pack is invalid, inconsistent, or made for another model."""
