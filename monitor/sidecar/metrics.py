@@ -17,7 +17,6 @@ DROP_REASONS = (
     "unknown_pack",  # the batch names a pack (or version) that is not loaded
     "non_finite",  # NaN or infinity in a score
     "oversized",  # a message larger than ingest.max_message_bytes
-    "queue_full",  # the sidecar's ingest queue was full (only with ingest.drop_when_full)
     "client_queue_full",  # reported by clients: dropped before reaching the sidecar
     "unauthenticated",  # a call without a valid token
 )
