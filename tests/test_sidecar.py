@@ -1,0 +1,370 @@
+"""`saemon serve` as a real process, driven over real gRPC channels (Unix socket, TCP + TLS)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from sidecar_process import SidecarProcess
+from synthetic import batch, end, summary, write_pack
+from tls import make_pki
+
+MODEL = "SmolLM2-135M-Instruct"
+PROMPT_TOKENS = 16
+RESPONSE_STEPS = 40
+SPIKE_STEP = 20
+
+
+@pytest.fixture
+def packs(tmp_path):
+    directory = tmp_path / "packs"
+    directory.mkdir()
+    write_pack(directory)
+    return directory
+
+
+@pytest.fixture
+def sidecar(tmp_path, packs):
+    process = SidecarProcess(
+        tmp_path,
+        {"grpc_listen": f"unix://{tmp_path}/saemon.sock", "probes_dir": str(packs), "request_idle_seconds": 600},
+    )
+    with process:
+        yield process
+        assert process.stop() == 0, process.log()
+
+
+def channel(process: SidecarProcess) -> grpc.Channel:
+    return grpc.insecure_channel(process.settings["sidecar"]["grpc_listen"])
+
+
+def stub(process: SidecarProcess) -> monitor_pb2_grpc.MonitorServiceStub:
+    return monitor_pb2_grpc.MonitorServiceStub(channel(process))
+
+
+# -- a workload whose outcome is known by construction ----------------------------------
+
+
+def request_values(k: int, step: int) -> list[float]:
+    """f0 is 0.3, spiking to 0.9 at SPIKE_STEP for every 5th request; f1 is 0.7 for every 7th."""
+    f0 = 0.9 if (k % 5 == 0 and step == SPIKE_STEP) else 0.3
+    f1 = 0.7 if k % 7 == 0 else 0.0
+    return [f0, f1]
+
+
+def stream_requests(stream: int, requests: int, concurrent: int = 8):
+    """One worker's steps: `concurrent` requests in flight, each 1 prefill + 40 decode steps."""
+    ids = [f"s{stream}-r{i}" for i in range(requests)]
+    numbers = [stream * 1000 + i for i in range(requests)]
+    progress: dict[int, int] = {}
+    waiting = list(range(requests))
+    step = 0
+    while waiting or progress:
+        while waiting and len(progress) < concurrent:
+            progress[waiting.pop(0)] = -1
+        summaries, ends = [], []
+        for i, done in list(progress.items()):
+            if done == -1:
+                summaries.append(summary(ids[i], [0.1, 0.0], 0, n=PROMPT_TOKENS, scope=pb.TOKEN_SCOPE_PROMPT))
+            else:
+                summaries.append(summary(ids[i], request_values(numbers[i], done), PROMPT_TOKENS + done))
+            progress[i] = done + 1
+            if progress[i] == RESPONSE_STEPS:
+                ends.append(end(ids[i]))
+                del progress[i]
+        yield pb.IngestRequest(batches=[batch(summaries, ends, step=step)])
+        step += 1
+
+
+def expected_flags(streams: int, requests: int) -> tuple[set[str], set[str]]:
+    ids = [(f"s{s}-r{i}", s * 1000 + i) for s in range(streams) for i in range(requests)]
+    return {r for r, k in ids if k % 5 == 0}, {r for r, k in ids if k % 7 == 0}
+
+
+def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
+    streams, requests = 4, 100
+    spiking, steady = expected_flags(streams, requests)
+    received: list[pb.Decision] = []
+    expected_decisions = 2 * (len(spiking) + len(steady))  # each fires once and resolves at end
+    watcher = stub(sidecar).WatchAlerts(pb.WatchAlertsRequest())
+    got_all = threading.Event()
+
+    def watch():
+        try:
+            for response in watcher:
+                received.append(response.decision)
+                if len(received) == expected_decisions:
+                    got_all.set()
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.CANCELLED
+
+    threading.Thread(target=watch, daemon=True).start()
+    # the subscription is registered once its first message could flow; a no-op probe call
+    # on the same channel is not enough, so wait for the server to count it
+    _wait(lambda: sidecar.metric("grpc_server_started_total", grpc_type="server_stream",
+          grpc_service="saemon.v1.MonitorService", grpc_method="WatchAlerts") == 1)  # fmt: skip
+
+    with ThreadPoolExecutor(streams) as pool:
+        responses = list(pool.map(lambda s: stub(sidecar).Ingest(stream_requests(s, requests)), range(streams)))
+    steps = [len(list(stream_requests(s, requests))) for s in range(streams)]
+    assert sum(steps) > 2000
+    for response, sent in zip(responses, steps):
+        assert (response.batches_accepted, response.batches_rejected) == (sent, 0)
+    assert got_all.wait(20), f"{len(received)} of {expected_decisions} decisions"
+    watcher.cancel()
+
+    fired = {(d.request_id, d.probe) for d in received if d.kind == pb.DECISION_KIND_FIRED}
+    assert fired == {(r, "safety_max") for r in spiking} | {(r, "safety_mean") for r in steady}
+    resolved = {(d.request_id, d.probe) for d in received if d.kind == pb.DECISION_KIND_RESOLVED}
+    assert resolved == fired
+
+    sidecar.wait_idle()
+    total = streams * requests
+    assert sidecar.metric("saemon_tokens_scored_total", model_name=MODEL, scope="response") == total * RESPONSE_STEPS
+    assert sidecar.metric("saemon_tokens_scored_total", model_name=MODEL, scope="prompt") == total * PROMPT_TOKENS
+    assert sidecar.metric("saemon_requests_scored_total", model_name=MODEL) == total
+    assert sidecar.metric("saemon_requests_flagged_total", model_name=MODEL, probe="safety_max", severity="critical") == len(spiking)
+    assert sidecar.metric("saemon_requests_flagged_total", model_name=MODEL, probe="safety_mean", severity="warning") == len(steady)
+    assert sidecar.metric("saemon_probe_score_count", model_name=MODEL, probe="safety_max") == total
+    # float32 0.3 on the wire is 0.30000001: the quiet requests land in the 0.4 bucket
+    assert sidecar.metric("saemon_probe_score_bucket", model_name=MODEL, probe="safety_max", le="0.4") == total - len(spiking)
+    assert sidecar.metric("saemon_probe_score_bucket", model_name=MODEL, probe="safety_max", le="0.8") == total - len(spiking)
+    assert sidecar.metric("saemon_ingest_batches_total") == sum(steps)
+    assert sidecar.metric("saemon_requests_active") == 0
+    assert sidecar.metric("saemon_ingest_latency_seconds_count") is not None
+    assert sidecar.metric("grpc_server_handled_total", grpc_type="client_stream", grpc_service="saemon.v1.MonitorService",
+                          grpc_method="Ingest", grpc_code="OK") == streams  # fmt: skip
+
+    # request 35 of stream 0 both spiked (k % 5) and is steady (k % 7)
+    report = stub(sidecar).GetRequestReport(pb.GetRequestReportRequest(request_id="s0-r35")).report
+    assert report.finished and report.finish_reason == pb.FINISH_REASON_STOP
+    assert (report.prompt_tokens, report.response_tokens) == (PROMPT_TOKENS, RESPONSE_STEPS)
+    scores = {s.probe: s for s in report.scores}
+    assert scores["safety_max"].score == pytest.approx(0.9)
+    assert scores["safety_max"].peak_position == PROMPT_TOKENS + SPIKE_STEP
+    assert scores["safety_max"].fired and not scores["safety_max"].firing
+    assert scores["safety_mean"].score == pytest.approx(0.7)
+    firing = [d for d in report.decisions if d.kind == pb.DECISION_KIND_FIRED]
+    assert {d.probe for d in firing} == {"safety_max", "safety_mean"}
+    mean_fire = next(d for d in firing if d.probe == "safety_mean")
+    assert mean_fire.tokens == 4  # min_tokens
+    assert [f.feature for f in mean_fire.features] == ["f0", "f1"]
+
+
+def test_bad_batches_are_counted_and_the_stream_goes_on(tmp_path, packs):
+    sidecar = SidecarProcess(tmp_path, {
+        "grpc_listen": f"unix://{tmp_path}/small.sock", "probes_dir": str(packs), "max_message_bytes": 65536,
+    }).start()  # fmt: skip
+    good = batch([summary("good", [0.1, 0.1], 0)])
+    huge = pb.IngestRequest(batches=[batch([summary(f"h{i}", [0.1, 0.1], 0) for i in range(2_000)])])
+    assert huge.ByteSize() > 65536
+    messages = [
+        pb.IngestRequest(batches=[good]),
+        pb.IngestRequest(batches=[batch([summary("x", [math.nan, 0.0], 0)])]),
+        pb.IngestRequest(batches=[batch([summary("x", [0.1], 0)]), batch([summary("x", [0.1, 0.1], 0)], pack="other")]),
+        huge,
+        pb.IngestRequest(batches=[batch([summary("good", [0.2, 0.1], 1)])], client_dropped=7),
+    ]
+    response = stub(sidecar).Ingest(iter(messages))
+    assert response.batches_accepted == 2
+    assert dict(response.rejected_by_reason) == {"non_finite": 1, "malformed": 1, "unknown_pack": 1, "oversized": 1}
+    assert "NaN" in response.first_error
+    report = stub(sidecar).GetRequestReport(pb.GetRequestReportRequest(request_id="good")).report
+    assert report.response_tokens == 2
+    for reason, count in {"non_finite": 1, "malformed": 1, "unknown_pack": 1, "oversized": 1, "client_queue_full": 7}.items():
+        assert sidecar.metric("saemon_events_dropped_total", reason=reason) == count
+    assert sidecar.stop() == 0
+
+
+def test_queries_answer_with_canonical_status_codes(sidecar):
+    client = stub(sidecar)
+    with pytest.raises(grpc.RpcError) as err:
+        client.GetRequestReport(pb.GetRequestReportRequest(request_id="never-seen"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        client.GetRequestReport(pb.GetRequestReportRequest())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    probes = {p.name: p for p in client.ListProbes(pb.ListProbesRequest()).probes}
+    assert sorted(probes) == ["safety_max", "safety_mean"]
+    mean = probes["safety_mean"]
+    assert (mean.pack, mean.aggregation, mean.min_tokens, list(mean.layers)) == ("safety", "mean", 4, [14])
+    assert mean.scope == pb.TOKEN_SCOPE_RESPONSE and probes["safety_max"].severity == pb.SEVERITY_CRITICAL
+    health = health_pb2_grpc.HealthStub(channel(sidecar))
+    for service in ("", "saemon.v1.MonitorService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reload_keeps_old_packs_on_error_and_sighup_reloads(sidecar, packs):
+    client = stub(sidecar)
+    (packs / "broken.yaml").write_text("pack: broken\n")
+    with pytest.raises(grpc.RpcError) as err:
+        client.ReloadProbes(pb.ReloadProbesRequest())
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "broken.yaml" in err.value.details() and "old packs kept" in err.value.details()
+    assert len(client.ListProbes(pb.ListProbesRequest()).probes) == 2
+    assert sidecar.metric("saemon_config_last_reload_successful") == 0
+
+    (packs / "broken.yaml").unlink()
+    write_pack(packs, name="extra")
+    response = client.ReloadProbes(pb.ReloadProbesRequest())
+    assert sorted(response.packs) == ["extra", "safety"] and response.probes == 4
+    assert sidecar.metric("saemon_config_last_reload_successful") == 1
+
+    write_pack(packs, name="third")
+    sidecar.signal(signal.SIGHUP)
+    _wait(lambda: len(client.ListProbes(pb.ListProbesRequest()).probes) == 6)
+    assert sidecar.metric("saemon_probes_loaded") == 6
+
+
+def test_unix_socket_is_private_to_the_pod_group(sidecar, tmp_path):
+    mode = (tmp_path / "saemon.sock").stat().st_mode & 0o777
+    assert mode == 0o660
+
+
+def test_readiness_and_metrics_endpoints(sidecar):
+    with urllib.request.urlopen(f"{sidecar.http}/healthz") as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{sidecar.http}/readyz") as response:
+        assert response.status == 200
+    metrics = sidecar.metrics()
+    assert metrics[("saemon_build_info", frozenset({("version", _version())}))] == 1
+    assert sidecar.metric("saemon_ingest_queue_capacity") == 4096
+    assert sidecar.metric("saemon_events_dropped_total", reason="malformed") == 0  # pre-initialised
+
+
+def test_tls_and_bearer_token_on_tcp(tmp_path, packs):
+    pki = make_pki(tmp_path / "pki")
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    from monitor.vllm_server import free_port
+
+    port = free_port()
+    process = SidecarProcess(tmp_path, {
+        "grpc_listen": f"127.0.0.1:{port}",
+        "probes_dir": str(packs),
+        "auth_token_file": str(token_file),
+        "tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)},
+    })  # fmt: skip
+    with process:
+        credentials = grpc.ssl_channel_credentials(pki.ca_cert.read_bytes())
+        secure = grpc.secure_channel(f"localhost:{port}", credentials)
+        client = monitor_pb2_grpc.MonitorServiceStub(secure)
+        steps = [pb.IngestRequest(batches=[batch([summary("t", [0.9, 0.0], 0)])])]
+
+        for metadata in ([], [("authorization", "Bearer wrong")]):
+            with pytest.raises(grpc.RpcError) as err:
+                client.Ingest(iter(steps), metadata=metadata)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as err:
+                client.ListProbes(pb.ListProbesRequest(), metadata=metadata)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert process.metric("saemon_tokens_scored_total", model_name=MODEL, scope="response") is None
+        assert process.metric("saemon_events_dropped_total", reason="unauthenticated") == 4
+
+        # health is exempt; the right token works
+        health = health_pb2_grpc.HealthStub(secure)
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+        good = [("authorization", "Bearer s3cret-token")]
+        assert client.Ingest(iter(steps), metadata=good).batches_accepted == 1
+        process.wait_idle()
+        assert process.metric("saemon_tokens_scored_total", model_name=MODEL, scope="response") == 1
+
+        # plaintext to a TLS port fails
+        with pytest.raises(grpc.RpcError):
+            monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}")).ListProbes(
+                pb.ListProbesRequest(), metadata=good, timeout=5
+            )
+        assert process.stop() == 0
+
+
+def test_invalid_config_fails_at_start_naming_the_field(tmp_path, packs):
+    process = SidecarProcess(tmp_path, {"grpc_listen": "127.0.0.1:0", "probes_dir": str(packs)})
+    with pytest.raises(RuntimeError) as err:
+        process.start()
+    assert "TCP without TLS" in str(err.value) and "sidecar.tls.cert_file" in str(err.value)
+
+    process = SidecarProcess(tmp_path, {"probes_dir": str(tmp_path / "absent")}, name="absent")
+    with pytest.raises(RuntimeError, match="SAEMON_SIDECAR__PROBES_DIR"):
+        process.start()
+
+    bad = SidecarProcess(tmp_path, {"ingest_queue_size": 0}, name="bad")
+    with pytest.raises(RuntimeError, match="sidecar.ingest_queue_size"):
+        bad.start()
+
+
+def _wait(predicate, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def _version() -> str:
+    from monitor import __version__
+
+    return __version__
+
+
+def test_client_reconnects_when_the_sidecar_restarts_mid_stream(tmp_path, packs):
+    from monitor.sidecar.client import SidecarClient
+
+    socket = f"unix://{tmp_path}/restart.sock"
+    first = SidecarProcess(tmp_path, {"grpc_listen": socket, "probes_dir": str(packs)}, name="first").start()
+    client = SidecarClient(socket, queue_size=256, stream_max_seconds=0.2, backoff_max_seconds=0.5)
+    client.start()
+    sent = 0
+
+    def submit(count: int) -> None:
+        nonlocal sent
+        for _ in range(count):
+            client.submit(batch([summary(f"q{sent}", [0.1, 0.0], 0)], step=sent))
+            sent += 1
+
+    submit(300)
+    _wait(lambda: client.stats().accepted + client.stats().dropped == 300)
+    accepted_by_first = client.stats().accepted
+    first.wait_idle()
+    assert first.metric("saemon_tokens_scored_total", model_name=MODEL, scope="response") == accepted_by_first
+    drops_told_first = first.metric("saemon_events_dropped_total", reason="client_queue_full")
+    first.kill()  # no graceful stop: the stream breaks under the client
+
+    before = client.stats()
+    submit(1_000)  # while nobody listens: the queue fills, the rest is dropped, nothing blocks
+    stats = client.stats()
+    # each of the 1000 is dropped, still queued, or was pulled into the stream that is dying
+    pulled = stats.sent - before.sent
+    assert stats.dropped - before.dropped >= 1_000 - 256 - pulled and stats.queue_depth <= 256
+
+    second = SidecarProcess(tmp_path, {"grpc_listen": socket, "probes_dir": str(packs)}, name="second").start()
+    _wait(lambda: client.stats().reconnects >= 1 and client.stats().queue_depth == 0, timeout=20)
+    submit(200)
+    client.close()
+    stats = client.stats()
+    assert stats.submitted == sent == 1_500
+    assert stats.stream_errors >= 1
+    # every batch is accounted for: accepted by a server, dropped, or lost in a broken stream
+    assert stats.accepted + stats.dropped + stats.unconfirmed >= sent
+    assert stats.accepted >= accepted_by_first + 200
+    second.wait_idle()
+    scored = second.metric("saemon_tokens_scored_total", model_name=MODEL, scope="response")
+    assert scored == stats.accepted - accepted_by_first  # the second sidecar scored what it accepted
+    # the drops the client counted reached the sidecars' metrics: none lost (a count that rode
+    # on a message of the broken stream is sent again, so it may be counted twice)
+    drops_told_second = second.metric("saemon_events_dropped_total", reason="client_queue_full")
+    assert drops_told_first + drops_told_second >= stats.dropped
+    assert drops_told_second <= stats.dropped
+    assert second.stop() == 0
