@@ -191,7 +191,11 @@ def test_a_server_stream_past_its_deadline_counts_as_deadline_exceeded() -> None
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
     s = scenario(client)
-    assert s.handled(WATCH, "DEADLINE_EXCEEDED") == 1
+    # The client's deadline timer starts before the server's (which starts when the headers
+    # arrive), so a busy server can see the client's cancel with a little of its own deadline
+    # left: it then records CANCELLED, as go-grpc-prometheus would. Either way, exactly once.
+    deadline, cancelled = s.handled(WATCH, "DEADLINE_EXCEEDED"), s.handled(WATCH, "CANCELLED")
+    assert sorted([deadline or 0, cancelled or 0]) == [0, 1]
     assert s.sent(WATCH) == 1
 
 
