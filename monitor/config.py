@@ -52,8 +52,9 @@ class VllmSettings(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32",
         description="Compute dtype. float32 by default: the default model is a Q4_1 dequantization "
-        "whose first answer token is a near-tie that compiled bf16 on CPU tips the wrong way; "
-        "on AVX-512 CPUs float32 also decoded faster (533 vs 434 tokens/s at batch 32).",
+        "whose first answer token is a near-tie that compiled bf16 on CPU tips the wrong way. It "
+        "costs throughput (0.68x of bfloat16 on 2 AVX-512 cores, bench/RESULTS.md); use "
+        "bfloat16 or auto for other models.",
     )
     max_model_len: int = Field(2048, gt=0, description="Longest prompt + completion, in tokens.")
     enforce_eager: bool = Field(
