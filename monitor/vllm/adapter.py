@@ -1,0 +1,214 @@
+"""Every vLLM internal the plugin touches, in one place, for vLLM 0.32 / 0.33 (V1 engine).
+
+vLLM has no public per-forward observer API in these versions. What the plugin relies on:
+``Worker.load_model`` / ``Worker.execute_model`` (``vllm/v1/worker/gpu_worker.py``; the CPU
+worker subclasses it), the model runner's batch layout after ``execute_model`` (V1 runner:
+``input_batch.req_ids``, ``query_start_loc.np``, ``positions``; runner V2:
+``execute_model_state.input_batch``), its per-request state (``runner.requests``), and the
+EAGLE-3 aux-hidden-state path of Llama-family models (``set_aux_hidden_state_layers``: the
+inner model then returns ``(hidden, [residual after each chosen layer])`` from inside the
+compiled graph). Anything missing raises an error naming the vLLM version.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from monitor.errors import SaemonError
+from monitor.vllm.batch import RequestInfo, StepLayout
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VERSIONS = ("0.32.", "0.33.")
+_PATCHED = "_saemon_patched"
+
+
+class UnsupportedVllm(SaemonError):
+    """The running vLLM lacks an internal the plugin needs."""
+
+
+def vllm_version() -> str:
+    import vllm
+
+    return getattr(vllm, "__version__", "unknown")
+
+
+def check_version() -> None:
+    version = vllm_version()
+    if not version.startswith(SUPPORTED_VERSIONS):
+        log.warning(
+            "saemon's vLLM plugin was written for vLLM %s; this is %s. It checks every "
+            "internal it uses and fails loudly if one is missing.",
+            "/".join(v.rstrip(".") for v in SUPPORTED_VERSIONS), version,
+        )  # fmt: skip
+
+
+def patch_worker(
+    on_loaded: Callable[[Any], None],
+    on_step: Callable[[Any, Any], None],
+) -> bool:
+    """Wrap Worker.load_model and Worker.execute_model once; False if already done."""
+    try:
+        from vllm.v1.worker.gpu_worker import Worker
+    except ImportError as exc:
+        raise UnsupportedVllm(
+            f"vLLM {vllm_version()}: cannot import vllm.v1.worker.gpu_worker.Worker ({exc}); "
+            "saemon needs vLLM 0.32/0.33 with the V1 engine."
+        ) from None
+    if getattr(Worker, _PATCHED, False):
+        return False
+    for name in ("load_model", "execute_model"):
+        if not callable(getattr(Worker, name, None)):
+            raise UnsupportedVllm(f"vLLM {vllm_version()}: Worker.{name} is missing.")
+
+    original_load = Worker.load_model
+    original_execute = Worker.execute_model
+
+    @functools.wraps(original_load)
+    def load_model(self, *args, **kwargs):
+        result = original_load(self, *args, **kwargs)
+        on_loaded(self)
+        return result
+
+    @functools.wraps(original_execute)
+    def execute_model(self, scheduler_output, *args, **kwargs):
+        result = original_execute(self, scheduler_output, *args, **kwargs)
+        on_step(self, scheduler_output)
+        return result
+
+    Worker.load_model = load_model
+    Worker.execute_model = execute_model
+    setattr(Worker, _PATCHED, True)
+    return True
+
+
+def saemon_section(vllm_config: Any) -> dict[str, Any] | None:
+    """The ``saemon`` entry of vLLM's additional_config (hashed into vLLM's compile cache)."""
+    additional = getattr(vllm_config, "additional_config", None) or {}
+    section = additional.get("saemon") if isinstance(additional, dict) else None
+    return section if isinstance(section, dict) else None
+
+
+def served_model_name(vllm_config: Any) -> str:
+    name = vllm_config.model_config.served_model_name
+    if isinstance(name, list | tuple):
+        name = name[0]
+    return str(name or vllm_config.model_config.model)
+
+
+def model_shape(vllm_config: Any) -> tuple[int, int]:
+    hf = vllm_config.model_config.hf_config
+    text = getattr(hf, "text_config", None) or hf
+    return int(text.hidden_size), int(text.num_hidden_layers)
+
+
+def check_engine_config(vllm_config: Any) -> None:
+    """Refuse settings under which the tap would miss or misattribute rows."""
+    problems = []
+    if getattr(vllm_config.cache_config, "enable_prefix_caching", False):
+        problems.append(
+            "prefix caching is on: cached prompt tokens are never recomputed, so their "
+            "activations never pass the tap and requests would be scored on part of their "
+            "prompt. Start vLLM with --no-enable-prefix-caching (LLM(enable_prefix_caching=False))"
+        )
+    if vllm_config.parallel_config.pipeline_parallel_size > 1:
+        problems.append("pipeline parallelism is not supported; use tensor parallelism")
+    spec = getattr(vllm_config, "speculative_config", None)
+    if spec is not None:
+        problems.append(
+            "speculative decoding adds rejected rows and (EAGLE-3) shares the aux hidden-state "
+            "path the tap uses; disable it"
+        )
+    if problems:
+        raise SaemonError("saemon cannot monitor this vLLM engine: " + "; ".join(problems) + ".")
+
+
+def tensor_parallel_rank() -> int:
+    from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+
+    return int(get_tensor_model_parallel_rank())
+
+
+def install_tap(model: Any, layers: tuple[int, ...], capture: Callable[[list], None]) -> None:
+    """Make ``model`` hand the residual stream after ``layers`` to ``capture`` every forward.
+
+    aux id k is the residual after decoder layer k-1 (id 0 = embeddings), i.e. HF
+    ``hidden_states[k]``; a pack's layer L (resid_post) is aux id L + 1. The top-level
+    forward is not compiled, so the wrapper runs as Python on every call while the inner
+    model, which produces the aux outputs, stays compiled.
+    """
+    if not callable(getattr(model, "set_aux_hidden_state_layers", None)):
+        raise UnsupportedVllm(
+            f"vLLM {vllm_version()}: {type(model).__name__} has no set_aux_hidden_state_layers "
+            "(the EAGLE-3 aux hidden-state path). saemon taps Llama-family models (Llama, "
+            "Qwen2, Granite, ...) this way; other architectures are not supported yet."
+        )
+    aux_ids = tuple(layer + 1 for layer in layers)
+    model.set_aux_hidden_state_layers(aux_ids)
+    inner_forward = model.forward
+
+    def forward(self, *args, **kwargs):
+        output = inner_forward(*args, **kwargs)
+        if isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], list):
+            hidden, aux = output
+            capture(aux)
+            return hidden
+        return output
+
+    model.forward = types.MethodType(forward, model)
+
+
+def read_layout(runner: Any, num_tokens: int) -> StepLayout:
+    """This step's rows, from either model-runner layout."""
+    state = getattr(runner, "execute_model_state", None)
+    batch = getattr(state, "input_batch", None)
+    if batch is not None and hasattr(batch, "query_start_loc_np"):  # model runner V2
+        n = len(batch.req_ids)
+        qsl = np.asarray(batch.query_start_loc_np[: n + 1])
+        req_ids = list(batch.req_ids[:n])
+        positions = np.asarray(batch.positions_np[:num_tokens]) if hasattr(batch, "positions_np") else None
+    else:
+        input_batch = getattr(runner, "input_batch", None)
+        if input_batch is None or not hasattr(runner, "query_start_loc"):
+            raise UnsupportedVllm(
+                f"vLLM {vllm_version()}: the model runner ({type(runner).__name__}) has neither "
+                "input_batch/query_start_loc (V1) nor execute_model_state.input_batch (V2)."
+            )
+        n = input_batch.num_reqs
+        req_ids = list(input_batch.req_ids[:n])
+        qsl = np.asarray(runner.query_start_loc.np[: n + 1])
+        positions = _v1_positions(runner, input_batch, qsl, num_tokens)
+    if positions is None:
+        raise UnsupportedVllm(f"vLLM {vllm_version()}: cannot find the positions of this step's rows.")
+    requests = {}
+    for worker_id in req_ids:
+        state = runner.requests.get(worker_id)
+        if state is None:
+            continue
+        params = getattr(state, "sampling_params", None)
+        requests[worker_id] = RequestInfo(
+            prompt_len=len(state.prompt_token_ids or ()),
+            max_tokens=getattr(params, "max_tokens", None),
+            prompt_token_ids=state.prompt_token_ids or (),
+            output_token_ids=state.output_token_ids,
+        )
+    return StepLayout(req_ids, qsl, positions, requests)
+
+
+def _v1_positions(runner: Any, input_batch: Any, qsl: np.ndarray, num_tokens: int) -> np.ndarray:
+    """Absolute position of each row: the runner's own positions when they are on the host
+    (CPU runner), else num_computed_tokens + offset, which is what the runner computes
+    (no speculative decoding: the plugin refuses it)."""
+    positions = getattr(runner, "positions", None)
+    if positions is not None and getattr(positions, "device", None) is not None and positions.device.type == "cpu":
+        return positions.numpy()[:num_tokens]
+    starts = np.asarray(input_batch.num_computed_tokens_cpu[: len(qsl) - 1], dtype=np.int64)
+    lengths = np.diff(qsl).astype(np.int64)
+    offsets = np.arange(int(qsl[-1]), dtype=np.int64) - np.repeat(qsl[:-1].astype(np.int64), lengths)
+    return np.repeat(starts, lengths) + offsets

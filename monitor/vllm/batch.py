@@ -1,0 +1,159 @@
+"""Which tapped row belongs to which request, and which rows to score.
+
+After each step the adapter reads the runner's batch layout: the scheduled requests in
+row order, ``query_start_loc`` (request i owns rows ``qsl[i]:qsl[i+1]``; rows past
+``qsl[-1]`` are padding) and each row's absolute position in its request's sequence. The
+planner turns that into segments for the projection:
+
+- **Dedup by absolute position.** Chunked prefill spreads a prompt over steps, preemption
+  recomputes rows from the start, and a step can run after EOS: a row is scored only if
+  its position is past everything already scored for that request.
+- **Scope.** A row at position < prompt length is a prompt token; later rows are generated
+  tokens fed back as input (a decode row is the input token of its step).
+- **Special tokens** (BOS, chat-template markers) are masked out when configured: they have
+  huge norms and light up latents without meaning anything.
+
+Each request's rows become up to two contiguous segments (prompt part, response part);
+masked rows stay inside their segment with ``row_mask`` False, so segments tile the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+
+
+def external_id(worker_request_id: str) -> str:
+    """vLLM's worker sees "{external id}-{8 random chars}"; clients know the external id."""
+    head, sep, _ = worker_request_id.rpartition("-")
+    return head if sep else worker_request_id
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the planner needs to know about a request, from the runner's request state."""
+
+    prompt_len: int
+    max_tokens: int | None
+    prompt_token_ids: Sequence[int]
+    output_token_ids: Sequence[int]
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """The rows of one step, read from the model runner."""
+
+    req_ids: Sequence[str]  # worker request ids, in row order
+    query_start_loc: np.ndarray  # int, [R + 1]
+    positions: np.ndarray  # int, [T] absolute position of each row (T >= qsl[-1])
+    requests: dict[str, RequestInfo]  # by worker request id
+
+
+@dataclass(frozen=True)
+class Segment:
+    request_id: str  # external id
+    scope: int  # pb.TOKEN_SCOPE_*
+    first_position: int  # position of the first scored row
+    num_tokens: int  # scored (unmasked) rows
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    seg_starts: np.ndarray  # int32 [S + 1], segments tile rows seg_starts[0]:seg_starts[-1]
+    row_mask: np.ndarray  # bool [T]: rows to score
+    segments: list[Segment]  # [S]; num_tokens == 0 for fully masked segments
+    positions: np.ndarray  # int64 [T], to map a row index back to a position
+
+
+@dataclass
+class _Track:
+    external: str
+    next_position: int = 0  # every position below this one was scored (or skipped) once
+    info: RequestInfo | None = None
+    scored: dict[int, int] = field(default_factory=lambda: {pb.TOKEN_SCOPE_PROMPT: 0, pb.TOKEN_SCOPE_RESPONSE: 0})
+
+
+class Planner:
+    """Per-worker attribution state; one instance for the worker's lifetime."""
+
+    def __init__(self, special_token_ids: Iterable[int] = ()) -> None:
+        self.special = np.array(sorted(set(special_token_ids)), dtype=np.int64)
+        self.tracks: dict[str, _Track] = {}
+
+    def plan(self, layout: StepLayout) -> StepPlan:
+        qsl = np.asarray(layout.query_start_loc, dtype=np.int64)
+        total = int(qsl[-1]) if len(qsl) else 0
+        positions = np.asarray(layout.positions[:total], dtype=np.int64)
+        row_mask = np.zeros(total, dtype=bool)
+        starts: list[int] = [int(qsl[0])] if len(qsl) else [0]
+        segments: list[Segment] = []
+        for i, worker_id in enumerate(layout.req_ids):
+            a, b = int(qsl[i]), int(qsl[i + 1])
+            if b <= a:
+                continue
+            track = self.tracks.get(worker_id)
+            if track is None:
+                track = self.tracks[worker_id] = _Track(external_id(worker_id))
+            info = layout.requests.get(worker_id) or track.info
+            track.info = info
+            prompt_len = info.prompt_len if info is not None else 0
+            rows = positions[a:b]
+            fresh = rows >= track.next_position
+            if self.special.size and info is not None:
+                fresh &= ~np.isin(self._token_ids(info, rows), self.special)
+            row_mask[a:b] = fresh
+            split = a + int(np.searchsorted(rows, prompt_len, side="left"))
+            for lo, hi, scope in ((a, split, pb.TOKEN_SCOPE_PROMPT), (split, b, pb.TOKEN_SCOPE_RESPONSE)):
+                if hi <= lo:
+                    continue
+                scored = row_mask[lo:hi]
+                count = int(scored.sum())
+                first = int(positions[lo + int(np.argmax(scored))]) if count else int(positions[lo])
+                segments.append(Segment(track.external, scope, first, count))
+                starts.append(hi)
+                track.scored[scope] += count
+            track.next_position = max(track.next_position, int(rows.max()) + 1)
+        # Segments tile [qsl[0], total); a request with no rows adds no segment.
+        seg_starts = np.array(starts if segments else [0], dtype=np.int32)
+        return StepPlan(seg_starts, row_mask, segments, positions)
+
+    @staticmethod
+    def _token_ids(info: RequestInfo, rows: np.ndarray) -> np.ndarray:
+        """The token id at each absolute position (-1 where the runner has not recorded it)."""
+        ids = np.full(rows.shape, -1, dtype=np.int64)
+        prompt = rows < info.prompt_len
+        if prompt.any():
+            ids[prompt] = np.asarray(info.prompt_token_ids, dtype=np.int64)[rows[prompt]]
+        outputs = np.asarray(info.output_token_ids, dtype=np.int64)
+        later = ~prompt & (rows - info.prompt_len < len(outputs))
+        if later.any():
+            ids[later] = outputs[rows[later] - info.prompt_len]
+        return ids
+
+    def finish(self, worker_ids: Iterable[str]) -> list[pb.RequestEnd]:
+        """End markers for finished requests; forgets them."""
+        ends = []
+        for worker_id in worker_ids:
+            track = self.tracks.pop(worker_id, None)
+            if track is None:
+                continue  # finished before any row was scheduled here
+            info = track.info
+            generated = len(info.output_token_ids) if info is not None else 0
+            # The worker does not see why a request ended; reaching max_tokens is the one
+            # reason it can tell apart from stop strings, EOS and aborts.
+            reason = pb.FINISH_REASON_UNSPECIFIED
+            if info is not None and info.max_tokens is not None and generated >= info.max_tokens:
+                reason = pb.FINISH_REASON_LENGTH
+            ends.append(
+                pb.RequestEnd(
+                    request_id=track.external,
+                    finish_reason=reason,
+                    prompt_tokens=info.prompt_len if info is not None else 0,
+                    response_tokens=generated,
+                )
+            )
+        return ends

