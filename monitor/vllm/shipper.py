@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,13 +27,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StepResult:
+    """One step's projection, handed over as it came out of the kernel.
+
+    ``parts`` holds, per tapped layer, the pack columns it fills and its ``Summaries``
+    (possibly still on the GPU): turning them into numbers on the host happens on the shipper
+    thread, so the engine thread never waits for a device-to-host copy.
+    """
+
     step: int
     produced_unix_nanos: int
-    segments: list[Segment]  # only segments with scored tokens
-    max: np.ndarray  # float32 [S, F]
-    argmax_position: np.ndarray  # int64 [S, F]
-    sum: np.ndarray  # float32 [S, F]
-    count: np.ndarray  # int64 [S, F]
+    segments: list[Segment]  # every segment of the plan, in order
+    keep: list[int]  # the segments with scored tokens, the only ones shipped
+    positions: np.ndarray  # int64 [T]: row index -> absolute position
+    parts: list[tuple[np.ndarray, Any]]  # (pack columns, Summaries [S, F_layer])
+    features: int
     ends: list[pb.RequestEnd]
 
 
@@ -81,18 +89,29 @@ class Shipper:
                 self.dropped += 1
 
     def _batch(self, result: StepResult) -> pb.StepBatch:
+        s, f = len(result.segments), result.features
+        maxima = np.full((s, f), -np.inf, dtype=np.float32)
+        argmax = np.full((s, f), -1, dtype=np.int64)
+        sums = np.zeros((s, f), dtype=np.float32)
+        counts = np.zeros((s, f), dtype=np.int64)
+        for columns, summaries in result.parts:
+            rows = summaries.argmax.cpu().numpy().astype(np.int64)
+            maxima[:, columns] = summaries.max.cpu().numpy()
+            argmax[:, columns] = np.where(rows >= 0, result.positions[np.clip(rows, 0, None)], -1)
+            sums[:, columns] = summaries.sum.cpu().numpy()
+            counts[:, columns] = summaries.count.cpu().numpy()
         requests = [
             pb.RequestSummary(
-                request_id=segment.request_id,
-                scope=segment.scope,
-                first_position=segment.first_position,
-                num_tokens=segment.num_tokens,
-                max=result.max[i].tolist(),
-                argmax_position=result.argmax_position[i].tolist(),
-                sum=result.sum[i].tolist(),
-                count_above=result.count[i].tolist(),
+                request_id=result.segments[i].request_id,
+                scope=result.segments[i].scope,
+                first_position=result.segments[i].first_position,
+                num_tokens=result.segments[i].num_tokens,
+                max=maxima[i].tolist(),
+                argmax_position=argmax[i].tolist(),
+                sum=sums[i].tolist(),
+                count_above=counts[i].tolist(),
             )
-            for i, segment in enumerate(result.segments)
+            for i in result.keep
         ]
         return pb.StepBatch(
             model_name=self.model_name,

@@ -138,7 +138,9 @@ class WorkerMonitor:
             if plan is not None and any(s.num_tokens for s in plan.segments):
                 self._project_and_ship(plan, ends)
             elif ends:
-                self.shipper.ship(StepResult(self._step, time.time_ns(), [], *_empty(len(self.pack.spec.features)), ends))
+                self.shipper.ship(
+                    StepResult(self._step, time.time_ns(), [], [], np.zeros(0, np.int64), [], len(self.pack.spec.features), ends)
+                )
         except Exception:
             self.errors += 1
             if self.errors == 1:
@@ -159,32 +161,26 @@ class WorkerMonitor:
         from monitor.kernels import projection
 
         assert self.tap is not None and self.shipper is not None
-        features = len(self.pack.spec.features)
-        s = len(plan.segments)
         total = int(plan.seg_starts[-1])
         seg_starts = torch.from_numpy(plan.seg_starts)
         row_mask = torch.from_numpy(plan.row_mask)
-        out_max = np.full((s, features), -np.inf, dtype=np.float32)
-        out_arg = np.full((s, features), -1, dtype=np.int64)
-        out_sum = np.zeros((s, features), dtype=np.float32)
-        out_cnt = np.zeros((s, features), dtype=np.int64)
+        parts = []
         for layer, bank, columns in self._banks:
             x = self.tap.rows_of(layer, total)
-            device = x.device
-            result = projection(x, bank, seg_starts.to(device), row_mask.to(device))
-            rows = result.argmax.cpu().numpy()
-            out_max[:, columns] = result.max.cpu().numpy()
-            out_arg[:, columns] = np.where(rows >= 0, plan.positions[np.clip(rows, 0, None)], -1)
-            out_sum[:, columns] = result.sum.cpu().numpy()
-            out_cnt[:, columns] = result.count.cpu().numpy()
+            parts.append((columns, projection(x, bank, seg_starts.to(x.device), row_mask.to(x.device))))
         if self.settings.plugin.capture_dir is not None:
             self._capture(plan, total)
-        keep = [i for i, seg in enumerate(plan.segments) if seg.num_tokens]
         self.shipper.ship(
             StepResult(
-                self._step, time.time_ns(), [plan.segments[i] for i in keep],
-                out_max[keep], out_arg[keep], out_sum[keep], out_cnt[keep], ends,
-            )  # fmt: skip
+                step=self._step,
+                produced_unix_nanos=time.time_ns(),
+                segments=plan.segments,
+                keep=[i for i, segment in enumerate(plan.segments) if segment.num_tokens],
+                positions=plan.positions,
+                parts=parts,
+                features=len(self.pack.spec.features),
+                ends=ends,
+            )
         )
 
     def _capture(self, plan: StepPlan, total: int) -> None:
@@ -214,11 +210,3 @@ class WorkerMonitor:
         if self.shipper is not None:
             self.shipper.close()
 
-
-def _empty(features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.zeros((0, features), np.float32),
-        np.zeros((0, features), np.int64),
-        np.zeros((0, features), np.float32),
-        np.zeros((0, features), np.int64),
-    )
