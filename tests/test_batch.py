@@ -94,3 +94,17 @@ def test_end_markers_carry_token_counts_and_length_finishes():
 def test_an_empty_step_plans_nothing():
     plan = Planner().plan(layout({}, {}))
     assert plan.segments == [] and plan.seg_starts.tolist() == [0] and plan.row_mask.size == 0
+
+
+def test_a_generated_special_token_fed_back_in_a_decode_step_is_masked():
+    im_end = 2
+    planner = Planner(special_token_ids={im_end})
+    prompt = info(3)
+    planner.plan(layout({"A-xxxxxxxx": [0, 1, 2]}, {"A-xxxxxxxx": prompt}))
+    after_eos = RequestInfo(3, 16, prompt.prompt_token_ids, [im_end])
+    plan = planner.plan(layout({"A-xxxxxxxx": [3]}, {"A-xxxxxxxx": after_eos}))
+    assert plan.row_mask.tolist() == [False]
+    assert described(plan) == [("A", RESPONSE, 3, 0)]
+    ordinary = RequestInfo(3, 16, prompt.prompt_token_ids, [im_end, 77])
+    plan = planner.plan(layout({"A-xxxxxxxx": [4]}, {"A-xxxxxxxx": ordinary}))
+    assert described(plan) == [("A", RESPONSE, 4, 1)]

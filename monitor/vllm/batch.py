@@ -81,7 +81,8 @@ class Planner:
     """Per-worker attribution state; one instance for the worker's lifetime."""
 
     def __init__(self, special_token_ids: Iterable[int] = ()) -> None:
-        self.special = np.array(sorted(set(special_token_ids)), dtype=np.int64)
+        self.special_set = frozenset(int(t) for t in special_token_ids)
+        self.special = np.array(sorted(self.special_set), dtype=np.int64)
         self.tracks: dict[str, _Track] = {}
 
     def plan(self, layout: StepLayout) -> StepPlan:
@@ -101,6 +102,9 @@ class Planner:
             info = layout.requests.get(worker_id) or track.info
             track.info = info
             prompt_len = info.prompt_len if info is not None else 0
+            if b - a == 1:  # a decode step: plain Python, numpy calls cost more than the work
+                self._plan_one(track, info, prompt_len, int(positions[a]), a, row_mask, segments, starts)
+                continue
             rows = positions[a:b]
             fresh = rows >= track.next_position
             if self.special.size and info is not None:
@@ -120,6 +124,34 @@ class Planner:
         # Segments tile [qsl[0], total); a request with no rows adds no segment.
         seg_starts = np.array(starts if segments else [0], dtype=np.int32)
         return StepPlan(seg_starts, row_mask, segments, positions)
+
+    def _plan_one(
+        self,
+        track: _Track,
+        info: RequestInfo | None,
+        prompt_len: int,
+        position: int,
+        row: int,
+        row_mask: np.ndarray,
+        segments: list[Segment],
+        starts: list[int],
+    ) -> None:
+        """plan() for a request with one row this step, with the same rules."""
+        fresh = position >= track.next_position
+        if fresh and self.special_set and info is not None:
+            if position < prompt_len:
+                token = info.prompt_token_ids[position]
+            elif position - prompt_len < len(info.output_token_ids):
+                token = info.output_token_ids[position - prompt_len]
+            else:
+                token = -1
+            fresh = token not in self.special_set
+        row_mask[row] = fresh
+        scope = pb.TOKEN_SCOPE_PROMPT if position < prompt_len else pb.TOKEN_SCOPE_RESPONSE
+        segments.append(Segment(track.external, scope, position, int(fresh)))
+        starts.append(row + 1)
+        track.scored[scope] += int(fresh)
+        track.next_position = max(track.next_position, position + 1)
 
     @staticmethod
     def _token_ids(info: RequestInfo, rows: np.ndarray) -> np.ndarray:

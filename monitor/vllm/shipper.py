@@ -48,8 +48,17 @@ _STOP = object()
 
 
 class Shipper:
-    def __init__(self, client: SidecarClient, model_name: str, pack: str, version: str, queue_size: int) -> None:
+    def __init__(
+        self,
+        client: SidecarClient,
+        model_name: str,
+        pack: str,
+        version: str,
+        queue_size: int,
+        interval_seconds: float = 0.1,
+    ) -> None:
         self.client = client
+        self.interval = interval_seconds
         self.model_name = model_name
         self.pack = pack
         self.version = version
@@ -78,15 +87,26 @@ class Shipper:
         self.client.close(max(0.1, deadline - time.monotonic()))
 
     def _run(self) -> None:
+        # Wake at most once per interval and hand over every step queued since: on CPU
+        # serving, each wake-up of this thread (and of the gRPC client's) preempts one of
+        # vLLM's core-bound OpenMP threads, which stalls the whole forward pass.
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            try:
-                self.client.submit(self._batch(item))
-            except Exception:  # a bug here must not kill shipping for the worker's lifetime
-                log.exception("saemon: could not build the batch of step %d; dropped", item.step)
-                self.dropped += 1
+            items = [self._queue.get()]
+            if items[0] is not _STOP and self.interval > 0:
+                time.sleep(self.interval)
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if item is _STOP:
+                    return
+                try:
+                    self.client.submit(self._batch(item))
+                except Exception:  # a bug here must not kill shipping for the worker's lifetime
+                    log.exception("saemon: could not build the batch of step %d; dropped", item.step)
+                    self.dropped += 1
 
     def _batch(self, result: StepResult) -> pb.StepBatch:
         s, f = len(result.segments), result.features

@@ -92,9 +92,11 @@ class WorkerMonitor:
         self.ships = adapter.tensor_parallel_rank() == 0
         if self.ships:
             self.planner = Planner(self._special_token_ids() if self.settings.plugin.exclude_special_tokens else ())
+            plugin = self.settings.plugin
             self.shipper = Shipper(
-                self._client(), self.model_name, self.pack.name, self.pack.version, self.settings.plugin.queue_size
-            )
+                self._client(), self.model_name, self.pack.name, self.pack.version,
+                plugin.queue_size, plugin.ship_interval_seconds,
+            )  # fmt: skip
             self.shipper.start()
         log.info(
             "saemon: monitoring %s with pack %s@%s (%d features at layers %s)%s",
