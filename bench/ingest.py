@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb  # noqa: E402
 from monitor.proto.saemon.v1 import monitor_pb2_grpc  # noqa: E402
+from monitor.sidecar.client import DecisionWatcher  # noqa: E402
 from monitor.sidecar.process import SidecarProcess  # noqa: E402
 from synthetic import write_pack  # noqa: E402
 
@@ -73,20 +73,8 @@ def saturation(stub, batches: int, requests: int, features: int, sidecar: Sideca
     return batches * requests * features / elapsed
 
 
-def latency(stub, rate_batches: float, seconds: float, requests: int, features: int) -> list[float]:
-    decisions: list[pb.Decision] = []
-    watcher = stub.WatchAlerts(pb.WatchAlertsRequest(probes=["spike"]))
-
-    def watch():
-        try:
-            for response in watcher:
-                if response.decision.kind == pb.DECISION_KIND_FIRED:
-                    decisions.append(response.decision)
-        except grpc.RpcError:
-            pass
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
+def latency(channel, stub, rate_batches: float, seconds: float, requests: int, features: int) -> list[float]:
+    watcher = DecisionWatcher(channel, pb.WatchAlertsRequest(probes=["spike"])).start()
     time.sleep(0.5)
 
     def paced():
@@ -105,9 +93,8 @@ def latency(stub, rate_batches: float, seconds: float, requests: int, features: 
 
     stub.Ingest(paced())
     time.sleep(1.0)
-    watcher.cancel()
-    thread.join()
-    return [(d.decided_unix_nanos - d.produced_unix_nanos) / 1e6 for d in decisions]
+    watcher.stop()
+    return [(d.decided_unix_nanos - d.produced_unix_nanos) / 1e6 for d in watcher.decisions]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -132,7 +119,8 @@ def main() -> None:
             {"grpc_listen": f"unix://{directory}/bench.sock", "probes_dir": str(directory / "packs")},
         )
         with sidecar:
-            stub = monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(f"unix://{directory}/bench.sock"))
+            channel = grpc.insecure_channel(f"unix://{directory}/bench.sock")
+            stub = monitor_pb2_grpc.MonitorServiceStub(channel)
             per_batch = args.requests_per_step * args.features
             rate = saturation(stub, args.batches, args.requests_per_step, args.features, sidecar)
             print(f"shape: {args.requests_per_step} requests/step x {args.features} features = "
@@ -143,7 +131,7 @@ def main() -> None:
             print("offered load   steps/s   decisions   p50 ms   p99 ms   max ms")
             for fraction in (0.1, 0.5, 0.8):
                 steps = fraction * rate / per_batch
-                lat = latency(stub, steps, args.seconds, args.requests_per_step, args.features)
+                lat = latency(channel, stub, steps, args.seconds, args.requests_per_step, args.features)
                 if not lat:
                     print(f"{fraction:>11.0%}   {steps:7.0f}   no decisions")
                     continue

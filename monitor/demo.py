@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from monitor.config import Settings
 from monitor.probes import demo_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.client import DecisionWatcher
 from monitor.sidecar.process import SidecarProcess
 from monitor.vllm_server import VllmServer
 
@@ -81,20 +81,9 @@ def run(settings: Settings, out: TextIO) -> int:
 
 
 def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: TextIO) -> int:
-    stub = monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(f"unix://{socket}"))
-    alerts: list[pb.Decision] = []
-    watch = stub.WatchAlerts(pb.WatchAlertsRequest())
-
-    def collect() -> None:
-        try:
-            for response in watch:
-                if response.decision.kind == pb.DECISION_KIND_FIRED:
-                    alerts.append(response.decision)
-        except grpc.RpcError:
-            pass
-
-    watcher = threading.Thread(target=collect, daemon=True)
-    watcher.start()
+    channel = grpc.insecure_channel(f"unix://{socket}")
+    stub = monitor_pb2_grpc.MonitorServiceStub(channel)
+    watcher = DecisionWatcher(channel).start()
     jobs = [(f"demo-honest-{i}", q, demo_pack.HONEST) for i, q in enumerate(HONEST_REQUESTS, 1)]
     jobs += [(f"demo-deceptive-{i}", q, demo_pack.DECEPTIVE) for i, q in enumerate(DECEPTIVE_REQUESTS, 1)]
     with ThreadPoolExecutor(len(jobs)) as pool:
@@ -113,8 +102,8 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
                 break
             time.sleep(0.1)
         reports[request_id] = report
-    watch.cancel()
-    watcher.join(5)
+    watcher.stop()
+    alerts = watcher.decisions
 
     print("  requests (deception probe: mean over the response tokens)", file=out)
     print(f"  {'request':18} {'score':>7} {'threshold':>9}  fired  answer", file=out)

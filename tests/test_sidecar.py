@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.client import DecisionWatcher
 from monitor.sidecar.process import SidecarProcess, SidecarProcessError
 from synthetic import batch, end, summary, write_pack
 from tls import make_pki
@@ -94,23 +94,9 @@ def expected_flags(streams: int, requests: int) -> tuple[set[str], set[str]]:
 def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
     streams, requests = 4, 100
     spiking, steady = expected_flags(streams, requests)
-    received: list[pb.Decision] = []
     expected_decisions = 2 * (len(spiking) + len(steady))  # each fires once and resolves at end
-    watcher = stub(sidecar).WatchAlerts(pb.WatchAlertsRequest())
-    got_all = threading.Event()
-
-    def watch():
-        try:
-            for response in watcher:
-                received.append(response.decision)
-                if len(received) == expected_decisions:
-                    got_all.set()
-        except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.CANCELLED
-
-    threading.Thread(target=watch, daemon=True).start()
-    # the subscription is registered once its first message could flow; a no-op probe call
-    # on the same channel is not enough, so wait for the server to count it
+    watcher = DecisionWatcher(channel(sidecar), kinds=(pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED)).start()
+    # the subscription must exist before the decisions are made
     _wait(lambda: sidecar.metric("grpc_server_started_total", grpc_type="server_stream",
           grpc_service="saemon.v1.MonitorService", grpc_method="WatchAlerts") == 1)  # fmt: skip
 
@@ -120,8 +106,11 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
     assert sum(steps) > 2000
     for response, sent in zip(responses, steps):
         assert (response.batches_accepted, response.batches_rejected) == (sent, 0)
-    assert got_all.wait(20), f"{len(received)} of {expected_decisions} decisions"
-    watcher.cancel()
+    _wait(lambda: len(watcher.decisions) >= expected_decisions, timeout=20)
+    watcher.stop()
+    assert watcher.error is None
+    received = watcher.decisions
+    assert len(received) == expected_decisions
 
     fired = {(d.request_id, d.probe) for d in received if d.kind == pb.DECISION_KIND_FIRED}
     assert fired == {(r, "safety_max") for r in spiking} | {(r, "safety_mean") for r in steady}
