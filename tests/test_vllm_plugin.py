@@ -8,6 +8,7 @@ position of every request was scored exactly once, across chunked prefill and pr
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,9 +51,21 @@ def sidecar(tmp_path, pack):
         process.stop()
 
 
-def report(sidecar: SidecarProcess, request_id: str) -> pb.RequestReport:
+def report(sidecar: SidecarProcess, request_id: str, timeout: float = 15.0) -> pb.RequestReport:
+    """The request's report once its end marker arrived (the plugin ships in batches)."""
     stub = monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(sidecar.settings["sidecar"]["grpc_listen"]))
-    return stub.GetRequestReport(pb.GetRequestReportRequest(request_id=request_id), timeout=10).report
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = stub.GetRequestReport(pb.GetRequestReportRequest(request_id=request_id), timeout=10).report
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            found = None
+        if (found is not None and found.finished) or time.monotonic() > deadline:
+            assert found is not None, f"the sidecar never heard of {request_id}"
+            return found
+        time.sleep(0.05)
 
 
 def read_capture(directory: Path) -> dict[str, dict[int, np.ndarray]]:
@@ -125,7 +138,6 @@ def check_tap_and_coverage(default_model, outputs, capture, sidecar):
         cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
         assert cosine.min() >= 0.999, f"request {output.request_id}: min cosine {cosine.min():.5f}"
 
-        sidecar.wait_idle()
         r = report(sidecar, output.request_id)
         assert r.finished
         assert (r.prompt_tokens, r.response_tokens) == (len(prompt), len(generated))
@@ -184,7 +196,6 @@ def test_server_monitors_chat_requests_by_their_request_id_and_survives_a_dead_s
     with server:
         answer = server.chat(model.CHECK_QUESTION, max_tokens=24, request_id="trace-42")
         assert "Paris" in answer
-        sidecar.wait_idle()
         r = report(sidecar, "chatcmpl-trace-42")
         assert r.finished and r.response_tokens > 0
         assert {s.probe for s in r.scores} == {"deception"}

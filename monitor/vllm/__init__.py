@@ -5,7 +5,7 @@ worker) before the model is built. It wraps ``Worker.load_model`` and
 ``Worker.execute_model``; the wrappers do nothing unless the engine is configured for
 saemon (``--additional-config '{"saemon": {"pack": ...}}'`` or a ``plugin.pack`` in the
 file named by ``SAEMON_CONFIG``). ``SAEMON_PLUGIN_DISABLE=1`` turns the plugin off entirely.
-Everything heavy lives in the modules beside this one: ``adapter`` (vLLM internals),
+On worker shutdown it flushes what is queued for the sidecar. Everything heavy lives in the modules beside this one: ``adapter`` (vLLM internals),
 ``tap``, ``batch`` (row attribution), ``shipper``, ``worker`` (the per-worker monitor).
 """
 
@@ -34,7 +34,7 @@ def register() -> None:
 
     _log_like_vllm()
     adapter.check_version()
-    adapter.patch_worker(_on_loaded, _on_step)
+    adapter.patch_worker(_on_loaded, _on_step, _on_shutdown)
 
 
 def _log_like_vllm() -> None:
@@ -70,3 +70,9 @@ def _on_step(worker: Any, scheduler_output: Any) -> None:
     monitor = getattr(worker, "_saemon_monitor", None)
     if monitor is not None:
         monitor.step(scheduler_output)
+
+
+def _on_shutdown(worker: Any) -> None:
+    monitor = getattr(worker, "_saemon_monitor", None)
+    if monitor is not None:
+        monitor.close()

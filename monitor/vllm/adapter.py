@@ -52,8 +52,9 @@ def check_version() -> None:
 def patch_worker(
     on_loaded: Callable[[Any], None],
     on_step: Callable[[Any, Any], None],
+    on_shutdown: Callable[[Any], None],
 ) -> bool:
-    """Wrap Worker.load_model and Worker.execute_model once; False if already done."""
+    """Wrap Worker.load_model, execute_model and shutdown once; False if already done."""
     try:
         from vllm.v1.worker.gpu_worker import Worker
     except ImportError as exc:
@@ -84,6 +85,15 @@ def patch_worker(
 
     Worker.load_model = load_model
     Worker.execute_model = execute_model
+    original_shutdown = getattr(Worker, "shutdown", None)
+    if callable(original_shutdown):
+
+        @functools.wraps(original_shutdown)
+        def shutdown(self, *args, **kwargs):
+            on_shutdown(self)
+            return original_shutdown(self, *args, **kwargs)
+
+        Worker.shutdown = shutdown
     setattr(Worker, _PATCHED, True)
     return True
 

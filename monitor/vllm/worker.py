@@ -10,6 +10,7 @@ step's scores are dropped: inference goes on.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import time
@@ -98,6 +99,8 @@ class WorkerMonitor:
                 plugin.queue_size, plugin.ship_interval_seconds,
             )  # fmt: skip
             self.shipper.start()
+            # vLLM calls Worker.shutdown on a clean stop; this covers an interpreter exit without it
+            atexit.register(self.close)
         log.info(
             "saemon: monitoring %s with pack %s@%s (%d features at layers %s)%s",
             self.model_name, self.pack.name, self.pack.version, len(spec.features), list(pack_layers),
@@ -209,6 +212,8 @@ class WorkerMonitor:
         save_file(tensors, str(directory / f"step-{self._step:08d}.safetensors"), metadata=metadata)
 
     def close(self) -> None:
-        if self.shipper is not None:
-            self.shipper.close()
+        """Flush what is queued for the sidecar (a few seconds at most); idempotent."""
+        shipper, self.shipper = self.shipper, None
+        if shipper is not None:
+            shipper.close()
 
