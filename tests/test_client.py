@@ -217,6 +217,19 @@ def test_a_client_started_before_the_sidecar_connects_when_it_appears(tmp_path, 
     assert client.stats().reconnects == 1
 
 
+def test_drops_made_before_submit_are_reported_like_the_clients_own(tmp_path, serve, make_client):
+    target = unix_target(tmp_path)
+    servicer = RecordingServicer()
+    serve(servicer, target)
+    client = make_client(target, **FAST)
+    client.count_dropped(3)  # e.g. the plugin's hand-over queue was full for three steps
+    assert client.submit(batch(0))
+    wait_until(lambda: servicer.received() == [0])
+    stats = client.stats()
+    assert (stats.submitted, stats.dropped) == (4, 3)
+    assert servicer.client_dropped == 3
+
+
 def test_the_client_reconnects_when_the_sidecar_restarts_on_the_same_socket(tmp_path, serve, make_client):
     target = unix_target(tmp_path)
     first = RecordingServicer()

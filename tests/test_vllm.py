@@ -36,7 +36,7 @@ def test_server_lists_the_served_model_name(server, settings):
 def test_server_runs_compiled_and_on_loopback(server):
     log = server.log_path.read_text()
     assert "enforce_eager=False" in log
-    assert server.host == "127.0.0.1"
+    assert f"Starting vLLM server on http://127.0.0.1:{server.port}" in log
 
 
 def test_stop_ends_every_process_of_the_server(settings, default_model):

@@ -246,6 +246,14 @@ class SidecarClient:
             self._dropped_unreported += 1
             return False
 
+    def count_dropped(self, count: int = 1) -> None:
+        """Count batches the caller dropped before they reached submit() (its own queue was full,
+        building the batch failed): they are reported to the sidecar like the client's own drops."""
+        with self._lock:
+            self._submitted += count
+            self._dropped += count
+            self._dropped_unreported += count
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, send what is queued (for up to ``timeout`` s), end the stream, release.
 

@@ -234,7 +234,7 @@ class Engine:
             scope=probe.scope,
             severity=probe.severity,
             action=probe.action,
-            score=track.to_proto().score,
+            score=track.reported_score,
             threshold=probe.spec.threshold,
             tokens=track.tokens,
             features=track.contributions(),
@@ -260,7 +260,7 @@ class Engine:
             for track in state.tracks.values():
                 if track.tokens:
                     self.metrics.probe_score.labels(state.model_name, track.probe.name).observe(
-                        track.to_proto().score
+                        track.reported_score
                     )
         self.table.finish(state, now)
         return decisions

@@ -147,6 +147,11 @@ class ProbeTrack:
             )
         ]
 
+    @property
+    def reported_score(self) -> float:
+        """The score as reported (0 before any token instead of -inf)."""
+        return _finite(self.score)
+
     def peak_position(self) -> int:
         best = max(self.features, key=lambda t: t.peak)
         return best.peak_position
@@ -155,7 +160,7 @@ class ProbeTrack:
         return pb.ProbeScore(
             probe=self.probe.name,
             scope=self.probe.scope,
-            score=_finite(self.score),
+            score=self.reported_score,
             threshold=self.probe.spec.threshold,
             tokens=self.tokens,
             firing=self.firing,

@@ -20,7 +20,7 @@ masked rows stay inside their segment with ``row_mask`` False, so segments tile 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,7 +74,6 @@ class _Track:
     external: str
     next_position: int = 0  # every position below this one was scored (or skipped) once
     info: RequestInfo | None = None
-    scored: dict[int, int] = field(default_factory=lambda: {pb.TOKEN_SCOPE_PROMPT: 0, pb.TOKEN_SCOPE_RESPONSE: 0})
 
 
 class Planner:
@@ -119,7 +118,6 @@ class Planner:
                 first = int(positions[lo + int(np.argmax(scored))]) if count else int(positions[lo])
                 segments.append(Segment(track.external, scope, first, count))
                 starts.append(hi)
-                track.scored[scope] += count
             track.next_position = max(track.next_position, int(rows.max()) + 1)
         # Segments tile [qsl[0], total); a request with no rows adds no segment.
         seg_starts = np.array(starts if segments else [0], dtype=np.int32)
@@ -150,7 +148,6 @@ class Planner:
         scope = pb.TOKEN_SCOPE_PROMPT if position < prompt_len else pb.TOKEN_SCOPE_RESPONSE
         segments.append(Segment(track.external, scope, position, int(fresh)))
         starts.append(row + 1)
-        track.scored[scope] += int(fresh)
         track.next_position = max(track.next_position, position + 1)
 
     @staticmethod

@@ -3,8 +3,8 @@
 The engine thread hands over small numpy arrays (a few floats per request and feature); a
 background thread turns them into ``StepBatch`` messages and submits them to the sidecar
 client, whose own bounded queue and reconnect loop keep a dead sidecar from ever blocking
-vLLM. When this hand-over queue is full, the step is dropped and counted; the count rides
-to the sidecar with the next batch the client sends.
+vLLM. When this hand-over queue is full, the step is dropped and counted in the client, so
+the count rides to the sidecar with the next batch it sends.
 """
 
 from __future__ import annotations
@@ -64,18 +64,17 @@ class Shipper:
         self.version = version
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="saemon-shipper", daemon=True)
-        self.dropped = 0
 
     def start(self) -> None:
         self.client.start()
         self._thread.start()
 
     def ship(self, result: StepResult) -> None:
-        """Never blocks: a full queue drops the step and counts it."""
+        """Never blocks: a full queue drops the step; the drop is reported to the sidecar."""
         try:
             self._queue.put_nowait(result)
         except queue.Full:
-            self.dropped += 1
+            self.client.count_dropped()
 
     def close(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -106,7 +105,7 @@ class Shipper:
                     self.client.submit(self._batch(item))
                 except Exception:  # a bug here must not kill shipping for the worker's lifetime
                     log.exception("saemon: could not build the batch of step %d; dropped", item.step)
-                    self.dropped += 1
+                    self.client.count_dropped()
 
     def _batch(self, result: StepResult) -> pb.StepBatch:
         s, f = len(result.segments), result.features

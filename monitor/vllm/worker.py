@@ -30,9 +30,6 @@ from monitor.vllm.tap import Tap
 
 log = logging.getLogger(__name__)
 
-ACTIVATIONS = {"identity": 0, "relu": 1, "jumprelu": 2}
-
-
 def settings_for(vllm_config: Any) -> Settings | None:
     """The worker's settings, or None when saemon is not configured for this engine."""
     section = adapter.saemon_section(vllm_config)
@@ -55,7 +52,7 @@ class WorkerMonitor:
         self._step = 0
         self._calls_seen = 0
         self._check_calls = True
-        self.errors = 0
+        self._failed_steps = 0
 
     # -- start -----------------------------------------------------------------------------
 
@@ -147,8 +144,10 @@ class WorkerMonitor:
                     StepResult(self._step, time.time_ns(), [], [], np.zeros(0, np.int64), [], len(self.pack.spec.features), ends)
                 )
         except Exception:
-            self.errors += 1
-            if self.errors == 1:
+            self._failed_steps += 1
+            if self.shipper is not None:
+                self.shipper.client.count_dropped()  # reaches saemon_events_dropped_total
+            if self._failed_steps == 1:  # log once with the traceback, count every time
                 log.exception("saemon: monitoring step %d failed; its scores are dropped, inference goes on", self._step)
 
     def _verify_tap(self) -> None:
