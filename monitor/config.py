@@ -131,6 +131,137 @@ class SidecarSettings(_Section):
     )
 
 
+class RedisSettings(_Section):
+    """The audit trail and the alert delivery queue in Redis (Streams, consumer groups)."""
+
+    url: str | None = Field(
+        None,
+        description="redis://host:port/db, rediss://... for TLS, or unix:///path.sock. Unset: no "
+        "audit trail; alerts are delivered from memory only (lost on restart).",
+    )
+    username: str | None = Field(None, description="ACL user (Redis 6+); default: the URL's or none.")
+    password_file: Path | None = Field(
+        None, description="File holding the Redis password (kept out of the URL and the environment)."
+    )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="For rediss:// URLs: client_ca_file verifies the server; cert_file/key_file "
+        "present a client certificate.",
+    )
+    key_prefix: str = Field(
+        "saemon", description="First part of every key: <prefix>:{<model>}:events and so on."
+    )
+    events_maxlen: int = Field(
+        1_000_000, gt=0, description="Keep about this many decision events per model (XADD MAXLEN ~)."
+    )
+    events_retention_seconds: float | None = Field(
+        None, gt=0, description="Keep events this long instead of by count (XADD MINID ~)."
+    )
+    report_ttl_seconds: int = Field(
+        7 * 86400, gt=0, description="How long a finished request's report is kept (7 days)."
+    )
+    store_token_text: bool = Field(
+        False,
+        description="Also keep the text of the tokens that fired (needs plugin.send_token_ids and "
+        "the model's tokenizer). Off by default: prompts and answers can hold personal data.",
+    )
+    token_text_ttl_seconds: int = Field(
+        86400, gt=0, description="How long stored token text lives; shorter than reports on purpose."
+    )
+    token_redactor: str | None = Field(
+        None,
+        description="'module:function' called on each stored text (str -> str) before it is "
+        "written, e.g. to mask e-mail addresses. Unset: the default masks e-mails and long digit runs.",
+    )
+    backlog_size: int = Field(
+        100_000, gt=0, description="Writes buffered in memory while Redis is unreachable; beyond "
+        "this the oldest are dropped and counted.",
+    )
+    timeout_seconds: float = Field(2.0, gt=0, description="Socket timeout for one Redis command.")
+    reconnect_seconds: float = Field(1.0, gt=0, description="Time between reconnection attempts.")
+    required_for_readiness: bool = Field(
+        False,
+        description="Fail /readyz while Redis is down. Off by default: the sidecar's readiness "
+        "gates the whole pod, so vLLM would stop getting traffic because the audit store is down.",
+    )
+
+
+class AlertmanagerReceiver(_Section):
+    """Push alerts to an Alertmanager (POST /api/v2/alerts); it groups, routes and silences."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_-]{1,40}$", description="Receiver label in metrics and keys.")
+    url: str = Field(..., description="Alertmanager base URL, e.g. http://alertmanager:9093.")
+    bearer_token_file: Path | None = Field(None, description="Token for an authenticating proxy.")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for an https URL.")
+    timeout_seconds: float = Field(5.0, gt=0, description="Per request.")
+
+
+class WebhookReceiver(_Section):
+    """POST Alertmanager's version-4 webhook payload to any URL, signed with HMAC-SHA256."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_-]{1,40}$", description="Receiver label in metrics and keys.")
+    url: str = Field(..., description="Where to POST.")
+    secret_file: Path | None = Field(
+        None, description="HMAC-SHA256 key; unset: payloads are not signed (not for production)."
+    )
+    send_resolved: bool = Field(True, description="Also notify when an incident resolves.")
+    group_by: list[str] = Field(
+        default_factory=lambda: ["alertname", "model_name"],
+        description="Labels that make one notification group (Alertmanager's group_by).",
+    )
+    group_wait_seconds: float = Field(
+        0.1, ge=0, description="Collect alerts of a group this long before sending (keeps latency < 1 s)."
+    )
+    repeat_interval_seconds: float = Field(
+        4 * 3600.0, gt=0, description="Notify again about a still-firing incident after this long."
+    )
+    max_alerts: int = Field(0, ge=0, description="Alerts per payload (0 = all); the rest are counted in truncatedAlerts.")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for an https URL.")
+    timeout_seconds: float = Field(5.0, gt=0, description="Per request.")
+
+
+class AlertSettings(_Section):
+    """Turning probe decisions into incidents and delivering them."""
+
+    alertmanagers: list[AlertmanagerReceiver] = Field(default_factory=list)
+    webhooks: list[WebhookReceiver] = Field(default_factory=list)
+    resend_interval_seconds: float = Field(
+        60.0, gt=0, description="Re-send a firing incident this often (Alertmanager's resend delay)."
+    )
+    external_url: str = Field(
+        "", description="Link back to saemon in payloads (externalURL, generatorURL)."
+    )
+    runbook_url: str = Field(
+        "https://github.com/saemon/saemon/blob/main/deploy/RUNBOOK.md#probe-detections",
+        description="runbook_url annotation on every alert.",
+    )
+    consumer_name: str | None = Field(
+        None, description="This sidecar's name in the delivery consumer groups; default: the host "
+        "name (the pod name), so a restarted container resumes its own pending deliveries.",
+    )
+    max_attempts: int = Field(
+        5, gt=0, description="Tries per notification (5xx, 429, timeouts) before it is dead-lettered."
+    )
+    backoff_initial_seconds: float = Field(0.5, gt=0, description="First retry delay; doubles each try.")
+    backoff_max_seconds: float = Field(30.0, gt=0, description="Longest retry delay.")
+    max_deliveries: int = Field(
+        10, gt=0, description="Times an entry may be handed out by the consumer group (crash loops) "
+        "before it is dead-lettered without another try.",
+    )
+    claim_idle_seconds: float = Field(
+        60.0, gt=0, description="Take over deliveries another consumer left pending this long (XAUTOCLAIM)."
+    )
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_names(cls, webhooks: list[WebhookReceiver], info) -> list[WebhookReceiver]:
+        names = [r.name for r in info.data.get("alertmanagers", [])] + [r.name for r in webhooks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"receiver names must be unique; repeated: {', '.join(duplicates)}")
+        return webhooks
+
+
 class PluginSettings(_Section):
     """The vLLM plugin, in each vLLM worker. Usually given as vLLM's additional config:
     ``--additional-config '{"saemon": {"pack": "/path/pack.yaml"}}'``."""
@@ -174,6 +305,8 @@ class Settings(_Section):
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
     plugin: PluginSettings = Field(default_factory=PluginSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @field_validator("home")
     @classmethod
@@ -198,19 +331,22 @@ class Settings(_Section):
 
     def auth_token(self) -> str | None:
         """The bearer token from sidecar.auth_token_file, stripped; None when unset."""
-        path = self.sidecar.auth_token_file
-        if path is None:
-            return None
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"sidecar.auth_token_file {path}: cannot read it ({exc.strerror}). "
-                "Point it at a readable file holding the token."
-            ) from None
-        if not token:
-            raise ConfigError(f"sidecar.auth_token_file {path}: the file is empty; put the token in it.")
-        return token
+        return read_secret(self.sidecar.auth_token_file, "sidecar.auth_token_file")
+
+
+def read_secret(path: Path | None, field: str) -> str | None:
+    """A token, password or key kept in a file (stripped); None when ``path`` is unset."""
+    if path is None:
+        return None
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{field} {path}: cannot read it ({exc.strerror}). Point it at a readable file holding the secret."
+        ) from None
+    if not secret:
+        raise ConfigError(f"{field} {path}: the file is empty; put the secret in it.")
+    return secret
 
 
 def load_settings(

@@ -64,6 +64,8 @@ class Engine:
         self.packs = PackSet()
         self._compiled: dict[str, CompiledPack] = {}
         self._probes: list[CompiledProbe] = []
+        #: Requests closed (finished or evicted) since the last drain_closed().
+        self._closed: list[RequestState] = []
 
     # -- probe packs ---------------------------------------------------------------------
 
@@ -200,9 +202,15 @@ class Engine:
         self.metrics.requests_active.set(len(self.table.active))
         return decisions
 
-    def report(self, request_id: str) -> pb.RequestReport | None:
-        state = self.table.get(request_id)
+    def report(self, request_id: str, *, active_only: bool = False) -> pb.RequestReport | None:
+        """A request's report from memory: live while active, then until retention ends."""
+        state = self.table.active.get(request_id) if active_only else self.table.get(request_id)
         return state.to_proto() if state is not None else None
+
+    def drain_closed(self) -> list[RequestState]:
+        """Requests closed since the last call (their reports go to the audit store)."""
+        closed, self._closed = self._closed, []
+        return closed
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -263,4 +271,5 @@ class Engine:
                         track.reported_score
                     )
         self.table.finish(state, now)
+        self._closed.append(state)
         return decisions

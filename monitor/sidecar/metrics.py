@@ -27,6 +27,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 GRPC_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
+#: Why a notification was dead-lettered.
+DEAD_LETTER_REASONS = ("rejected", "retries_exhausted", "max_deliveries", "malformed")
+DELIVERY_RESULTS = ("success", "retry", "rejected", "dead_letter", "deduplicated")
+
+
 class SidecarMetrics:
     """The sidecar's metrics on one registry (a fresh one per test)."""
 
@@ -110,6 +115,67 @@ class SidecarMetrics:
             registry=r,
         )
 
+        # The audit store (Redis) and alert delivery.
+        self.redis_up = Gauge(
+            "saemon_redis_up", "1 when the Redis audit store answers, else 0 (also 0 when none is configured).",
+            registry=r,
+        )  # fmt: skip
+        self.redis_errors = Counter(
+            "saemon_redis_errors_total",
+            "Redis commands that failed, by operation (write, read, deliver, stats).",
+            ["operation"], registry=r,
+        )  # fmt: skip
+        for operation in ("write", "read", "deliver", "stats"):
+            self.redis_errors.labels(operation)
+        self.redis_backlog = Gauge(
+            "saemon_redis_backlog", "Audit writes (events, reports, alerts) waiting for Redis.", registry=r
+        )
+        self.redis_backlog_capacity = Gauge(
+            "saemon_redis_backlog_capacity", "Capacity of the Redis backlog, in writes.", registry=r
+        )
+        self.redis_backlog_dropped = Counter(
+            "saemon_redis_backlog_dropped_total",
+            "Audit writes dropped because the backlog was full while Redis was away, by kind.",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        for kind in ("event", "report", "alert", "dead_letter", "token_text"):
+            self.redis_backlog_dropped.labels(kind)
+        self.stream_length = Gauge(
+            "saemon_stream_length",
+            "Entries in a Redis stream (XLEN), by model and stream (events, alerts, dead_letter).",
+            ["model_name", "stream"], registry=r,
+        )  # fmt: skip
+        self.consumer_lag = Gauge(
+            "saemon_alert_consumer_lag",
+            "Alert notifications not yet read by a receiver's consumer group (XINFO GROUPS lag).",
+            ["model_name", "receiver"], registry=r,
+        )  # fmt: skip
+        self.consumer_pending = Gauge(
+            "saemon_alert_consumer_pending",
+            "Alert notifications read by a receiver's consumer group but not yet acknowledged.",
+            ["model_name", "receiver"], registry=r,
+        )  # fmt: skip
+        self.incidents_active = Gauge(
+            "saemon_incidents_active", "Incidents (alerting label sets) currently firing.", registry=r
+        )
+        self.deliveries = Counter(
+            "saemon_alert_deliveries_total",
+            "Alert notifications handled per receiver, by status (firing, resolved) and result: "
+            "success (2xx), retry (5xx, 429, timeout; tried again), rejected (other 4xx, not "
+            "retried), dead_letter (given up), deduplicated (already notified this incident).",
+            ["receiver", "status", "result"], registry=r,
+        )  # fmt: skip
+        self.delivery_latency = Histogram(
+            "saemon_alert_delivery_latency_seconds",
+            "Seconds from the decision (or re-send) to the receiver's 2xx answer.",
+            ["receiver"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "saemon_alert_dead_letters_total",
+            "Alert notifications moved to the dead-letter stream, by receiver and reason.",
+            ["receiver", "reason"], registry=r,
+        )  # fmt: skip
+
         # The standard gRPC server set (go-grpc-prometheus names and labels).
         grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
         self.grpc_started = Counter(
@@ -131,3 +197,13 @@ class SidecarMetrics:
             "Seconds from an RPC's start to its completion on the server.",
             grpc_labels, buckets=GRPC_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def declare_receivers(self, receivers: list[str]) -> None:
+        """Pre-initialise every receiver's series to 0 so rate() and alerts work at once."""
+        for receiver in receivers:
+            for status in ("firing", "resolved"):
+                for result in DELIVERY_RESULTS:
+                    self.deliveries.labels(receiver, status, result)
+            for reason in DEAD_LETTER_REASONS:
+                self.dead_letters.labels(receiver, reason)
+            self.delivery_latency.labels(receiver)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,13 +26,16 @@ class SidecarProcessError(SaemonError):
 class SidecarProcess:
     """Starts `saemon serve` with a YAML config; waits for /readyz; stops with SIGTERM."""
 
-    def __init__(self, directory: Path, sidecar: dict, *, name: str = "sidecar") -> None:
+    def __init__(self, directory: Path, sidecar: dict, *, name: str = "sidecar", **sections: dict) -> None:
+        """``sidecar`` is the sidecar section; ``sections`` are other top-level sections
+        (``redis={...}``, ``alerts={...}``)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.http_port = free_port()
         self.settings = {
             "home": str(directory / "home"),
             "sidecar": {"http_listen": f"127.0.0.1:{self.http_port}", **sidecar},
+            **sections,
         }
         self.config = directory / f"{name}.yaml"
         self.config.write_text(yaml.safe_dump(self.settings))
@@ -98,6 +102,14 @@ class SidecarProcess:
 
     def metric(self, name: str, **labels: str) -> float | None:
         return self.metrics().get((name, frozenset(labels.items())))
+
+    def readiness(self) -> tuple[int, dict]:
+        """(/readyz status, its JSON body)."""
+        try:
+            with urllib.request.urlopen(f"{self.http}/readyz", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
 
     def wait_idle(self, timeout: float = 20) -> None:
         """Until the ingest queue is empty (everything received has been scored)."""

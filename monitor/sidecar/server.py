@@ -4,12 +4,15 @@ Ingest streams validate each batch (rejections are counted and reported in the s
 response; the stream goes on) and put accepted ones into a bounded asyncio queue: when it
 is full, ``await put`` stops reading the stream, so HTTP/2 flow control pushes back on the
 client, whose own bounded queue then drops and counts. One task drains the queue into the
-engine and fans decisions out to WatchAlerts subscribers.
+engine. Decisions go to the audit store (monitor.sidecar.store), which hands each one to
+the WatchAlerts subscribers once it has its event id (at once while Redis is away), and to
+the incident book, whose notifications the delivery workers send (monitor.sidecar.delivery).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -28,6 +31,8 @@ from monitor.errors import ConfigError, PackError
 from monitor.probes.pack import PackSet, load_pack_dir
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.alerts import IncidentBook
+from monitor.sidecar.delivery import Delivery
 from monitor.sidecar.engine import Engine, Rejected
 from monitor.sidecar.grpc_metrics import MetricsInterceptor
 from monitor.sidecar.metrics import SidecarMetrics
@@ -37,6 +42,7 @@ from monitor.sidecar.security import (
     secure_unix_socket,
     server_credentials,
 )
+from monitor.sidecar.store import AuditStore, StoreUnavailable, stream_id
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +56,16 @@ class _Subscriber:
     min_severity: int
     queue: asyncio.Queue
     overflowed: bool = False
+    #: After a replay: live decisions at or before this stream id were already sent.
+    replayed_up_to: tuple[int, int] | None = None
 
     def wants(self, decision: pb.Decision) -> bool:
         return (not self.probes or decision.probe in self.probes) and decision.severity >= self.min_severity
+
+    def fresh(self, decision: pb.Decision) -> bool:
+        if self.replayed_up_to is None or not decision.event_id:
+            return True
+        return stream_id(decision.event_id) > self.replayed_up_to
 
 
 _CLOSED = object()
@@ -105,12 +118,12 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id is empty")
         # Decisions already queued for this request should be visible: score them first.
         await self.sidecar.drain()
-        report = self.sidecar.engine.report(request.request_id)
+        report = await self.sidecar.report(request.request_id, request.model_name)
         if report is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no request {request.request_id!r}: never seen, or its report expired "
-                "(sidecar.finished_retention_seconds)",
+                "(redis.report_ttl_seconds, or sidecar.finished_retention_seconds without Redis)",
             )
         return pb.GetRequestReportResponse(report=report)
 
@@ -132,6 +145,13 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         )
         self.sidecar.subscribers.add(subscriber)
         try:
+            if request.after_event_id:
+                for decision in await self._replay(request, context):
+                    if subscriber.wants(decision):
+                        yield pb.WatchAlertsResponse(decision=decision)
+                    subscriber.replayed_up_to = stream_id(decision.event_id)
+                if subscriber.replayed_up_to is None:
+                    subscriber.replayed_up_to = stream_id(request.after_event_id)
             while True:
                 item = await subscriber.queue.get()
                 if item is _CLOSED:
@@ -142,9 +162,32 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
                             "decisions behind; reconnect (decisions since then were not sent)",
                         )
                     return
-                yield pb.WatchAlertsResponse(decision=item)
+                if subscriber.fresh(item):
+                    yield pb.WatchAlertsResponse(decision=item)
         finally:
             self.sidecar.subscribers.discard(subscriber)
+
+    async def _replay(self, request: pb.WatchAlertsRequest, context) -> list[pb.Decision]:
+        try:
+            stream_id(request.after_event_id)
+        except ValueError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"after_event_id {request.after_event_id!r} is not a stream id like 1700000000000-0 "
+                "(use a Decision.event_id you received)",
+            )
+        store = self.sidecar.store
+        if not store.enabled:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "after_event_id needs the Redis audit store (set redis.url); watch without it for live decisions",
+            )
+        await self.sidecar.drain()
+        models = [request.model_name] if request.model_name else sorted(store.models | {self.sidecar.settings.model.name})
+        try:
+            return await store.replay(request.after_event_id, models)
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot replay: {exc}; retry, or watch live without after_event_id")
 
 
 @dataclass
@@ -165,6 +208,13 @@ class Sidecar:
         self.metrics.queue_capacity.set(settings.sidecar.ingest_queue_size)
         self.metrics.queue_depth.set_function(self.queue.qsize)
         self.subscribers: set[_Subscriber] = set()
+        self.store = AuditStore(
+            settings.redis, self.metrics, [r.name for r in settings.alerts.alertmanagers + settings.alerts.webhooks]
+        )
+        self.store.models.add(settings.model.name)
+        self.store.on_event = self._fanout
+        self.incidents = IncidentBook(settings.alerts)
+        self.delivery = Delivery(settings, self.store, self.metrics)
         self.listeners = _Listeners()
         self.ready = False
         self._server: grpc.aio.Server | None = None
@@ -192,6 +242,8 @@ class Sidecar:
 
     async def start(self) -> None:
         self.reload()  # invalid packs fail the start
+        await self.store.start()
+        await self.delivery.start()
         cfg = self.settings.sidecar
         grpc_metrics = MetricsInterceptor(self.metrics)
         grpc_metrics.initialize(pb.DESCRIPTOR.services_by_name["MonitorService"])
@@ -297,11 +349,25 @@ class Sidecar:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.store.stop()
+        await self.delivery.stop()
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
         if self.listeners.unix_socket is not None:
             self.listeners.unix_socket.unlink(missing_ok=True)
+
+    async def report(self, request_id: str, model_name: str = "") -> pb.RequestReport | None:
+        """Live state while the request runs; then the audit store's copy; then memory's."""
+        report = self.engine.report(request_id, active_only=True)
+        if report is not None:
+            return report
+        models = [model_name] if model_name else sorted(self.store.models)
+        try:
+            report = await self.store.get_report(request_id, models)
+        except StoreUnavailable:
+            report = None
+        return report if report is not None else self.engine.report(request_id)
 
     async def drain(self) -> None:
         """Score everything queued so far (used before a report and at shutdown)."""
@@ -330,17 +396,33 @@ class Sidecar:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self._publish(self.engine.sweep())
+            for notification in self.incidents.due():
+                self.store.append_alert(notification)
 
     def _publish(self, decisions: list[pb.Decision]) -> None:
+        """Record decisions, open incidents, close finished requests' reports and incidents."""
+        store, incidents = self.store, self.incidents
         for decision in decisions:
-            for subscriber in self.subscribers:
-                if subscriber.overflowed or not subscriber.wants(decision):
-                    continue
-                try:
-                    subscriber.queue.put_nowait(decision)
-                except asyncio.QueueFull:
-                    subscriber.overflowed = True
-                    _close(subscriber)
+            store.append_event(decision)
+            notification = incidents.on_decision(decision)
+            if notification is not None:
+                store.append_alert(notification)
+        for state in self.engine.drain_closed():
+            store.append_report(state.to_proto())
+            for notification in incidents.on_request_end(state.request_id):
+                store.append_alert(notification)
+        self.metrics.incidents_active.set(len(incidents.active))
+
+    def _fanout(self, decision: pb.Decision) -> None:
+        """Hand one decision to every WatchAlerts subscriber that wants it."""
+        for subscriber in self.subscribers:
+            if subscriber.overflowed or not subscriber.wants(decision):
+                continue
+            try:
+                subscriber.queue.put_nowait(decision)
+            except asyncio.QueueFull:
+                subscriber.overflowed = True
+                _close(subscriber)
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -352,9 +434,14 @@ class Sidecar:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: starting or shutting down\n")
+        """200 when serving; the body says which dependency is degraded. Redis down fails
+        readiness only with redis.required_for_readiness (the sidecar gates the pod)."""
+        checks = {"grpc": "ok" if self.ready else "not serving"}
+        if self.store.enabled:
+            checks["redis"] = "ok" if self.store.up else "down: buffering writes, alerting from memory"
+        ready = self.ready and (self.store.up or not self.store.enabled or not self.settings.redis.required_for_readiness)
+        body = json.dumps({"ready": ready, "checks": checks}) + "\n"
+        return web.Response(status=200 if ready else 503, text=body, content_type="application/json")
 
 
 def _close(subscriber: _Subscriber) -> None:

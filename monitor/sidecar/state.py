@@ -18,6 +18,7 @@ table ordered by last activity, so idle eviction and the capacity cap cost O(evi
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ ACTIONS = {"alert": pb.ACTION_ALERT, "record": pb.ACTION_RECORD}
 SCOPE_LABELS = {pb.TOKEN_SCOPE_PROMPT: "prompt", pb.TOKEN_SCOPE_RESPONSE: "response"}
 #: Decisions kept per request in its report (a flapping probe must not grow memory).
 MAX_DECISIONS_PER_REQUEST = 32
+#: Strongest tokens kept per probe and request for the report (the forensic pointers).
+TOP_TOKENS = 5
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class FeatureTrack:
 class ProbeTrack:
     """One probe on one request: its aggregated score and firing state."""
 
-    __slots__ = ("probe", "features", "tokens", "firing", "fired", "score")
+    __slots__ = ("probe", "features", "tokens", "firing", "fired", "score", "top")
 
     def __init__(self, probe: CompiledProbe) -> None:
         self.probe = probe
@@ -94,6 +97,9 @@ class ProbeTrack:
         self.firing = False
         self.fired = False
         self.score = -math.inf
+        # Min-heap of (value, position, feature index): the strongest step maxima. A decode
+        # step is one token, so these are exact token peaks; a prefill chunk adds its peak.
+        self.top: list[tuple[float, int, int]] = []
 
     def update(self, summary: pb.RequestSummary) -> None:
         """Fold one step's summary in (the summary's scope is this probe's scope)."""
@@ -101,8 +107,11 @@ class ProbeTrack:
         self.tokens += n
         spec = self.probe.spec
         last_position = summary.first_position + n - 1
-        for track, i in zip(self.features, self.probe.feature_indices):
+        step_peak, step_position, step_feature = -math.inf, -1, 0
+        for k, (track, i) in enumerate(zip(self.features, self.probe.feature_indices)):
             value = summary.max[i]
+            if value > step_peak:
+                step_peak, step_position, step_feature = value, summary.argmax_position[i], k
             if value > track.peak:
                 track.peak = value
                 track.peak_position = summary.argmax_position[i]
@@ -122,6 +131,11 @@ class ProbeTrack:
                 while track.window and track.window[0][0] <= horizon:
                     track.window_sum -= track.window.popleft()[1]
         self.score = max(self.feature_score(t) for t in self.features)
+        entry = (step_peak, step_position, step_feature)
+        if len(self.top) < TOP_TOKENS:
+            heapq.heappush(self.top, entry)
+        elif entry > self.top[0]:
+            heapq.heapreplace(self.top, entry)
 
     def feature_score(self, track: FeatureTrack) -> float:
         aggregation = self.probe.spec.aggregation
@@ -166,6 +180,10 @@ class ProbeTrack:
             firing=self.firing,
             fired=self.fired,
             peak_position=self.peak_position(),
+            top_tokens=[
+                pb.TokenHit(position=position, value=value, feature=self.probe.feature_names[k])
+                for value, position, k in sorted(self.top, reverse=True)
+            ],
         )
 
 

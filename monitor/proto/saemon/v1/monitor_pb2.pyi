@@ -85,7 +85,7 @@ class StepBatch(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ...) -> None: ...
 
 class RequestSummary(_message.Message):
-    __slots__ = ("request_id", "scope", "first_position", "num_tokens", "max", "argmax_position", "sum", "count_above")
+    __slots__ = ("request_id", "scope", "first_position", "num_tokens", "max", "argmax_position", "sum", "count_above", "token_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     FIRST_POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class RequestSummary(_message.Message):
     ARGMAX_POSITION_FIELD_NUMBER: _ClassVar[int]
     SUM_FIELD_NUMBER: _ClassVar[int]
     COUNT_ABOVE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     scope: TokenScope
     first_position: int
@@ -102,7 +103,8 @@ class RequestSummary(_message.Message):
     argmax_position: _containers.RepeatedScalarFieldContainer[int]
     sum: _containers.RepeatedScalarFieldContainer[float]
     count_above: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., first_position: _Optional[int] = ..., num_tokens: _Optional[int] = ..., max: _Optional[_Iterable[float]] = ..., argmax_position: _Optional[_Iterable[int]] = ..., sum: _Optional[_Iterable[float]] = ..., count_above: _Optional[_Iterable[int]] = ...) -> None: ...
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., first_position: _Optional[int] = ..., num_tokens: _Optional[int] = ..., max: _Optional[_Iterable[float]] = ..., argmax_position: _Optional[_Iterable[int]] = ..., sum: _Optional[_Iterable[float]] = ..., count_above: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RequestEnd(_message.Message):
     __slots__ = ("request_id", "finish_reason", "prompt_tokens", "response_tokens")
@@ -136,7 +138,7 @@ class IngestResponse(_message.Message):
     def __init__(self, batches_accepted: _Optional[int] = ..., batches_rejected: _Optional[int] = ..., rejected_by_reason: _Optional[_Mapping[str, int]] = ..., first_error: _Optional[str] = ...) -> None: ...
 
 class ProbeScore(_message.Message):
-    __slots__ = ("probe", "scope", "score", "threshold", "tokens", "firing", "fired", "peak_position")
+    __slots__ = ("probe", "scope", "score", "threshold", "tokens", "firing", "fired", "peak_position", "top_tokens")
     PROBE_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,7 @@ class ProbeScore(_message.Message):
     FIRING_FIELD_NUMBER: _ClassVar[int]
     FIRED_FIELD_NUMBER: _ClassVar[int]
     PEAK_POSITION_FIELD_NUMBER: _ClassVar[int]
+    TOP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     probe: str
     scope: TokenScope
     score: float
@@ -153,7 +156,20 @@ class ProbeScore(_message.Message):
     firing: bool
     fired: bool
     peak_position: int
-    def __init__(self, probe: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., firing: _Optional[bool] = ..., fired: _Optional[bool] = ..., peak_position: _Optional[int] = ...) -> None: ...
+    top_tokens: _containers.RepeatedCompositeFieldContainer[TokenHit]
+    def __init__(self, probe: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., firing: _Optional[bool] = ..., fired: _Optional[bool] = ..., peak_position: _Optional[int] = ..., top_tokens: _Optional[_Iterable[_Union[TokenHit, _Mapping]]] = ...) -> None: ...
+
+class TokenHit(_message.Message):
+    __slots__ = ("position", "value", "feature", "text")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    value: float
+    feature: str
+    text: str
+    def __init__(self, position: _Optional[int] = ..., value: _Optional[float] = ..., feature: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class FeatureContribution(_message.Message):
     __slots__ = ("feature", "layer", "score", "peak_position", "peak_value")
@@ -170,7 +186,7 @@ class FeatureContribution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., layer: _Optional[int] = ..., score: _Optional[float] = ..., peak_position: _Optional[int] = ..., peak_value: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("id", "kind", "request_id", "model_name", "probe", "concept", "pack", "pack_version", "scope", "severity", "action", "score", "threshold", "tokens", "features", "decided_unix_nanos", "produced_unix_nanos")
+    __slots__ = ("id", "kind", "request_id", "model_name", "probe", "concept", "pack", "pack_version", "scope", "severity", "action", "score", "threshold", "tokens", "features", "decided_unix_nanos", "produced_unix_nanos", "event_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +204,7 @@ class Decision(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     DECIDED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     PRODUCED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: DecisionKind
     request_id: str
@@ -205,13 +222,16 @@ class Decision(_message.Message):
     features: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
     decided_unix_nanos: int
     produced_unix_nanos: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., probe: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., decided_unix_nanos: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ...) -> None: ...
+    event_id: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., probe: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., decided_unix_nanos: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class GetRequestReportRequest(_message.Message):
-    __slots__ = ("request_id",)
+    __slots__ = ("request_id", "model_name")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     request_id: str
-    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class GetRequestReportResponse(_message.Message):
     __slots__ = ("report",)
@@ -288,12 +308,14 @@ class ProbeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., model_name: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[int]] = ..., aggregation: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., threshold: _Optional[float] = ..., target_fpr: _Optional[float] = ..., min_tokens: _Optional[int] = ..., hysteresis: _Optional[float] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ...) -> None: ...
 
 class WatchAlertsRequest(_message.Message):
-    __slots__ = ("probes", "min_severity")
+    __slots__ = ("probes", "min_severity", "after_event_id")
     PROBES_FIELD_NUMBER: _ClassVar[int]
     MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     probes: _containers.RepeatedScalarFieldContainer[str]
     min_severity: Severity
-    def __init__(self, probes: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ...) -> None: ...
+    after_event_id: str
+    def __init__(self, probes: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., after_event_id: _Optional[str] = ...) -> None: ...
 
 class WatchAlertsResponse(_message.Message):
     __slots__ = ("decision",)

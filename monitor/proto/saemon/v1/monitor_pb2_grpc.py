@@ -76,7 +76,9 @@ class MonitorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRequestReport(self, request, context):
-        """The current scores and decisions for one request (active or recently finished).
+        """The current scores and decisions for one request: live state while it runs, then
+        the report kept in the audit store (Redis, report_ttl_seconds) or, without one, in
+        memory (finished_retention_seconds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,7 +92,8 @@ class MonitorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchAlerts(self, request, context):
-        """Every decision (a probe firing or resolving) as it happens.
+        """Every decision (a probe firing or resolving) as it is written to the audit stream;
+        with after_event_id, the ones since then first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,300 @@
+"""From probe decisions to incidents, in Alertmanager's own formats.
+
+An **incident** is one alert in Alertmanager's sense: a label set (``alertname``,
+``severity``, ``model_name``, ``probe``; never a request id, so the label set stays
+bounded) that starts firing when the probe fires on a request and resolves when the last
+request it fired on has ended. Every change of an incident, and a periodic re-send while it
+is active, is a **notification**: what the delivery workers send to receivers.
+
+This module is pure: labels, fingerprints and group keys exactly as Alertmanager computes
+them, the ``/api/v2/alerts`` body, the version-4 webhook payload, and the HMAC signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from monitor.config import AlertSettings
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+
+SEVERITY_NAMES = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_CRITICAL: "critical"}
+#: Go's zero time, which Alertmanager writes as endsAt of a firing alert in webhooks.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+#: Header carrying ``t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``.
+SIGNATURE_HEADER = "X-Saemon-Signature"
+#: Header carrying the notification's stable id: a receiver can drop a redelivered copy.
+DELIVERY_HEADER = "X-Saemon-Delivery"
+
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_MASK = (1 << 64) - 1
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Alertmanager's alert fingerprint: FNV-1a 64 over the sorted labels, each written as
+    name 0xFF value 0xFF, as 16 hex digits (prometheus/common model.LabelsToSignature)."""
+    h = _FNV_OFFSET
+    for name in sorted(labels):
+        for chunk in (name.encode(), b"\xff", labels[name].encode(), b"\xff"):
+            for byte in chunk:
+                h = ((h ^ byte) * _FNV_PRIME) & _MASK
+    return f"{h:016x}"
+
+
+def label_set_string(labels: Mapping[str, str]) -> str:
+    """``{a="x", b="y"}``: prometheus/common LabelSet.String(), sorted, values Go-quoted."""
+    return "{" + ", ".join(f"{name}={json.dumps(labels[name], ensure_ascii=False)}" for name in sorted(labels)) + "}"
+
+
+def group_key(group_labels: Mapping[str, str], route: str = "{}") -> str:
+    """Alertmanager's groupKey: the route's key, a colon, the group's label set."""
+    return f"{route}:{label_set_string(group_labels)}"
+
+
+def rfc3339(unix_nanos: int) -> str:
+    """Go's RFC3339Nano (trailing zeros of the fraction trimmed), UTC."""
+    seconds, nanos = divmod(unix_nanos, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
+
+
+def alertname(concept: str) -> str:
+    """``insecure_code`` -> ``SaemonInsecureCodeDetected``."""
+    words = concept.replace("-", "_").split("_")
+    return "Saemon" + "".join(w[:1].upper() + w[1:] for w in words if w) + "Detected"
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp`` (Unix seconds)."""
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: bytes, header: str, body: bytes, now: float, tolerance: float = 300.0) -> bool:
+    """Check a signature header (what a receiver does); rejects stale timestamps (replays)."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One incident's state to deliver: firing (new or re-sent) or resolved."""
+
+    fingerprint: str
+    status: str  # "firing" | "resolved"
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: int  # Unix ns
+    ends_at: int  # Unix ns; 0 while firing
+    created: int  # Unix ns of the decision (or re-send) that caused it: delivery latency
+    model_name: str
+    generator_url: str = ""
+
+    @property
+    def incident(self) -> str:
+        """Identifies the incident across its notifications (fingerprint + start)."""
+        return f"{self.fingerprint}:{self.starts_at}"
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string fields for a Redis stream entry (readable with redis-cli)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "labels": json.dumps(dict(self.labels), sort_keys=True),
+            "annotations": json.dumps(dict(self.annotations), sort_keys=True),
+            "starts_at": str(self.starts_at),
+            "ends_at": str(self.ends_at),
+            "created": str(self.created),
+            "model_name": self.model_name,
+            "generator_url": self.generator_url,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> Notification:
+        return cls(
+            fingerprint=fields["fingerprint"],
+            status=fields["status"],
+            labels=json.loads(fields["labels"]),
+            annotations=json.loads(fields["annotations"]),
+            starts_at=int(fields["starts_at"]),
+            ends_at=int(fields["ends_at"]),
+            created=int(fields["created"]),
+            model_name=fields["model_name"],
+            generator_url=fields.get("generator_url", ""),
+        )
+
+    def alertmanager_alert(self, now_ns: int, ttl_seconds: float) -> dict:
+        """One element of POST /api/v2/alerts. A firing alert ends at now + TTL unless re-sent,
+        so Alertmanager resolves it by itself if saemon goes away."""
+        ends = self.ends_at if self.status == "resolved" else now_ns + int(ttl_seconds * 1e9)
+        return {
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": rfc3339(self.starts_at),
+            "endsAt": rfc3339(ends),
+            "generatorURL": self.generator_url,
+        }
+
+    def webhook_alert(self) -> dict:
+        """One element of a version-4 webhook payload's ``alerts``."""
+        return {
+            "status": self.status,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": rfc3339(self.starts_at),
+            "endsAt": rfc3339(self.ends_at) if self.status == "resolved" else ZERO_TIME,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def webhook_payload(
+    receiver: str,
+    notifications: Iterable[Notification],
+    group_labels: Mapping[str, str],
+    external_url: str,
+    max_alerts: int = 0,
+) -> dict:
+    """Alertmanager's version-4 webhook body for one group (field for field)."""
+    alerts = [n.webhook_alert() for n in notifications]
+    truncated = 0
+    if max_alerts and len(alerts) > max_alerts:
+        truncated = len(alerts) - max_alerts
+        alerts = alerts[:max_alerts]
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": group_key(group_labels),
+        "truncatedAlerts": truncated,
+        "status": "firing" if firing else "resolved",
+        "receiver": receiver,
+        "groupLabels": dict(group_labels),
+        "commonLabels": _common([a["labels"] for a in alerts]),
+        "commonAnnotations": _common([a["annotations"] for a in alerts]),
+        "externalURL": external_url,
+        "alerts": alerts,
+    }
+
+
+def _common(maps: list[Mapping[str, str]]) -> dict[str, str]:
+    if not maps:
+        return {}
+    first = maps[0]
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
+
+
+@dataclass
+class _Incident:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: int
+    model_name: str
+    requests: set[str] = field(default_factory=set)
+    last_sent: int = 0
+
+
+class IncidentBook:
+    """Active incidents, fed with decisions and request ends; yields notifications.
+
+    Only probes whose action is ``alert`` open incidents. A request joins an incident when
+    its probe fires and leaves it when the request ends (finished or evicted); a probe that
+    stops firing mid-request (hysteresis) does not end the incident by itself.
+    """
+
+    def __init__(self, settings: AlertSettings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.active: dict[str, _Incident] = {}
+        self._by_request: dict[str, set[str]] = {}
+
+    def on_decision(self, decision: pb.Decision) -> Notification | None:
+        if decision.kind != pb.DECISION_KIND_FIRED or decision.action != pb.ACTION_ALERT:
+            return None
+        labels = {
+            "alertname": alertname(decision.concept or decision.probe),
+            "severity": SEVERITY_NAMES.get(decision.severity, "warning"),
+            "model_name": decision.model_name,
+            "probe": decision.probe,
+        }
+        fp = fingerprint(labels)
+        now = decision.decided_unix_nanos or int(self.clock() * 1e9)
+        incident = self.active.get(fp)
+        new = incident is None
+        if new:
+            incident = self.active[fp] = _Incident(labels, {}, now, decision.model_name)
+        incident.requests.add(decision.request_id)
+        incident.annotations = self._annotations(decision, len(incident.requests))
+        self._by_request.setdefault(decision.request_id, set()).add(fp)
+        if not new:
+            return None
+        incident.last_sent = now
+        return self._notification(fp, incident, "firing", created=now)
+
+    def on_request_end(self, request_id: str) -> list[Notification]:
+        """The request finished or was evicted: resolve incidents it was the last one of."""
+        resolved = []
+        for fp in self._by_request.pop(request_id, ()):
+            incident = self.active.get(fp)
+            if incident is None:
+                continue
+            incident.requests.discard(request_id)
+            if not incident.requests:
+                del self.active[fp]
+                now = int(self.clock() * 1e9)
+                resolved.append(self._notification(fp, incident, "resolved", created=now, ends_at=now))
+        return resolved
+
+    def due(self) -> list[Notification]:
+        """Re-sends for incidents still firing after resend_interval_seconds."""
+        now = int(self.clock() * 1e9)
+        interval = int(self.settings.resend_interval_seconds * 1e9)
+        out = []
+        for fp, incident in self.active.items():
+            if now - incident.last_sent >= interval:
+                incident.last_sent = now
+                out.append(self._notification(fp, incident, "firing", created=now))
+        return out
+
+    def _notification(self, fp: str, incident: _Incident, status: str, *, created: int, ends_at: int = 0) -> Notification:
+        return Notification(
+            fingerprint=fp,
+            status=status,
+            labels=dict(incident.labels),
+            annotations=dict(incident.annotations),
+            starts_at=incident.starts_at,
+            ends_at=ends_at,
+            created=created,
+            model_name=incident.model_name,
+            generator_url=self.settings.external_url,
+        )
+
+    def _annotations(self, decision: pb.Decision, requests: int) -> dict[str, str]:
+        return {
+            "summary": f"{decision.probe} ({decision.concept}) fired on {decision.model_name}",
+            "description": (
+                f"Probe {decision.probe} from pack {decision.pack}@{decision.pack_version} scored "
+                f"{decision.score:.4g} against threshold {decision.threshold:.4g} on request "
+                f"{decision.request_id} ({requests} request(s) in this incident so far). The "
+                "request's report names the tokens that fired."
+            ),
+            "runbook_url": self.settings.runbook_url,
+            "request_id": decision.request_id,
+            "score": f"{decision.score:.6g}",
+            "threshold": f"{decision.threshold:.6g}",
+            "pack": f"{decision.pack}@{decision.pack_version}",
+        }
+

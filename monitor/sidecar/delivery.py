@@ -1,0 +1,473 @@
+"""Alert delivery: at least once through Redis consumer groups, once per incident by claims.
+
+Each receiver has a consumer group on every model's alerts stream and one worker per
+(receiver, model) that, in a loop:
+
+1. re-reads its own pending entries first (``XREADGROUP ... 0``: what it had read but not
+   acknowledged when the sidecar last stopped), then takes over entries other consumers
+   left pending longer than ``claim_idle_seconds`` (``XAUTOCLAIM``), then reads new ones
+   (``XREADGROUP ... >``, blocking);
+2. claims each notification's dedup key ``SET NX PX`` (one key per receiver, incident and
+   status; the TTL is the receiver's repeat interval): a key that already says ``sent`` or
+   belongs to another entry means this incident was already notified, so the entry is
+   acknowledged without sending. A key claimed by this same entry means a previous attempt
+   stopped mid-send: it is sent again (at least once);
+3. sends (Alertmanager: one POST of all; webhooks: one POST per group after the grouping
+   window), retrying 5xx, 429 and timeouts with exponential backoff;
+4. after a 2xx marks the keys ``sent`` and acknowledges (``XACK``) in one transaction;
+   after a non-retryable 4xx or the last attempt, writes the entry to the dead-letter stream
+   and acknowledges it. An entry handed out more than ``max_deliveries`` times (a crash loop)
+   is dead-lettered without another try.
+
+Without Redis (not configured, or unreachable) the same steps run from an in-memory queue
+with in-memory claims, which are written to Redis when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+import ssl
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+
+from monitor.config import AlertmanagerReceiver, AlertSettings, Settings, WebhookReceiver, read_secret
+from monitor.sidecar.alerts import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    Notification,
+    sign,
+    webhook_payload,
+)
+from monitor.sidecar.metrics import SidecarMetrics
+from monitor.sidecar.store import UNREACHABLE, AuditStore, Pending, group_name
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 64
+BLOCK_MS = 1000
+#: Fraction of a receiver's repeat interval a claim lives: a re-send that arrives exactly one
+#: interval later must find the claim expired.
+CLAIM_TTL_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # success | retry | rejected
+    status: int  # HTTP status, 0 for a transport error
+    detail: str = ""
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A notification to deliver and where it came from (a stream entry or memory)."""
+
+    entry_id: str
+    notification: Notification
+    delivered_to: frozenset[str] = frozenset()
+    times_delivered: int = 1
+    item: Pending | None = None  # memory mode
+
+
+class Receiver(ABC):
+    """Where notifications go: how to batch them, send them, and how often to repeat."""
+
+    def __init__(self, name: str, url: str, timeout: float, ca_file) -> None:
+        self.name = name
+        self.url = url
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.ssl: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            self.ssl = ssl.create_default_context(cafile=str(ca_file))
+
+    group_wait = 0.0
+
+    @property
+    @abstractmethod
+    def repeat_seconds(self) -> float:
+        """How long one incident's claim lasts: no second notification within it."""
+
+    def wants(self, notification: Notification) -> bool:
+        return True
+
+    def groups(self, notifications: list[Notification]) -> list[list[Notification]]:
+        return [notifications]
+
+    @abstractmethod
+    def request(self, notifications: list[Notification], delivery_id: str) -> tuple[bytes, dict[str, str]]:
+        """The body and headers to POST."""
+
+    async def send(self, session: aiohttp.ClientSession, notifications: list[Notification], delivery_id: str) -> Outcome:
+        body, headers = self.request(notifications, delivery_id)
+        headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery_id, **headers}
+        try:
+            async with session.post(self.url, data=body, headers=headers, timeout=self.timeout, ssl=self.ssl) as response:
+                text = (await response.text())[:200]
+                status = response.status
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return Outcome("retry", 0, f"{type(exc).__name__}: {exc}".strip(": "))
+        if 200 <= status < 300:
+            return Outcome("success", status)
+        if status == 429 or status >= 500:
+            return Outcome("retry", status, text, retry_after)
+        return Outcome("rejected", status, text)
+
+
+class AlertmanagerPush(Receiver):
+    """POST /api/v2/alerts: Alertmanager groups, deduplicates, silences and routes."""
+
+    def __init__(self, cfg: AlertmanagerReceiver, alerts: AlertSettings) -> None:
+        super().__init__(cfg.name, cfg.url.rstrip("/") + "/api/v2/alerts", cfg.timeout_seconds, cfg.tls_ca_file)
+        self.resend = alerts.resend_interval_seconds
+        self.token = read_secret(cfg.bearer_token_file, f"alerts.alertmanagers[{cfg.name}].bearer_token_file")
+
+    @property
+    def repeat_seconds(self) -> float:
+        return self.resend
+
+    def request(self, notifications: list[Notification], delivery_id: str) -> tuple[bytes, dict[str, str]]:
+        now = time.time_ns()
+        # Alertmanager forgets a firing alert at endsAt unless it is re-sent: 4 re-send
+        # intervals, as Prometheus does, so a dead saemon resolves by itself.
+        alerts = [n.alertmanager_alert(now, 4 * self.resend) for n in notifications]
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return json.dumps(alerts).encode(), headers
+
+
+class Webhook(Receiver):
+    """Alertmanager's version-4 webhook payload, grouped, signed with HMAC-SHA256."""
+
+    def __init__(self, cfg: WebhookReceiver, alerts: AlertSettings) -> None:
+        super().__init__(cfg.name, cfg.url, cfg.timeout_seconds, cfg.tls_ca_file)
+        self.cfg = cfg
+        self.external_url = alerts.external_url
+        secret = read_secret(cfg.secret_file, f"alerts.webhooks[{cfg.name}].secret_file")
+        self.secret = secret.encode() if secret is not None else None
+        self.group_wait = cfg.group_wait_seconds
+
+    @property
+    def repeat_seconds(self) -> float:
+        return self.cfg.repeat_interval_seconds
+
+    def wants(self, notification: Notification) -> bool:
+        return self.cfg.send_resolved or notification.status == "firing"
+
+    def _group_labels(self, notification: Notification) -> dict[str, str]:
+        return {k: notification.labels[k] for k in self.cfg.group_by if k in notification.labels}
+
+    def groups(self, notifications: list[Notification]) -> list[list[Notification]]:
+        groups: dict[tuple, list[Notification]] = {}
+        for n in notifications:
+            groups.setdefault(tuple(sorted(self._group_labels(n).items())), []).append(n)
+        return list(groups.values())
+
+    def request(self, notifications: list[Notification], delivery_id: str) -> tuple[bytes, dict[str, str]]:
+        payload = webhook_payload(
+            self.name, notifications, self._group_labels(notifications[0]), self.external_url, self.cfg.max_alerts
+        )
+        body = json.dumps(payload).encode()
+        headers = {SIGNATURE_HEADER: sign(self.secret, int(time.time()), body)} if self.secret else {}
+        return body, headers
+
+
+def receivers_from(settings: Settings) -> list[Receiver]:
+    alerts = settings.alerts
+    return [AlertmanagerPush(c, alerts) for c in alerts.alertmanagers] + [Webhook(c, alerts) for c in alerts.webhooks]
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0  # an HTTP date: fall back to our own backoff
+
+
+class Delivery:
+    """The delivery workers of all receivers."""
+
+    def __init__(self, settings: Settings, store: AuditStore, metrics: SidecarMetrics,
+                 receivers: list[Receiver] | None = None) -> None:  # fmt: skip
+        self.settings = settings.alerts
+        self.store = store
+        self.metrics = metrics
+        self.receivers = receivers if receivers is not None else receivers_from(settings)
+        self.consumer = self.settings.consumer_name or socket.gethostname()
+        metrics.declare_receivers([r.name for r in self.receivers])
+        self._memory: dict[str, asyncio.Queue[Pending]] = {r.name: asyncio.Queue() for r in self.receivers}
+        self._local_claims: dict[str, tuple[str, float]] = {}
+        self._workers: dict[tuple[str, str], asyncio.Task] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._session: aiohttp.ClientSession | None = None
+        store.on_memory_alert = self.enqueue_memory
+
+    async def start(self) -> None:
+        if not self.receivers:
+            return
+        self._session = aiohttp.ClientSession()
+        for receiver in self.receivers:
+            self._tasks.append(asyncio.create_task(self._memory_loop(receiver), name=f"saemon-deliver-{receiver.name}"))
+        if self.store.enabled:
+            self._tasks.append(asyncio.create_task(self._watch_models(), name="saemon-deliver-models"))
+
+    async def stop(self) -> None:
+        tasks = self._tasks + list(self._workers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks, self._workers = [], {}
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def enqueue_memory(self, item: Pending) -> None:
+        for receiver in self.receivers:
+            self._memory[receiver.name].put_nowait(item)
+
+    async def _watch_models(self) -> None:
+        """Start a stream worker per receiver for every model the store learns about."""
+        while True:
+            for model in sorted(self.store.models):
+                for receiver in self.receivers:
+                    if (receiver.name, model) not in self._workers:
+                        self._workers[(receiver.name, model)] = asyncio.create_task(
+                            self._stream_loop(receiver, model), name=f"saemon-deliver-{receiver.name}-{model}"
+                        )
+            await asyncio.sleep(0.2)
+
+    # -- Redis mode ----------------------------------------------------------------------
+
+    async def _stream_loop(self, receiver: Receiver, model: str) -> None:
+        stream = self.store.keys.alerts(model)
+        group = group_name(receiver.name)
+        own_pending = True  # first, what this consumer read before a restart
+        next_claim = time.monotonic() + self.settings.claim_idle_seconds
+        while True:
+            await self.store.wait_up()
+            redis = self.store.redis
+            try:
+                await self.store.ensure_groups(model)
+                if own_pending:
+                    entries = await self._read(redis, stream, group, "0", block=None)
+                    own_pending = bool(entries)
+                    redelivered = True
+                elif time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
+                    claimed = await redis.xautoclaim(
+                        stream, group, self.consumer, int(self.settings.claim_idle_seconds * 1000), "0-0", count=READ_COUNT
+                    )
+                    entries = [(i, f) for i, f in claimed[1] if f]
+                    redelivered = True
+                else:
+                    entries = await self._read(redis, stream, group, ">", block=BLOCK_MS)
+                    if entries and receiver.group_wait:
+                        await asyncio.sleep(receiver.group_wait)
+                        entries += await self._read(redis, stream, group, ">", block=None)
+                    redelivered = False
+                if not entries:
+                    continue
+                counts = await self._delivery_counts(redis, stream, group, entries) if redelivered else {}
+                batch = []
+                for entry_id, fields in entries:
+                    try:
+                        notification = Notification.from_fields(fields)
+                    except (KeyError, ValueError) as exc:
+                        await self._dead_letter_redis(redis, receiver, model, entry_id, fields, "malformed", str(exc))
+                        continue
+                    batch.append(Entry(
+                        entry_id, notification,
+                        frozenset(filter(None, fields.get("delivered_to", "").split(","))),
+                        counts.get(entry_id, 1),
+                    ))  # fmt: skip
+                await self._deliver_redis(redis, receiver, model, batch)
+            except UNREACHABLE:
+                self.store.unreachable("deliver")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop delivery: count, log, retry later
+                self.metrics.redis_errors.labels("deliver").inc()
+                log.exception("alert delivery to %s for %s failed; retrying", receiver.name, model)
+                await asyncio.sleep(1.0)
+
+    async def _read(self, redis, stream: str, group: str, start: str, block: int | None) -> list:
+        reply = await redis.xreadgroup(group, self.consumer, {stream: start}, count=READ_COUNT, block=block)
+        # RESP2: [[stream, [(id, fields), ...]]]; an entry trimmed away while pending has no fields.
+        return [(i, f) for _, entries in reply or [] for i, f in entries if f]
+
+    async def _delivery_counts(self, redis, stream: str, group: str, entries: list) -> dict[str, int]:
+        ids = [i for i, _ in entries]
+        pending = await redis.xpending_range(stream, group, min=ids[0], max=ids[-1], count=len(ids) * 4)
+        return {p["message_id"]: p["times_delivered"] for p in pending}
+
+    async def _deliver_redis(self, redis, receiver: Receiver, model: str, batch: list[Entry]) -> None:
+        stream, group = self.store.keys.alerts(model), group_name(receiver.name)
+        done: list[str] = []  # acknowledge without sending
+        to_send: list[Entry] = []
+        for entry in batch:
+            n = entry.notification
+            if receiver.name in entry.delivered_to or not receiver.wants(n):
+                done.append(entry.entry_id)
+            elif entry.times_delivered > self.settings.max_deliveries:
+                await self._dead_letter_redis(redis, receiver, model, entry.entry_id, n.to_fields(), "max_deliveries",
+                                              f"handed out {entry.times_delivered} times")  # fmt: skip
+            elif await self._claim_redis(redis, receiver, model, entry):
+                to_send.append(entry)
+            else:
+                self.metrics.deliveries.labels(receiver.name, n.status, "deduplicated").inc()
+                done.append(entry.entry_id)
+        if done:
+            await redis.xack(stream, group, *done)
+        for group_entries in self._groups(receiver, to_send):
+            result, detail = await self._send(receiver, group_entries)
+            keys = [self.store.keys.dedup(model, receiver.name, e.notification) for e in group_entries]
+            if result == "success":
+                pipe = redis.pipeline(transaction=True)
+                for key, e in zip(keys, group_entries):
+                    pipe.set(key, f"sent:{e.entry_id}", xx=True, keepttl=True)
+                pipe.xack(stream, group, *(e.entry_id for e in group_entries))
+                await pipe.execute()
+            else:
+                for e in group_entries:
+                    await self._dead_letter_redis(redis, receiver, model, e.entry_id, e.notification.to_fields(), result, detail)
+                await redis.delete(*keys)  # a later re-send of the incident may try again
+
+    async def _claim_redis(self, redis, receiver: Receiver, model: str, entry: Entry) -> bool:
+        key = self.store.keys.dedup(model, receiver.name, entry.notification)
+        mine = f"claimed:{entry.entry_id}"
+        ttl_ms = max(1, int(receiver.repeat_seconds * CLAIM_TTL_FRACTION * 1000))
+        if await redis.set(key, mine, nx=True, px=ttl_ms):
+            return True
+        # Already claimed: by this entry before a restart (send it again), or the incident
+        # was notified through another entry or from memory (duplicate).
+        return await redis.get(key) == mine
+
+    async def _dead_letter_redis(self, redis, receiver: Receiver, model: str, entry_id: str,
+                                 fields: dict, reason: str, detail: str) -> None:  # fmt: skip
+        record = {**fields, "receiver": receiver.name, "reason": reason, "detail": detail[:500],
+                  "entry_id": entry_id, "dead_lettered_at": str(time.time_ns())}  # fmt: skip
+        pipe = redis.pipeline(transaction=True)
+        pipe.xadd(self.store.keys.dead_letter(model), record, maxlen=self.store.settings.events_maxlen, approximate=True)
+        pipe.xack(self.store.keys.alerts(model), group_name(receiver.name), entry_id)
+        await pipe.execute()
+        self._count_dead_letter(receiver, fields.get("status", "firing"), reason, detail)
+
+    # -- memory mode ---------------------------------------------------------------------
+
+    async def _memory_loop(self, receiver: Receiver) -> None:
+        queue = self._memory[receiver.name]
+        while True:
+            items = [await queue.get()]
+            if receiver.group_wait:
+                await asyncio.sleep(receiver.group_wait)
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            try:
+                await self._deliver_memory(receiver, items)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("alert delivery to %s from memory failed", receiver.name)
+            finally:
+                for item in items:
+                    item.inflight.discard(receiver.name)
+
+    async def _deliver_memory(self, receiver: Receiver, items: list[Pending]) -> None:
+        to_send: list[Entry] = []
+        for item in items:
+            if item.flushed:  # written to Redis meanwhile: its consumer group delivers it
+                continue
+            n: Notification = item.payload
+            if not receiver.wants(n):
+                item.done.add(receiver.name)
+                continue
+            key = self.store.keys.dedup(n.model_name, receiver.name, n)
+            if self._claim_local(key, receiver):
+                item.inflight.add(receiver.name)
+                to_send.append(Entry(f"memory-{id(item):x}", n, item=item))
+            else:
+                self.metrics.deliveries.labels(receiver.name, n.status, "deduplicated").inc()
+                item.done.add(receiver.name)
+        for group_entries in self._groups(receiver, to_send):
+            result, detail = await self._send(receiver, group_entries)
+            for e in group_entries:
+                n = e.notification
+                key = self.store.keys.dedup(n.model_name, receiver.name, n)
+                assert e.item is not None
+                e.item.done.add(receiver.name)
+                if result == "success":
+                    ttl_ms = max(1, int(receiver.repeat_seconds * CLAIM_TTL_FRACTION * 1000))
+                    self.store.append_dedup(n.model_name, key, f"sent:{e.entry_id}", ttl_ms)
+                else:
+                    self._local_claims.pop(key, None)
+                    record = {**n.to_fields(), "receiver": receiver.name, "reason": result, "detail": detail[:500],
+                              "dead_lettered_at": str(time.time_ns())}  # fmt: skip
+                    self.store.append_dead_letter(n.model_name, record)
+                    self._count_dead_letter(receiver, n.status, result, detail)
+
+    def _claim_local(self, key: str, receiver: Receiver) -> bool:
+        now = time.monotonic()
+        for stale in [k for k, (_, expires) in self._local_claims.items() if expires <= now]:
+            del self._local_claims[stale]
+        if key in self._local_claims:
+            return False
+        self._local_claims[key] = ("claimed", now + receiver.repeat_seconds * CLAIM_TTL_FRACTION)
+        return True
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _groups(self, receiver: Receiver, entries: list[Entry]) -> Iterable[list[Entry]]:
+        """The receiver's groups, in order; an incident that changed within the grouping
+        window (fired and resolved) is split over successive payloads, firing first."""
+        by_notification = {id(e.notification): e for e in entries}
+        for group in receiver.groups([e.notification for e in entries]):
+            rounds: list[list[Entry]] = []
+            for n in group:
+                depth = sum(1 for r in rounds if any(e.notification.fingerprint == n.fingerprint for e in r))
+                if depth == len(rounds):
+                    rounds.append([])
+                rounds[depth].append(by_notification[id(n)])
+            yield from rounds
+
+    async def _send(self, receiver: Receiver, entries: list[Entry]) -> tuple[str, str]:
+        """Send one group with retries; returns (success | rejected | retries_exhausted, detail)."""
+        assert self._session is not None
+        notifications = [e.notification for e in entries]
+        delivery_id = entries[0].entry_id if len(entries) == 1 else f"{entries[0].entry_id}+{len(entries) - 1}"
+        delay = self.settings.backoff_initial_seconds
+        for attempt in range(1, self.settings.max_attempts + 1):
+            outcome = await receiver.send(self._session, notifications, delivery_id)
+            last = attempt == self.settings.max_attempts
+            if outcome.result != "retry" or not last:
+                for n in notifications:
+                    self.metrics.deliveries.labels(receiver.name, n.status, outcome.result).inc()
+            if outcome.result == "success":
+                now = time.time_ns()
+                for n in notifications:
+                    self.metrics.delivery_latency.labels(receiver.name).observe(max(0.0, (now - n.created) / 1e9))
+                return "success", ""
+            detail = f"HTTP {outcome.status}: {outcome.detail}" if outcome.status else outcome.detail
+            if outcome.result == "rejected":
+                log.error("%s rejected %d alert(s) with %s; not retried (fix the receiver or its URL)",
+                          receiver.name, len(notifications), detail)  # fmt: skip
+                return "rejected", detail
+            if last:
+                return "retries_exhausted", detail
+            wait = min(max(delay, outcome.retry_after), self.settings.backoff_max_seconds)
+            log.warning("%s: attempt %d/%d failed (%s); retrying in %.2f s",
+                        receiver.name, attempt, self.settings.max_attempts, detail, wait)  # fmt: skip
+            await asyncio.sleep(wait * random.uniform(0.8, 1.0))
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _count_dead_letter(self, receiver: Receiver, status: str, reason: str, detail: str) -> None:
+        self.metrics.dead_letters.labels(receiver.name, reason).inc()
+        self.metrics.deliveries.labels(receiver.name, status, "dead_letter").inc()
+        log.error("alert for %s dead-lettered (%s): %s", receiver.name, reason, detail)

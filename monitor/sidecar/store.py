@@ -1,0 +1,490 @@
+"""The audit trail in Redis: decision events, request reports, alert notifications.
+
+Keys (the ``{model}`` hash tag keeps one model's keys in one Redis Cluster slot):
+
+    <prefix>:{<model>}:events         stream, every decision (XADD MAXLEN ~ or MINID ~)
+    <prefix>:{<model>}:alerts         stream, notifications to deliver; a consumer group
+                                      per receiver (monitor.sidecar.delivery)
+    <prefix>:{<model>}:dead_letter    stream, notifications a receiver never accepted
+    <prefix>:{<model>}:report:<id>    string, the finished request's report (JSON), TTL
+    <prefix>:{<model>}:tokens:<id>    string, text of the tokens that fired (opt-in), own TTL
+    <prefix>:{<model>}:dedup:...      delivery claims per receiver and incident (SET NX PX)
+
+Every write goes through one ordered in-memory backlog that one task drains with
+pipelines. While Redis is unreachable the backlog holds (bounded; the oldest are dropped
+and counted), ``saemon_redis_up`` is 0, live consumers are served from memory (WatchAlerts
+gets the decision at once, alert notifications go to the receivers directly), and when
+Redis returns the backlog is written in order, alerts marked with the receivers that
+already delivered them so nobody is notified twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from google.protobuf import json_format
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from monitor.config import RedisSettings, read_secret
+from monitor.errors import ConfigError
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.sidecar.alerts import Notification
+from monitor.sidecar.metrics import SidecarMetrics
+
+log = logging.getLogger(__name__)
+
+#: Errors that mean "Redis is not reachable right now" (as opposed to a bad command).
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+WRITE_BATCH = 256
+STATS_SECONDS = 5.0
+
+
+class StoreUnavailable(Exception):
+    """Redis is not configured or not reachable; the caller falls back to memory."""
+
+
+def group_name(receiver: str) -> str:
+    """The consumer group of one receiver on an alerts stream."""
+    return f"deliver:{receiver}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def _base(self, model: str) -> str:
+        # Braces inside the model name would move the hash tag: keep the tag well-formed.
+        return f"{self.prefix}:{{{model.replace('{', '(').replace('}', ')')}}}"
+
+    def events(self, model: str) -> str:
+        return f"{self._base(model)}:events"
+
+    def alerts(self, model: str) -> str:
+        return f"{self._base(model)}:alerts"
+
+    def dead_letter(self, model: str) -> str:
+        return f"{self._base(model)}:dead_letter"
+
+    def report(self, model: str, request_id: str) -> str:
+        return f"{self._base(model)}:report:{request_id}"
+
+    def tokens(self, model: str, request_id: str) -> str:
+        return f"{self._base(model)}:tokens:{request_id}"
+
+    def dedup(self, model: str, receiver: str, notification: Notification) -> str:
+        return (
+            f"{self._base(model)}:dedup:{receiver}:{notification.fingerprint}:"
+            f"{notification.status}:{notification.starts_at}"
+        )
+
+
+@dataclass(eq=False)
+class Pending:
+    """One write waiting for Redis, and what live consumers did with it meanwhile."""
+
+    kind: str  # event | report | alert | dead_letter | dedup | token_text
+    model: str
+    payload: Any
+    #: Handed to live consumers already (WatchAlerts, direct delivery), so not again.
+    released: bool = False
+    #: Alerts: receivers that delivered it from memory, and those sending it right now.
+    done: set[str] = field(default_factory=set)
+    inflight: set[str] = field(default_factory=set)
+    #: Alerts: written to Redis, so the consumer groups own what is left to deliver.
+    flushed: bool = False
+
+
+def decision_fields(decision: pb.Decision) -> dict[str, str]:
+    """A decision as stream fields: the common ones flat (for redis-cli), all of it as JSON."""
+    return {
+        "id": decision.id,
+        "kind": pb.DecisionKind.Name(decision.kind),
+        "request_id": decision.request_id,
+        "probe": decision.probe,
+        "severity": pb.Severity.Name(decision.severity),
+        "score": repr(decision.score),
+        "decided_unix_nanos": str(decision.decided_unix_nanos),
+        "decision": json_format.MessageToJson(decision, indent=None),
+    }
+
+
+def decision_from_fields(event_id: str, fields: dict[str, str]) -> pb.Decision:
+    decision = json_format.Parse(fields["decision"], pb.Decision())
+    decision.event_id = event_id
+    return decision
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    """'1700000000000-3' -> (1700000000000, 3), for ordering; ValueError when malformed."""
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class AuditStore:
+    """The Redis connection, the backlog and its writer, reads for reports and replays."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        metrics: SidecarMetrics,
+        receivers: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.receivers = tuple(receivers)
+        self.clock = clock
+        self.keys = Keys(settings.key_prefix)
+        self.enabled = settings.url is not None
+        self.redis: aioredis.Redis | None = None
+        self.up = False
+        #: Models written for (or configured): whose streams to watch, replay and measure.
+        self.models: set[str] = set()
+        #: Called with each decision once it has its event id (or at once, from memory).
+        self.on_event: Callable[[pb.Decision], None] = lambda decision: None
+        #: Called with each alert that must be delivered from memory (no Redis to queue it).
+        self.on_memory_alert: Callable[[Pending], None] = lambda item: None
+        self._backlog: deque[Pending] = deque()
+        self._wake = asyncio.Event()
+        self._up_event = asyncio.Event()
+        self._groups_ready: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+        self._password = read_secret(settings.password_file, "redis.password_file")
+        metrics.redis_backlog_capacity.set(settings.backlog_size)
+        metrics.redis_backlog.set_function(lambda: len(self._backlog))
+        metrics.redis_up.set(0)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        self.redis = self._client()
+        await self._connect()
+        if not self.up:
+            log.warning("Redis at %s is not reachable; scoring and alerting go on from memory "
+                        "and the audit trail is buffered (up to %d writes) until it is",
+                        self._where(), self.settings.backlog_size)  # fmt: skip
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="saemon-redis-writer"),
+            asyncio.create_task(self._stats_loop(), name="saemon-redis-stats"),
+        ]
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Write what is buffered (bounded wait), then close."""
+        if not self.enabled:
+            return
+        deadline = time.monotonic() + flush_timeout
+        while self._backlog and self.up and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.01)
+        if self._backlog:
+            log.warning("stopping with %d audit writes not in Redis (Redis %s)",
+                        len(self._backlog), "up" if self.up else "down")  # fmt: skip
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+
+    def _client(self) -> aioredis.Redis:
+        cfg = self.settings
+        url = cfg.url or ""
+        kwargs: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": cfg.timeout_seconds,
+            "socket_connect_timeout": cfg.timeout_seconds,
+            "retry_on_timeout": False,
+        }
+        if cfg.username is not None:
+            kwargs["username"] = cfg.username
+        if self._password is not None:
+            kwargs["password"] = self._password
+        if url.startswith("rediss://"):
+            kwargs["ssl_cert_reqs"] = "required"
+            if cfg.tls.client_ca_file is not None:
+                kwargs["ssl_ca_certs"] = str(cfg.tls.client_ca_file)
+            if cfg.tls.cert_file is not None:
+                kwargs["ssl_certfile"] = str(cfg.tls.cert_file)
+            if cfg.tls.key_file is not None:
+                kwargs["ssl_keyfile"] = str(cfg.tls.key_file)
+        elif cfg.tls.cert_file or cfg.tls.client_ca_file:
+            raise ConfigError(f"redis.tls is set but redis.url {url!r} is not rediss://: use rediss:// for TLS")
+        try:
+            return aioredis.Redis.from_url(url, **kwargs)
+        except ValueError as exc:
+            raise ConfigError(
+                f"redis.url {url!r}: {exc}. Use redis://host:port/db, rediss://host:port/db or unix:///path.sock"
+            ) from None
+
+    def _where(self) -> str:
+        url = self.settings.url or ""
+        return url.split("@")[-1]  # never log a password given in the URL
+
+    async def _connect(self) -> None:
+        assert self.redis is not None
+        try:
+            await self.redis.ping()
+        except UNREACHABLE:
+            self._set_down()
+            return
+        except RedisError as exc:  # wrong password, ACL: not transient, but keep serving
+            self.metrics.redis_errors.labels("write").inc()
+            log.error("Redis at %s refused us: %s (check redis.username / redis.password_file)", self._where(), exc)
+            self._set_down()
+            return
+        if not self.up:
+            if self._backlog:
+                log.info("Redis at %s is up; writing %d buffered audit entries", self._where(), len(self._backlog))
+            self.up = True
+            self.metrics.redis_up.set(1)
+            self._up_event.set()
+            self._groups_ready.clear()  # Redis may have restarted empty
+
+    def _set_down(self) -> None:
+        if self.up:
+            log.warning("lost Redis at %s; buffering audit writes (%d waiting), serving from memory",
+                        self._where(), len(self._backlog))  # fmt: skip
+        self.up = False
+        self.metrics.redis_up.set(0)
+        self._up_event.clear()
+        for item in self._backlog:
+            self._release(item)
+
+    def unreachable(self, operation: str) -> None:
+        """A reader (delivery, queries) found Redis unreachable: count it, go to memory mode."""
+        self.metrics.redis_errors.labels(operation).inc()
+        self._set_down()
+        self._wake.set()
+
+    async def wait_up(self) -> None:
+        await self._up_event.wait()
+
+    # -- appends (never block, never raise) ---------------------------------------------
+
+    def append_event(self, decision: pb.Decision) -> None:
+        self.models.add(decision.model_name)
+        self._append(Pending("event", decision.model_name, decision))
+
+    def append_report(self, report: pb.RequestReport) -> None:
+        if self.enabled:
+            self._append(Pending("report", report.model_name, report))
+
+    def append_alert(self, notification: Notification) -> None:
+        self.models.add(notification.model_name)
+        self._append(Pending("alert", notification.model_name, notification))
+
+    def append_dead_letter(self, model: str, fields: dict[str, str]) -> None:
+        if self.enabled:
+            self._append(Pending("dead_letter", model, fields))
+
+    def append_dedup(self, model: str, key: str, value: str, ttl_ms: int) -> None:
+        """A delivery claim made from memory, to be known in Redis once it is back."""
+        if self.enabled:
+            self._append(Pending("dedup", model, (key, value, ttl_ms, time.monotonic())))
+
+    def _append(self, item: Pending) -> None:
+        if not self.enabled:
+            self._release(item)
+            return
+        if not self.up:
+            self._release(item)
+        self._backlog.append(item)
+        while len(self._backlog) > self.settings.backlog_size:
+            dropped = self._backlog.popleft()
+            self.metrics.redis_backlog_dropped.labels(dropped.kind).inc()
+        self._wake.set()
+
+    def _release(self, item: Pending) -> None:
+        """Serve ``item`` to live consumers from memory (once)."""
+        if item.released:
+            return
+        item.released = True
+        if item.kind == "event":
+            self.on_event(item.payload)
+        elif item.kind == "alert":
+            self.on_memory_alert(item)
+
+    # -- the writer ----------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self.up:
+                await self._connect()
+                if not self.up:
+                    await asyncio.sleep(self.settings.reconnect_seconds)
+                    continue
+            if not self._backlog:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take()
+            if not batch:  # the oldest alert is being delivered from memory: let it finish
+                await asyncio.sleep(0.02)
+                continue
+            try:
+                await self._write(batch)
+            except UNREACHABLE:
+                self._backlog.extendleft(reversed(batch))
+                self.metrics.redis_errors.labels("write").inc()
+                self._set_down()
+            except Exception:  # a bug must not stop the writer: count, log, drop the batch
+                self.metrics.redis_errors.labels("write").inc()
+                log.exception("failed to write %d audit entries; dropped", len(batch))
+
+    def _take(self) -> list[Pending]:
+        batch = []
+        while self._backlog and len(batch) < WRITE_BATCH:
+            item = self._backlog[0]
+            if item.kind == "alert" and item.inflight:
+                break
+            batch.append(self._backlog.popleft())
+        return batch
+
+    async def _write(self, batch: list[Pending]) -> None:
+        assert self.redis is not None
+        for model in {i.model for i in batch if i.kind == "alert"}:
+            await self.ensure_groups(model)
+        now = self.clock()
+        pipe = self.redis.pipeline(transaction=False)
+        for item in batch:
+            self._command(pipe, item, now)
+        results = await pipe.execute(raise_on_error=False)
+        for item, result in zip(batch, results):
+            if isinstance(result, UNREACHABLE):
+                raise result
+            if isinstance(result, Exception):
+                self.metrics.redis_errors.labels("write").inc()
+                log.error("Redis refused a %s write for %s: %s", item.kind, item.model, result)
+                continue
+            if item.kind == "event":
+                item.payload.event_id = result
+                self._release(item)
+            elif item.kind == "alert":
+                item.flushed = True
+
+    def _command(self, pipe: Any, item: Pending, now: float) -> None:
+        cfg, keys = self.settings, self.keys
+        if item.kind in ("event", "alert", "dead_letter"):
+            if item.kind == "event":
+                key, fields = keys.events(item.model), decision_fields(item.payload)
+            elif item.kind == "alert":
+                key, fields = keys.alerts(item.model), item.payload.to_fields()
+                if item.done:
+                    fields["delivered_to"] = ",".join(sorted(item.done))
+            else:
+                key, fields = keys.dead_letter(item.model), item.payload
+            if cfg.events_retention_seconds is not None:
+                minid = f"{int((now - cfg.events_retention_seconds) * 1000)}-0"
+                pipe.xadd(key, fields, minid=minid, approximate=True)
+            else:
+                pipe.xadd(key, fields, maxlen=cfg.events_maxlen, approximate=True)
+        elif item.kind == "report":
+            report = item.payload
+            pipe.set(keys.report(item.model, report.request_id), json_format.MessageToJson(report, indent=None),
+                     ex=cfg.report_ttl_seconds)  # fmt: skip
+        elif item.kind == "token_text":
+            request_id, text = item.payload
+            pipe.set(keys.tokens(item.model, request_id), text, ex=cfg.token_text_ttl_seconds)
+        elif item.kind == "dedup":
+            key, value, ttl_ms, made = item.payload
+            left = ttl_ms - int((time.monotonic() - made) * 1000)
+            pipe.set(key, value, nx=True, px=max(left, 1))
+        else:
+            raise ValueError(f"unknown audit write kind {item.kind!r}")
+
+    async def ensure_groups(self, model: str) -> None:
+        """Create every receiver's consumer group on the model's alerts stream (from now on:
+        a receiver added later does not replay history). Idempotent."""
+        assert self.redis is not None
+        if model in self._groups_ready:
+            return
+        for receiver in self.receivers:
+            try:
+                await self.redis.xgroup_create(self.keys.alerts(model), group_name(receiver), id="$", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_ready.add(model)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get_report(self, request_id: str, models: Iterable[str]) -> pb.RequestReport | None:
+        """The stored report of a finished request; StoreUnavailable without Redis."""
+        if not self.enabled or not self.up or self.redis is None:
+            raise StoreUnavailable("no Redis audit store")
+        models = list(models)
+        try:
+            values = await self.redis.mget([self.keys.report(m, request_id) for m in models]) if models else []
+        except UNREACHABLE:
+            self.unreachable("read")
+            raise StoreUnavailable("Redis is unreachable") from None
+        for value in values:
+            if value is not None:
+                return json_format.Parse(value, pb.RequestReport())
+        return None
+
+    async def replay(self, after_id: str, models: Iterable[str], limit: int = 100_000) -> list[pb.Decision]:
+        """Decisions written after ``after_id`` (exclusive), oldest first, across models."""
+        if not self.enabled or not self.up or self.redis is None:
+            raise StoreUnavailable("no Redis audit store")
+        entries: list[tuple[tuple[int, int], pb.Decision]] = []
+        try:
+            for model in models:
+                for event_id, fields in await self.redis.xrange(self.keys.events(model), f"({after_id}", "+", count=limit):
+                    entries.append((stream_id(event_id), decision_from_fields(event_id, fields)))
+        except UNREACHABLE:
+            self.unreachable("read")
+            raise StoreUnavailable("Redis is unreachable") from None
+        entries.sort(key=lambda e: e[0])
+        return [decision for _, decision in entries[:limit]]
+
+    # -- gauges --------------------------------------------------------------------------
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_SECONDS)
+            if self.up:
+                await self.refresh_stats()
+
+    async def refresh_stats(self) -> None:
+        """Stream lengths and per-receiver lag and pending counts (XLEN, XINFO GROUPS)."""
+        if self.redis is None:
+            return
+        try:
+            for model in sorted(self.models):
+                pipe = self.redis.pipeline(transaction=False)
+                for stream in ("events", "alerts", "dead_letter"):
+                    pipe.xlen(getattr(self.keys, stream)(model))
+                for (stream, length) in zip(("events", "alerts", "dead_letter"), await pipe.execute()):
+                    self.metrics.stream_length.labels(model, stream).set(length)
+                if not self.receivers:
+                    continue
+                try:
+                    groups = await self.redis.xinfo_groups(self.keys.alerts(model))
+                except ResponseError:  # no alerts stream yet
+                    continue
+                for group in groups:
+                    name = group["name"]
+                    if not name.startswith("deliver:"):
+                        continue
+                    receiver = name[len("deliver:") :]
+                    lag = group.get("lag")
+                    self.metrics.consumer_lag.labels(model, receiver).set(lag if lag is not None else 0)
+                    self.metrics.consumer_pending.labels(model, receiver).set(group.get("pending", 0))
+        except UNREACHABLE:
+            self.unreachable("stats")
+        except RedisError as exc:
+            self.metrics.redis_errors.labels("stats").inc()
+            log.warning("reading Redis stream statistics failed: %s", exc)
