@@ -14,7 +14,8 @@ Each receiver has a consumer group on every model's alerts stream and one worker
    stopped mid-send: it is sent again (at least once);
 3. sends (Alertmanager: one POST of all; webhooks: one POST per group after the grouping
    window), retrying 5xx, 429 and timeouts with exponential backoff;
-4. after a 2xx marks the keys ``sent`` and acknowledges (``XACK``) in one transaction;
+4. after a 2xx marks the keys ``sent`` and then acknowledges (``XACK``): an entry that is
+   redelivered after a crash between the two finds ``sent`` and is only acknowledged;
    after a non-retryable 4xx or the last attempt, writes the entry to the dead-letter stream
    and acknowledges it. An entry handed out more than ``max_deliveries`` times (a crash loop)
    is dead-lettered without another try.
@@ -329,7 +330,9 @@ class Delivery:
             result, detail = await self._send(receiver, group_entries)
             keys = [self.store.keys.dedup(model, receiver.name, e.notification) for e in group_entries]
             if result == "success":
-                pipe = redis.pipeline(transaction=True)
+                # Mark sent, then acknowledge, in one round trip but not one transaction: if the
+                # ack fails (or we die before it), the mark alone stops a second notification.
+                pipe = redis.pipeline(transaction=False)
                 for key, e in zip(keys, group_entries):
                     pipe.set(key, f"sent:{e.entry_id}", xx=True, keepttl=True)
                 pipe.xack(stream, group, *(e.entry_id for e in group_entries))

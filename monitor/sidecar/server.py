@@ -54,13 +54,18 @@ SWEEP_SECONDS = 1.0
 class _Subscriber:
     probes: frozenset[str]
     min_severity: int
+    model_name: str
     queue: asyncio.Queue
     overflowed: bool = False
     #: After a replay: live decisions at or before this stream id were already sent.
     replayed_up_to: tuple[int, int] | None = None
 
     def wants(self, decision: pb.Decision) -> bool:
-        return (not self.probes or decision.probe in self.probes) and decision.severity >= self.min_severity
+        return (
+            (not self.probes or decision.probe in self.probes)
+            and decision.severity >= self.min_severity
+            and (not self.model_name or decision.model_name == self.model_name)
+        )
 
     def fresh(self, decision: pb.Decision) -> bool:
         if self.replayed_up_to is None or not decision.event_id:
@@ -141,6 +146,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         subscriber = _Subscriber(
             frozenset(request.probes),
             request.min_severity,
+            request.model_name,
             asyncio.Queue(maxsize=self.sidecar.settings.sidecar.watch_queue_size),
         )
         self.sidecar.subscribers.add(subscriber)

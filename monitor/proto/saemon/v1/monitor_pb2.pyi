@@ -308,14 +308,16 @@ class ProbeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., model_name: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[int]] = ..., aggregation: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., threshold: _Optional[float] = ..., target_fpr: _Optional[float] = ..., min_tokens: _Optional[int] = ..., hysteresis: _Optional[float] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ...) -> None: ...
 
 class WatchAlertsRequest(_message.Message):
-    __slots__ = ("probes", "min_severity", "after_event_id")
+    __slots__ = ("probes", "min_severity", "after_event_id", "model_name")
     PROBES_FIELD_NUMBER: _ClassVar[int]
     MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
     AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     probes: _containers.RepeatedScalarFieldContainer[str]
     min_severity: Severity
     after_event_id: str
-    def __init__(self, probes: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., after_event_id: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, probes: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., after_event_id: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class WatchAlertsResponse(_message.Message):
     __slots__ = ("decision",)

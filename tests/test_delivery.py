@@ -1,0 +1,319 @@
+"""The audit trail and alert delivery against a real redis-server and real HTTP receivers.
+
+Each test starts redis-server on a free port, `saemon serve` as a process, and HTTP
+receivers on loopback; ingest goes over the real gRPC socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+
+import grpc
+import pytest
+
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.alerts import fingerprint
+from monitor.sidecar.process import SidecarProcess
+from receivers import HttpReceiver
+from redis_server import RedisServer, requires_redis
+from synthetic import batch, summary, write_pack
+
+pytestmark = [pytest.mark.redis, requires_redis]
+
+MODEL = "SmolLM2-135M-Instruct"
+KEY = "saemon:{SmolLM2-135M-Instruct}"
+SECRET = "correct horse battery staple"
+
+
+@pytest.fixture
+def packs(tmp_path):
+    directory = tmp_path / "packs"
+    directory.mkdir()
+    write_pack(directory)
+    return directory
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+def sidecar(tmp_path, packs, redis_url=None, *, name="sidecar", redis=None, **alerts) -> SidecarProcess:
+    (tmp_path / "hook.secret").write_text(SECRET)
+    alerts.setdefault("consumer_name", "pod-0")
+    alerts.setdefault("backoff_initial_seconds", 0.05)
+    return SidecarProcess(
+        tmp_path,
+        {"grpc_listen": f"unix://{tmp_path}/{name}.sock", "probes_dir": str(packs)},
+        name=name,
+        redis={"url": redis_url, "reconnect_seconds": 0.1, **(redis or {})},
+        alerts=alerts,
+    )
+
+
+def webhook(receiver: HttpReceiver, name="hook", **options) -> dict:
+    return {"name": name, "url": receiver.url + "/hook", "secret_file": None, **options}
+
+
+def stub(process: SidecarProcess) -> monitor_pb2_grpc.MonitorServiceStub:
+    return monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(process.settings["sidecar"]["grpc_listen"]))
+
+
+def ingest(process: SidecarProcess, fire: list[str] = (), end: list[str] = (), quiet: list[str] = ()) -> None:
+    """Requests in ``fire`` cross safety_max's threshold (0.8); ``quiet`` ones stay below."""
+    summaries = [summary(r, [0.9, 0.1], 5) for r in fire] + [summary(r, [0.2, 0.1], 5) for r in quiet]
+    ends = [pb.RequestEnd(request_id=r, finish_reason=pb.FINISH_REASON_STOP, response_tokens=1) for r in end]
+    answer = stub(process).Ingest(iter([pb.IngestRequest(batches=[batch(summaries, ends)])]), timeout=10)
+    assert answer.batches_accepted == 1, answer
+    process.wait_idle()
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
+def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """A receiver's check, written from the README ("Verifying webhook signatures")."""
+    fields = dict(part.split("=", 1) for part in headers["x-saemon-signature"].split(","))
+    timestamp = fields["t"]
+    if abs(time.time() - int(timestamp)) > 300:
+        return False
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(mac, fields["v1"])
+
+
+def pending(redis_server: RedisServer, receiver: str = "hook") -> int:
+    return redis_server.admin().xpending(f"{KEY}:alerts", f"deliver:{receiver}")["pending"]
+
+
+# -- the audit trail -----------------------------------------------------------------------
+
+
+def test_decisions_and_reports_are_kept_in_redis_and_served_after_a_restart(tmp_path, packs, redis_server):
+    first = sidecar(tmp_path, packs, redis_server.url, redis={"events_maxlen": 10, "report_ttl_seconds": 3600})
+    with first:
+        ingest(first, fire=["r1"], quiet=["r2"])
+        ingest(first, end=["r1", "r2"])
+        admin = redis_server.admin()
+        fired, resolved = wait_for(lambda: len(e := admin.xrange(f"{KEY}:events")) == 2 and e, what="two events")
+        assert fired[1]["kind"] == "DECISION_KIND_FIRED" and fired[1]["request_id"] == "r1"
+        assert resolved[1]["kind"] == "DECISION_KIND_RESOLVED" and fired[1]["probe"] == "safety_max"
+        assert json.loads(fired[1]["decision"])["features"][0]["peakPosition"] == "5"
+        report_key = f"{KEY}:report:r1"
+        wait_for(lambda: admin.exists(report_key), what="the report")
+        assert 3590 <= admin.ttl(report_key) <= 3600
+        stored = json.loads(admin.get(report_key))
+        assert stored["finishReason"] == "FINISH_REASON_STOP"
+        assert stored["scores"][0]["topTokens"][0]["position"] == "5"
+        # MAXLEN ~ keeps the stream bounded (approximate trimming works in 100-entry nodes).
+        for k in range(30):
+            ingest(first, fire=[f"t{k}"], end=[f"t{k}"])
+        wait_for(lambda: first.metric("saemon_redis_backlog") == 0, what="backlog written")
+        assert admin.xlen(f"{KEY}:events") < 62
+        assert first.stop() == 0, first.log()
+
+    second = sidecar(tmp_path, packs, redis_server.url, name="second")
+    with second:
+        report = stub(second).GetRequestReport(pb.GetRequestReportRequest(request_id="r1"), timeout=5).report
+        assert report.finished and report.finish_reason == pb.FINISH_REASON_STOP
+        assert report.decisions[0].kind == pb.DECISION_KIND_FIRED
+        # WatchAlerts resumes after an event id: the replay, then live decisions.
+        after = redis_server.admin().xrange(f"{KEY}:events", count=1)[0][0]
+        total = redis_server.admin().xlen(f"{KEY}:events")
+        watch = stub(second).WatchAlerts(pb.WatchAlertsRequest(after_event_id=after), timeout=10)
+        replayed = [next(watch).decision for _ in range(total - 1)]
+        assert all(d.event_id > after for d in replayed)
+        assert [d.event_id for d in replayed] == sorted(d.event_id for d in replayed)
+        ingest(second, fire=["live"])
+        live = next(watch).decision
+        assert live.request_id == "live" and live.event_id > replayed[-1].event_id
+        watch.cancel()
+        with pytest.raises(grpc.RpcError) as bad:
+            list(stub(second).WatchAlerts(pb.WatchAlertsRequest(after_event_id="yesterday"), timeout=5))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert second.stop() == 0, second.log()
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+def test_a_webhook_gets_one_signed_notification_per_incident_and_one_resolution(tmp_path, packs, redis_server):
+    with HttpReceiver() as hook:
+        process = sidecar(
+            tmp_path, packs, redis_server.url, resend_interval_seconds=0.2, external_url="http://saemon.example",
+            webhooks=[webhook(hook, secret_file=str(tmp_path / "hook.secret"))],
+        )  # fmt: skip
+        with process:
+            ingest(process, fire=["r1", "r2"])
+            ingest(process, fire=["r3"])
+            (firing,) = hook.wait(1)
+            # Re-sends every 0.2 s reach the stream; the claim (repeat interval 4 h) holds them back.
+            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="hook",
+                                            status="firing", result="deduplicated") >= 3, what="re-sends deduplicated")  # fmt: skip
+            ingest(process, end=["r1", "r2", "r3"])
+            received = hook.wait(2)
+            assert process.stop() == 0, process.log()
+        assert len(received) == 2
+        for request in received:
+            assert request.path == "/hook"
+            assert verify_signature(SECRET, request.headers, request.body)
+        body = firing.json
+        assert body["status"] == "firing" and body["version"] == "4" and body["receiver"] == "hook"
+        (alert,) = body["alerts"]
+        labels = {"alertname": "SaemonDeceptionDetected", "severity": "critical", "model_name": MODEL, "probe": "safety_max"}
+        assert alert["labels"] == labels and alert["fingerprint"] == fingerprint(labels)
+        assert body["groupKey"] == f'{{}}:{{alertname="SaemonDeceptionDetected", model_name="{MODEL}"}}'
+        assert body["externalURL"] == "http://saemon.example" and alert["endsAt"] == "0001-01-01T00:00:00Z"
+        resolved = received[1].json
+        assert resolved["status"] == "resolved" and resolved["alerts"][0]["fingerprint"] == alert["fingerprint"]
+        assert resolved["alerts"][0]["startsAt"] == alert["startsAt"]
+        assert resolved["alerts"][0]["endsAt"] > alert["startsAt"]
+
+
+def test_alertmanager_push_re_sends_while_active_and_resolves_with_the_end_time(tmp_path, packs, redis_server):
+    with HttpReceiver() as alertmanager:
+        process = sidecar(
+            tmp_path, packs, redis_server.url, resend_interval_seconds=0.3,
+            alertmanagers=[{"name": "am", "url": alertmanager.url}],
+        )  # fmt: skip
+        with process:
+            ingest(process, fire=["r1"])
+            posts = alertmanager.wait(2)  # the first push and one re-send
+            ingest(process, end=["r1"])
+            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="am", status="resolved",
+                                            result="success") == 1, what="the resolution")  # fmt: skip
+            assert process.stop() == 0, process.log()
+        posts = alertmanager.received
+        assert all(p.path == "/api/v2/alerts" for p in posts)
+        first, resend = posts[0].json[0], posts[1].json[0]
+        assert set(first["labels"]) == {"alertname", "severity", "model_name", "probe"}
+        assert resend["startsAt"] == first["startsAt"] and resend["endsAt"] > first["endsAt"]
+        # A firing alert ends 4 re-send intervals from now unless re-sent (Prometheus's rule).
+        assert first["endsAt"] > first["startsAt"]
+        last = posts[-1].json[0]
+        assert last["startsAt"] == first["startsAt"] and last["endsAt"] < resend["endsAt"]
+
+
+def test_5xx_is_retried_until_2xx_and_4xx_is_dead_lettered_without_retry(tmp_path, packs, redis_server):
+    with HttpReceiver(responses=[500, 503]) as flaky, HttpReceiver(responses=[400]) as broken:
+        process = sidecar(tmp_path, packs, redis_server.url,
+                          webhooks=[webhook(flaky, "flaky"), webhook(broken, "broken", send_resolved=False)])  # fmt: skip
+        with process:
+            ingest(process, fire=["r1"])
+            attempts = flaky.wait(3)
+            wait_for(lambda: process.metric("saemon_alert_dead_letters_total", receiver="broken", reason="rejected") == 1,
+                     what="the 400 dead-lettered")  # fmt: skip
+            assert len(broken.received) == 1
+            assert len({a.headers["x-saemon-delivery"] for a in attempts}) == 1  # one notification, three tries
+            m = {r: process.metric("saemon_alert_deliveries_total", receiver="flaky", status="firing", result=r)
+                 for r in ("retry", "success")}  # fmt: skip
+            assert m == {"retry": 2, "success": 1}
+            assert process.metric("saemon_alert_deliveries_total", receiver="broken", status="firing", result="rejected") == 1
+            (dead,) = redis_server.admin().xrange(f"{KEY}:dead_letter")
+            assert dead[1]["receiver"] == "broken" and dead[1]["reason"] == "rejected"
+            assert dead[1]["detail"].startswith("HTTP 400") and dead[1]["status"] == "firing"
+            wait_for(lambda: pending(redis_server, "broken") == 0 and pending(redis_server, "flaky") == 0,
+                     what="both entries acknowledged")  # fmt: skip
+            assert process.stop() == 0, process.log()
+
+
+def test_exactly_once_per_incident_when_the_sidecar_dies_between_send_and_ack(tmp_path, packs):
+    # The first sidecar's Redis user may not XACK: it sends, records the incident as sent,
+    # and cannot acknowledge, which leaves it exactly between send and ack when it is killed.
+    acl = ["user default on nopass ~* &* +@all", "user noack on >pw ~* &* +@all -xack",
+           "user saemon on >pw ~* &* +@all"]  # fmt: skip
+    (tmp_path / "redis.password").write_text("pw")
+    with RedisServer(tmp_path / "redis", acl=acl) as redis_server, HttpReceiver() as hook:
+        auth = {"password_file": str(tmp_path / "redis.password")}
+        first = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook)], redis={**auth, "username": "noack"})
+        with first:
+            ingest(first, fire=["r1"])
+            hook.wait(1)
+            admin = redis_server.admin()
+            wait_for(lambda: any(admin.get(k).startswith("sent:") for k in admin.keys(f"{KEY}:dedup:*")),
+                     what="the incident recorded as sent")  # fmt: skip
+            assert pending(redis_server) == 1
+            first.kill()
+        second = sidecar(tmp_path, packs, redis_server.url, name="second", webhooks=[webhook(hook)],
+                         redis={**auth, "username": "saemon"})  # fmt: skip
+        with second:
+            wait_for(lambda: pending(redis_server) == 0, what="the pending entry acknowledged by the restarted sidecar")
+            assert second.metric("saemon_alert_deliveries_total", receiver="hook", status="firing", result="deduplicated") == 1
+            assert len(hook.received) == 1
+            assert second.stop() == 0, second.log()
+
+
+def test_a_sidecar_killed_mid_send_delivers_again_with_the_same_delivery_id(tmp_path, packs, redis_server):
+    hold = threading.Event()
+    with HttpReceiver(hold=hold) as hook:
+        first = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook, timeout_seconds=30)])
+        with first:
+            ingest(first, fire=["r1"])
+            hook.wait(1)
+            first.kill()  # the receiver has the request; the sidecar never saw an answer
+        hold.set()
+        second = sidecar(tmp_path, packs, redis_server.url, name="second", webhooks=[webhook(hook)])
+        with second:
+            again = hook.wait(2)
+            wait_for(lambda: pending(redis_server) == 0, what="the redelivery acknowledged")
+            assert second.stop() == 0, second.log()
+    assert again[0].headers["x-saemon-delivery"] == again[1].headers["x-saemon-delivery"]
+    assert again[0].json["alerts"][0]["fingerprint"] == again[1].json["alerts"][0]["fingerprint"]
+
+
+def test_redis_outage_keeps_scoring_and_alerting_and_loses_no_event(tmp_path, packs, redis_server):
+    with HttpReceiver() as hook:
+        process = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook)])
+        with process:
+            ingest(process, fire=["a1"], quiet=["a2"])
+            ingest(process, end=["a1", "a2"])
+            hook.wait(2)  # firing, resolved
+            redis_server.stop()
+            ingest(process, fire=["b1"], quiet=["b2"])  # decided while Redis is away
+            wait_for(lambda: process.metric("saemon_redis_up") == 0, what="saemon_redis_up 0")
+            status, body = process.readiness()
+            assert status == 200 and body["checks"]["redis"].startswith("down")
+            assert hook.wait(3)[2].json["status"] == "firing"  # delivered from memory
+            ingest(process, end=["b1", "b2"])
+            hook.wait(4)
+            assert process.metric("saemon_redis_backlog") > 0
+            redis_server.start()
+            wait_for(lambda: process.metric("saemon_redis_up") == 1 and process.metric("saemon_redis_backlog") == 0,
+                     what="the backlog written after Redis returned")  # fmt: skip
+            admin = redis_server.admin()
+            decided = sum(v for (name, _), v in process.metrics().items() if name == "saemon_decisions_total")
+            assert decided == 4 and admin.xlen(f"{KEY}:events") == 4
+            assert all(admin.exists(f"{KEY}:report:{r}") for r in ("a1", "a2", "b1", "b2"))
+            # The outage's notifications are in the stream, marked as delivered: not sent twice.
+            alerts = admin.xrange(f"{KEY}:alerts")
+            assert [a[1].get("delivered_to") for a in alerts] == [None, None, "hook", "hook"]
+            wait_for(lambda: pending(redis_server) == 0 and admin.xinfo_groups(f"{KEY}:alerts")[0]["lag"] == 0,
+                     what="the consumer group caught up")  # fmt: skip
+            assert len(hook.received) == 4
+            assert process.stop() == 0, process.log()
+
+
+def test_without_redis_alerts_are_delivered_from_memory(tmp_path, packs):
+    with HttpReceiver() as hook:
+        process = sidecar(tmp_path, packs, None, webhooks=[webhook(hook)])
+        with process:
+            ingest(process, fire=["r1"], end=["r1"])
+            firing, resolved = hook.wait(2)
+            assert (firing.json["status"], resolved.json["status"]) == ("firing", "resolved")
+            assert process.metric("saemon_redis_up") == 0
+            assert process.readiness() == (200, {"ready": True, "checks": {"grpc": "ok"}})
+            report = stub(process).GetRequestReport(pb.GetRequestReportRequest(request_id="r1"), timeout=5).report
+            assert report.finished
+            assert process.stop() == 0, process.log()
