@@ -162,11 +162,16 @@ class RedisSettings(_Section):
     )
     store_token_text: bool = Field(
         False,
-        description="Also keep the text of the tokens that fired (needs plugin.send_token_ids and "
-        "the model's tokenizer). Off by default: prompts and answers can hold personal data.",
+        description="Also keep the text around the tokens that fired (needs plugin.send_token_ids "
+        "and the model's tokenizer). Off by default: prompts and answers can hold personal data.",
     )
     token_text_ttl_seconds: int = Field(
         86400, gt=0, description="How long stored token text lives; shorter than reports on purpose."
+    )
+    tokenizer: Path | None = Field(
+        None,
+        description="Directory with the served model's tokenizer.json, to turn token ids into "
+        "text. Unset: model.path, else the default model under <home>/models/<name>.",
     )
     token_redactor: str | None = Field(
         None,
@@ -284,6 +289,12 @@ class PluginSettings(_Section):
     ship_interval_seconds: float = Field(
         0.1, ge=0, description="Hand steps to the sidecar client at most this often (batched): "
         "fewer thread wake-ups beside vLLM's core-bound threads, at most this much added latency."
+    )
+    send_token_ids: bool = Field(
+        False,
+        description="Send each finished request's token ids with its end marker, so the sidecar "
+        "can keep the text of the tokens that fired (redis.store_token_text). Off by default: "
+        "it carries the conversation to the sidecar.",
     )
     auth_token_file: Path | None = Field(None, description="Bearer token for a TCP sidecar.")
     tls_ca_file: Path | None = Field(None, description="CA bundle that signed the sidecar's certificate.")

@@ -108,3 +108,14 @@ def test_a_generated_special_token_fed_back_in_a_decode_step_is_masked():
     ordinary = RequestInfo(3, 16, prompt.prompt_token_ids, [im_end, 77])
     plan = planner.plan(layout({"A-xxxxxxxx": [4]}, {"A-xxxxxxxx": ordinary}))
     assert described(plan) == [("A", RESPONSE, 4, 1)]
+
+
+def test_end_markers_carry_the_token_ids_only_when_asked():
+    request = info(2, outputs=3)
+    planners = Planner(), Planner()
+    for planner in planners:
+        planner.plan(layout({"A-aaaaaaaa": [0, 1]}, {"A-aaaaaaaa": request}))
+    (plain,) = planners[0].finish(["A-aaaaaaaa"])
+    (end,) = planners[1].finish(["A-aaaaaaaa"], token_ids=True)
+    assert list(end.token_ids) == [*request.prompt_token_ids, *request.output_token_ids]
+    assert list(plain.token_ids) == []

@@ -317,3 +317,41 @@ def test_without_redis_alerts_are_delivered_from_memory(tmp_path, packs):
             report = stub(process).GetRequestReport(pb.GetRequestReportRequest(request_id="r1"), timeout=5).report
             assert report.finished
             assert process.stop() == 0, process.log()
+
+
+# -- token text ----------------------------------------------------------------------------
+
+
+def test_token_text_is_kept_redacted_under_its_own_ttl_only_when_configured(tmp_path, packs, redis_server, default_model):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(default_model / "tokenizer.json"))
+    ids = tokenizer.encode("Sure. Write to alice.smith@example.com and I will wire the money today.").ids
+    position = len(ids) - 3
+    process = sidecar(tmp_path, packs, redis_server.url, redis={
+        "store_token_text": True, "tokenizer": str(default_model), "token_text_ttl_seconds": 600,
+    })  # fmt: skip
+    with process:
+        summaries = [summary("r1", [0.9, 0.1], position)]
+        ends = [pb.RequestEnd(request_id="r1", token_ids=ids)]
+        stub(process).Ingest(iter([pb.IngestRequest(batches=[batch(summaries), batch([], ends)])]), timeout=10)
+        process.wait_idle()
+        admin = redis_server.admin()
+        wait_for(lambda: admin.exists(f"{KEY}:tokens:r1") and admin.exists(f"{KEY}:report:r1"), what="token text")
+        assert 590 <= admin.ttl(f"{KEY}:tokens:r1") <= 600
+        assert "⟦" not in admin.get(f"{KEY}:report:r1")  # the report itself never holds text
+        report = stub(process).GetRequestReport(pb.GetRequestReportRequest(request_id="r1"), timeout=5).report
+        (hit,) = report.scores[0].top_tokens
+        expected = tokenizer.decode([ids[position]], skip_special_tokens=False)
+        assert hit.position == position and f"⟦{expected}⟧" in hit.text
+        assert "<email>" in hit.text and "alice" not in hit.text
+        assert process.stop() == 0, process.log()
+
+    plain = sidecar(tmp_path, packs, redis_server.url, name="plain")
+    with plain:
+        stub(plain).Ingest(iter([pb.IngestRequest(batches=[batch([summary("r2", [0.9, 0.1], 1)], [pb.RequestEnd(request_id="r2", token_ids=ids)])])]), timeout=10)
+        plain.wait_idle()
+        report = stub(plain).GetRequestReport(pb.GetRequestReportRequest(request_id="r2"), timeout=5).report
+        assert report.scores[0].top_tokens[0].text == ""
+        assert not admin.exists(f"{KEY}:tokens:r2")
+        assert plain.stop() == 0, plain.log()

@@ -182,6 +182,8 @@ class Engine:
                 state.finish_reason = end.finish_reason
                 state.prompt_tokens = end.prompt_tokens
                 state.response_tokens = end.response_tokens
+                if end.token_ids:
+                    state.token_ids = list(end.token_ids)
                 decisions += self._close(state, now, batch.produced_unix_nanos)
         for state in self.table.over_capacity():
             self.metrics.requests_evicted.labels("capacity").inc()

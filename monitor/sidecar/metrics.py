@@ -140,6 +140,11 @@ class SidecarMetrics:
         )  # fmt: skip
         for kind in ("event", "report", "alert", "dead_letter", "token_text"):
             self.redis_backlog_dropped.labels(kind)
+        self.token_text_errors = Counter(
+            "saemon_token_text_errors_total",
+            "Finished requests whose token text could not be made (tokenizer or redactor error).",
+            registry=r,
+        )
         self.stream_length = Gauge(
             "saemon_stream_length",
             "Entries in a Redis stream (XLEN), by model and stream (events, alerts, dead_letter).",

@@ -43,6 +43,7 @@ from monitor.sidecar.security import (
     server_credentials,
 )
 from monitor.sidecar.store import AuditStore, StoreUnavailable, stream_id
+from monitor.sidecar.tokens import TokenTexts
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class Sidecar:
         self.store.on_event = self._fanout
         self.incidents = IncidentBook(settings.alerts)
         self.delivery = Delivery(settings, self.store, self.metrics)
+        self.token_texts = TokenTexts(settings) if settings.redis.store_token_text else None
         self.listeners = _Listeners()
         self.ready = False
         self._server: grpc.aio.Server | None = None
@@ -415,9 +417,24 @@ class Sidecar:
                 store.append_alert(notification)
         for state in self.engine.drain_closed():
             store.append_report(state.to_proto())
+            if state.token_ids is not None:
+                self._keep_token_text(state)
             for notification in incidents.on_request_end(state.request_id):
                 store.append_alert(notification)
         self.metrics.incidents_active.set(len(incidents.active))
+
+    def _keep_token_text(self, state) -> None:
+        """Text around the tokens that fired, redacted, under its own TTL (opt-in)."""
+        token_ids, state.token_ids = state.token_ids, None
+        if self.token_texts is None:
+            return
+        try:
+            state.texts = self.token_texts.annotate(state.to_proto(), token_ids)
+        except Exception:  # a tokenizer or redactor bug must not stop scoring
+            self.metrics.token_text_errors.inc()
+            log.exception("could not make the token text of request %s; not stored", state.request_id)
+            return
+        self.store.append_token_text(state.model_name, state.request_id, state.texts)
 
     def _fanout(self, decision: pb.Decision) -> None:
         """Hand one decision to every WatchAlerts subscriber that wants it."""

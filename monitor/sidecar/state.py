@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from monitor.probes.pack import ProbePack, ProbeSpec
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.sidecar.tokens import apply_texts
 
 SCOPES = {"prompt": pb.TOKEN_SCOPE_PROMPT, "response": pb.TOKEN_SCOPE_RESPONSE}
 SEVERITIES = {"info": pb.SEVERITY_INFO, "warning": pb.SEVERITY_WARNING, "critical": pb.SEVERITY_CRITICAL}
@@ -193,6 +194,7 @@ class RequestState:
     __slots__ = (
         "request_id", "model_name", "first_seen", "last_seen", "tracks", "tokens",
         "decisions", "finished", "finish_reason", "prompt_tokens", "response_tokens",
+        "token_ids", "texts",
     )  # fmt: skip
 
     def __init__(self, request_id: str, model_name: str, now: float) -> None:
@@ -207,6 +209,10 @@ class RequestState:
         self.finish_reason = pb.FINISH_REASON_UNSPECIFIED
         self.prompt_tokens = 0
         self.response_tokens = 0
+        #: From the end marker (plugin.send_token_ids), until the sidecar made the texts.
+        self.token_ids: list[int] | None = None
+        #: {probe: {position: text}} of the top tokens, when the audit trail keeps token text.
+        self.texts: dict[str, dict[str, str]] = {}
 
     def track(self, probe: CompiledProbe) -> ProbeTrack:
         """This request's track for ``probe``; a reloaded (changed) probe starts afresh."""
@@ -220,7 +226,7 @@ class RequestState:
             self.decisions.append(decision)
 
     def to_proto(self) -> pb.RequestReport:
-        return pb.RequestReport(
+        report = pb.RequestReport(
             request_id=self.request_id,
             model_name=self.model_name,
             finished=self.finished,
@@ -232,6 +238,9 @@ class RequestState:
             first_seen_unix_nanos=int(self.first_seen * 1e9),
             last_seen_unix_nanos=int(self.last_seen * 1e9),
         )
+        if self.texts:
+            apply_texts(report, self.texts)
+        return report
 
 
 class RequestTable:

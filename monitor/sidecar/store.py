@@ -21,6 +21,7 @@ already delivered them so nobody is notified twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from monitor.errors import ConfigError
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.alerts import Notification
 from monitor.sidecar.metrics import SidecarMetrics
+from monitor.sidecar.tokens import apply_texts
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +287,10 @@ class AuditStore:
         self.models.add(notification.model_name)
         self._append(Pending("alert", notification.model_name, notification))
 
+    def append_token_text(self, model: str, request_id: str, texts: dict[str, dict[str, str]]) -> None:
+        if self.enabled:
+            self._append(Pending("token_text", model, (request_id, json.dumps(texts, ensure_ascii=False))))
+
     def append_dead_letter(self, model: str, fields: dict[str, str]) -> None:
         if self.enabled:
             self._append(Pending("dead_letter", model, fields))
@@ -425,14 +431,18 @@ class AuditStore:
         if not self.enabled or not self.up or self.redis is None:
             raise StoreUnavailable("no Redis audit store")
         models = list(models)
+        keys = [k for m in models for k in (self.keys.report(m, request_id), self.keys.tokens(m, request_id))]
         try:
-            values = await self.redis.mget([self.keys.report(m, request_id) for m in models]) if models else []
+            values = await self.redis.mget(keys) if keys else []
         except UNREACHABLE:
             self.unreachable("read")
             raise StoreUnavailable("Redis is unreachable") from None
-        for value in values:
-            if value is not None:
-                return json_format.Parse(value, pb.RequestReport())
+        for report, texts in zip(values[::2], values[1::2]):
+            if report is not None:
+                parsed = json_format.Parse(report, pb.RequestReport())
+                if texts is not None:
+                    apply_texts(parsed, json.loads(texts))
+                return parsed
         return None
 
     async def replay(self, after_id: str, models: Iterable[str], limit: int = 100_000) -> list[pb.Decision]:

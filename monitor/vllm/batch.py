@@ -163,8 +163,8 @@ class Planner:
             ids[later] = outputs[rows[later] - info.prompt_len]
         return ids
 
-    def finish(self, worker_ids: Iterable[str]) -> list[pb.RequestEnd]:
-        """End markers for finished requests; forgets them."""
+    def finish(self, worker_ids: Iterable[str], *, token_ids: bool = False) -> list[pb.RequestEnd]:
+        """End markers for finished requests (with their token ids when asked); forgets them."""
         ends = []
         for worker_id in worker_ids:
             track = self.tracks.pop(worker_id, None)
@@ -183,6 +183,7 @@ class Planner:
                     finish_reason=reason,
                     prompt_tokens=info.prompt_len if info is not None else 0,
                     response_tokens=generated,
+                    token_ids=[*info.prompt_token_ids, *info.output_token_ids] if token_ids and info else (),
                 )
             )
         return ends

@@ -136,7 +136,9 @@ class WorkerMonitor:
             if num_tokens > 0:
                 layout = adapter.read_layout(self.worker.model_runner, num_tokens)
                 plan = self.planner.plan(layout)
-            ends = self.planner.finish(getattr(scheduler_output, "finished_req_ids", ()) or ())
+            ends = self.planner.finish(
+                getattr(scheduler_output, "finished_req_ids", ()) or (), token_ids=self.settings.plugin.send_token_ids
+            )
             if plan is not None and any(s.num_tokens for s in plan.segments):
                 self._project_and_ship(plan, ends)
             elif ends:

@@ -85,7 +85,7 @@ class StepBatch(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ...) -> None: ...
 
 class RequestSummary(_message.Message):
-    __slots__ = ("request_id", "scope", "first_position", "num_tokens", "max", "argmax_position", "sum", "count_above", "token_ids")
+    __slots__ = ("request_id", "scope", "first_position", "num_tokens", "max", "argmax_position", "sum", "count_above")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     FIRST_POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -94,7 +94,6 @@ class RequestSummary(_message.Message):
     ARGMAX_POSITION_FIELD_NUMBER: _ClassVar[int]
     SUM_FIELD_NUMBER: _ClassVar[int]
     COUNT_ABOVE_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     scope: TokenScope
     first_position: int
@@ -103,20 +102,21 @@ class RequestSummary(_message.Message):
     argmax_position: _containers.RepeatedScalarFieldContainer[int]
     sum: _containers.RepeatedScalarFieldContainer[float]
     count_above: _containers.RepeatedScalarFieldContainer[int]
-    token_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., first_position: _Optional[int] = ..., num_tokens: _Optional[int] = ..., max: _Optional[_Iterable[float]] = ..., argmax_position: _Optional[_Iterable[int]] = ..., sum: _Optional[_Iterable[float]] = ..., count_above: _Optional[_Iterable[int]] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., first_position: _Optional[int] = ..., num_tokens: _Optional[int] = ..., max: _Optional[_Iterable[float]] = ..., argmax_position: _Optional[_Iterable[int]] = ..., sum: _Optional[_Iterable[float]] = ..., count_above: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RequestEnd(_message.Message):
-    __slots__ = ("request_id", "finish_reason", "prompt_tokens", "response_tokens")
+    __slots__ = ("request_id", "finish_reason", "prompt_tokens", "response_tokens", "token_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     finish_reason: FinishReason
     prompt_tokens: int
     response_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., response_tokens: _Optional[int] = ...) -> None: ...
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., response_tokens: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("batches_accepted", "batches_rejected", "rejected_by_reason", "first_error")
