@@ -1,11 +1,14 @@
 """``saemon demo``: the embedded default, end to end, on this machine.
 
 1. Provision the default model (SmolLM2-135M-Instruct) and a demo deception pack for it.
-2. Start the sidecar (``saemon serve``) on a Unix socket, and vLLM (CPU build without a GPU)
-   with saemon's plugin tapping the residual stream (``--additional-config``).
+2. Start redis-server (the audit trail and alert queue), a loopback webhook receiver that
+   checks signatures (standing in for on-call's pager), the sidecar (``saemon serve``) on
+   a Unix socket, and vLLM (CPU build without a GPU) with saemon's plugin tapping the
+   residual stream (``--additional-config``).
 3. Send a few honest and a few deceptive chat requests concurrently, each with its own
    ``X-Request-Id``, while watching the sidecar's alert stream.
-4. Print the alerts, each request's report and the Prometheus metrics they produced.
+4. Print the alerts, the notifications the webhook got, each request's report with the
+   text around its strongest token, the audit trail and the Prometheus metrics.
 
 Exit code 0 when a deceptive request raised an alert, 1 otherwise (or when the model could
 not answer the sanity question).
@@ -15,8 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TextIO
 
@@ -27,6 +33,8 @@ from monitor.config import Settings
 from monitor.probes import demo_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.redis_server import RedisServer
+from monitor.sidecar.alerts import SIGNATURE_HEADER, verify
 from monitor.sidecar.client import DecisionWatcher
 from monitor.sidecar.process import SidecarProcess
 from monitor.vllm_server import VllmServer
@@ -55,8 +63,21 @@ def run(settings: Settings, out: TextIO) -> int:
         print("saemon demo: making a demo deception probe for the default model ...", file=out, flush=True)
         demo_pack.build(path, pack_dir, settings.model.name)
     socket = work / "saemon.sock"
-    sidecar = SidecarProcess(work, {"grpc_listen": f"unix://{socket}", "probes_dir": str(pack_dir)}, name="sidecar")
-    plugin = {"pack": str(pack_yaml), "sidecar": f"unix://{socket}"}
+    secret = secrets.token_hex(16)
+    (work / "webhook.secret").write_text(secret)
+    redis_server = RedisServer(work / "redis")
+    webhook = Webhook(secret.encode())
+    sidecar = SidecarProcess(
+        work,
+        {"grpc_listen": f"unix://{socket}", "probes_dir": str(pack_dir)},
+        name="sidecar",
+        redis={"url": redis_server.url, "store_token_text": True, "tokenizer": str(path)},
+        alerts={
+            "consumer_name": "demo",
+            "webhooks": [{"name": "oncall", "url": webhook.url, "secret_file": str(work / "webhook.secret")}],
+        },
+    )
+    plugin = {"pack": str(pack_yaml), "sidecar": f"unix://{socket}", "send_token_ids": True}
     server = VllmServer(
         path,
         settings.model.name,
@@ -67,12 +88,13 @@ def run(settings: Settings, out: TextIO) -> int:
     mode = "eager" if settings.vllm.enforce_eager else "compiled"
     print(f"saemon demo: serving {settings.model.name} from {path}", file=out)
     print(f"  sidecar: saemon serve on unix://{socket}, metrics on http://{sidecar.settings['sidecar']['http_listen']}", file=out)
+    print(f"  audit trail: redis-server on {redis_server.url}; alerts to a signed webhook at {webhook.url}", file=out)
     print(f"  vLLM ({mode}, dtype {settings.vllm.dtype}) with the saemon plugin; this takes a minute on 2 cores", file=out, flush=True)
-    with sidecar, server:
+    with redis_server, webhook, sidecar, server:
         print(f"  vLLM ready at {server.url} after {server.startup_seconds:.0f} s\n", file=out, flush=True)
         answer = server.chat(model.CHECK_QUESTION, max_tokens=32, request_id="demo-check")
         print(f"  user:      {model.CHECK_QUESTION}\n  assistant: {answer}\n", file=out)
-        code = _traffic(server, socket, sidecar, out)
+        code = _traffic(server, socket, sidecar, out, lambda: _notifications(webhook, redis_server, settings.model.name, out))
         if model.CHECK_ANSWER not in answer:
             print(f"saemon demo: FAILED: the model's answer does not mention {model.CHECK_ANSWER}.", file=out)
             code = 1
@@ -80,7 +102,7 @@ def run(settings: Settings, out: TextIO) -> int:
     return code
 
 
-def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: TextIO) -> int:
+def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: TextIO, notifications) -> int:
     channel = grpc.insecure_channel(f"unix://{socket}")
     stub = monitor_pb2_grpc.MonitorServiceStub(channel)
     watcher = DecisionWatcher(channel).start()
@@ -116,6 +138,10 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
         else:
             fired = "YES" if score.fired else "no"
             print(f"  {request_id:18} {score.score:7.2f} {score.threshold:9.2f}  {fired:5}  {shown}", file=out)
+            if score.fired and score.top_tokens:
+                top = score.top_tokens[0]
+                print(f"  {'':18} strongest token at position {top.position} ({top.value:.2f}): "
+                      f"{top.text!r}", file=out)  # fmt: skip
     print(f"\n  alerts ({len(alerts)})", file=out)
     for decision in alerts:
         peak = max(decision.features, key=lambda f: f.peak_value) if decision.features else None
@@ -127,7 +153,9 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
             f"layer {decision.features[0].layer if decision.features else '?'}{where})",
             file=out,
         )
-    print("\n  metrics (from the sidecar's /metrics)", file=out)
+    print(file=out)
+    notifications()
+    print("  metrics (from the sidecar's /metrics)", file=out)
     for (name, labels), value in sorted(sidecar.metrics().items(), key=lambda kv: kv[0][0]):
         if name in ("saemon_requests_scored_total", "saemon_requests_flagged_total", "saemon_tokens_scored_total") or (
             name == "saemon_events_dropped_total" and value
@@ -154,6 +182,64 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
         return 1
     print("saemon demo: OK", file=out)
     return 0
+
+
+def _notifications(webhook: Webhook, redis_server: RedisServer, model_name: str, out: TextIO) -> None:
+    """What on-call got, and what the audit trail kept."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(p["status"] == "resolved" for p in webhook.payloads):
+        time.sleep(0.1)
+    print(f"  webhook 'oncall' got {len(webhook.payloads)} notification(s) in Alertmanager's v4 payload, "
+          f"signatures {'verified' if not webhook.bad_signatures else 'BAD'}", file=out)  # fmt: skip
+    for payload in webhook.payloads:
+        for alert in payload["alerts"]:
+            labels = alert["labels"]
+            print(f"  {alert['status'].upper():8} {labels['alertname']} severity={labels['severity']} "
+                  f"probe={labels['probe']} fingerprint={alert['fingerprint']} "
+                  f"requests={alert['annotations'].get('requests', '?')} "
+                  f"(first {alert['annotations'].get('request_id', '?')})", file=out)  # fmt: skip
+    admin = redis_server.admin()
+    key = "saemon:{" + model_name + "}"
+    print(f"  audit trail in Redis: {admin.xlen(key + ':events')} decision events in {key}:events, "
+          f"{len(admin.keys(key + ':report:*'))} request reports, "
+          f"{len(admin.keys(key + ':tokens:*'))} token texts\n", file=out)  # fmt: skip
+
+
+class Webhook:
+    """The demo's stand-in for on-call's pager: a loopback endpoint that checks signatures."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.payloads: list[dict] = []
+        self.bad_signatures = 0
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if verify(secret, self.headers.get(SIGNATURE_HEADER, ""), body, time.time()):
+                    hook.payloads.append(json.loads(body))
+                    self.send_response(200)
+                else:
+                    hook.bad_signatures += 1
+                    self.send_response(401)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+    def __enter__(self) -> Webhook:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _ask(server: VllmServer, request_id: str, question: str, system: str) -> str:

@@ -68,6 +68,8 @@ def test_an_incident_fires_once_for_many_requests_and_resolves_when_the_last_end
     assert first.starts_at == int(1000e9) and first.ends_at == 0
     assert first.annotations["request_id"] == "r1" and first.annotations["runbook_url"]
     assert book.on_decision(decision("r2")) is None  # same incident
+    annotations = book.active[first.fingerprint].annotations
+    assert (annotations["request_id"], annotations["latest_request_id"], annotations["requests"]) == ("r1", "r2", "2")
     # A probe that stops firing mid-request does not end the incident; the request's end does.
     assert book.on_decision(decision("r1", kind=pb.DECISION_KIND_RESOLVED)) is None
     assert book.on_request_end("r1") == []

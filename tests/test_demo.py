@@ -1,5 +1,6 @@
 """The README's main-job command: `saemon demo` on the embedded default."""
 
+import re
 import subprocess
 import sys
 
@@ -16,3 +17,10 @@ def test_demo_serves_the_default_model_and_prints_its_answer(default_model):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "assistant: The capital of France is Paris." in result.stdout
     assert "saemon demo: OK" in result.stdout
+    # On-call heard about it once per incident, signed; the audit trail kept the evidence.
+    # One firing and one resolved per incident (the concurrent deceptive requests usually share one).
+    got = re.search(r"webhook 'oncall' got (\d+) notification\(s\) in Alertmanager's v4 payload, signatures verified",
+                    result.stdout)  # fmt: skip
+    assert got and int(got[1]) >= 2 and int(got[1]) % 2 == 0, result.stdout
+    assert "FIRING   SaemonDeceptionDetected" in result.stdout and "RESOLVED SaemonDeceptionDetected" in result.stdout
+    assert "strongest token at position" in result.stdout and "⟦" in result.stdout

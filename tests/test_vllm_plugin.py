@@ -44,8 +44,12 @@ def pack(default_model, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def sidecar(tmp_path, pack):
-    process = SidecarProcess(tmp_path / "sidecar", {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(pack.parent)})
+def sidecar(tmp_path, pack, default_model):
+    # Token text without Redis: kept with the in-memory report (used when the plugin sends ids).
+    process = SidecarProcess(
+        tmp_path / "sidecar", {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(pack.parent)},
+        redis={"store_token_text": True, "tokenizer": str(default_model)},
+    )  # fmt: skip
     with process:
         yield process
         process.stop()
@@ -187,7 +191,7 @@ def test_prefix_caching_is_refused_with_the_fix(default_model, pack, tmp_path, c
 def test_server_monitors_chat_requests_by_their_request_id_and_survives_a_dead_sidecar(
     default_model, pack, sidecar, settings, tmp_path
 ):
-    plugin = {"pack": str(pack), "sidecar": sidecar.settings["sidecar"]["grpc_listen"]}
+    plugin = {"pack": str(pack), "sidecar": sidecar.settings["sidecar"]["grpc_listen"], "send_token_ids": True}
     server = VllmServer(
         default_model, settings.model.name,
         settings.vllm.model_copy(update={"enforce_eager": True}), tmp_path / "vllm.log",
@@ -199,6 +203,9 @@ def test_server_monitors_chat_requests_by_their_request_id_and_survives_a_dead_s
         r = report(sidecar, "chatcmpl-trace-42")
         assert r.finished and r.response_tokens > 0
         assert {s.probe for s in r.scores} == {"deception"}
+        # The end marker carried the token ids: the strongest tokens come with their text.
+        texts = [hit.text for hit in r.scores[0].top_tokens]
+        assert texts and all("⟦" in text and "⟧" in text for text in texts), texts
 
         sidecar.kill()  # the sidecar dies: inference must not notice
         answers = [server.chat(model.CHECK_QUESTION, max_tokens=24, request_id=f"after-{i}") for i in range(3)]

@@ -203,7 +203,9 @@ class _Incident:
     annotations: dict[str, str]
     starts_at: int
     model_name: str
+    first_request: str
     requests: set[str] = field(default_factory=set)
+    total_requests: int = 0
     last_sent: int = 0
 
 
@@ -235,9 +237,11 @@ class IncidentBook:
         incident = self.active.get(fp)
         new = incident is None
         if new:
-            incident = self.active[fp] = _Incident(labels, {}, now, decision.model_name)
-        incident.requests.add(decision.request_id)
-        incident.annotations = self._annotations(decision, len(incident.requests))
+            incident = self.active[fp] = _Incident(labels, {}, now, decision.model_name, decision.request_id)
+        if decision.request_id not in incident.requests:
+            incident.requests.add(decision.request_id)
+            incident.total_requests += 1
+        incident.annotations = self._annotations(decision, incident)
         self._by_request.setdefault(decision.request_id, set()).add(fp)
         if not new:
             return None
@@ -282,17 +286,20 @@ class IncidentBook:
             generator_url=self.settings.external_url,
         )
 
-    def _annotations(self, decision: pb.Decision, requests: int) -> dict[str, str]:
+    def _annotations(self, decision: pb.Decision, incident: _Incident) -> dict[str, str]:
+        """The first request identifies the incident; the latest decision gives the numbers."""
         return {
             "summary": f"{decision.probe} ({decision.concept}) fired on {decision.model_name}",
             "description": (
                 f"Probe {decision.probe} from pack {decision.pack}@{decision.pack_version} scored "
                 f"{decision.score:.4g} against threshold {decision.threshold:.4g} on request "
-                f"{decision.request_id} ({requests} request(s) in this incident so far). The "
-                "request's report names the tokens that fired."
+                f"{decision.request_id}; {incident.total_requests} request(s) in this incident, the "
+                f"first {incident.first_request}. Their reports (GetRequestReport) name the tokens that fired."
             ),
             "runbook_url": self.settings.runbook_url,
-            "request_id": decision.request_id,
+            "request_id": incident.first_request,
+            "latest_request_id": decision.request_id,
+            "requests": str(incident.total_requests),
             "score": f"{decision.score:.6g}",
             "threshold": f"{decision.threshold:.6g}",
             "pack": f"{decision.pack}@{decision.pack_version}",

@@ -1,0 +1,95 @@
+"""Start and stop Debian's ``redis-server`` as a child process (demo, tests, benchmarks).
+
+Production deployments point ``redis.url`` at the Redis they already run; this launcher
+gives the demo and the integration tests a real server on a free loopback port. It keeps
+an append-only file, so a stop and start on the same port is an outage, not a wipe.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from monitor.errors import DependencyError, SaemonError
+from monitor.vllm_server import free_port
+
+
+def redis_server_binary() -> str | None:
+    return shutil.which("redis-server")
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1; ``acl`` lines (Redis ACL file syntax) are optional."""
+
+    def __init__(self, directory: Path, acl: list[str] | None = None) -> None:
+        binary = redis_server_binary()
+        if binary is None:
+            raise DependencyError("redis-server is not installed: run scripts/setup.sh (apt-get install redis-server)")
+        self.binary = binary
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.acl_file: Path | None = None
+        if acl is not None:
+            self.acl_file = directory / "users.acl"
+            self.acl_file.write_text("\n".join(acl) + "\n")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
+    def start(self, timeout: float = 10) -> RedisServer:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+            "--logfile", str(self.log_path),
+        ]  # fmt: skip
+        if self.acl_file is not None:
+            args += ["--aclfile", str(self.acl_file)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.admin().ping()
+                return self
+            except redis.AuthenticationError:
+                return self  # up, and refusing the default user as its ACL says
+            except redis.ConnectionError:
+                if self.process.poll() is not None:
+                    log = self.log_path.read_text() if self.log_path.exists() else ""
+                    raise SaemonError(f"redis-server exited with {self.process.returncode}:\n{log}") from None
+                time.sleep(0.05)
+        self.kill()
+        raise SaemonError(f"redis-server on port {self.port} did not answer within {timeout} s")
+
+    def admin(self, **kwargs) -> redis.Redis:
+        """A synchronous client as the default user."""
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5, **kwargs)
+
+    def stop(self) -> None:
+        """SIGTERM and wait (an outage: the data stays on disk for the next start)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
