@@ -237,8 +237,8 @@ class AlertSettings(_Section):
         "", description="Link back to saemon in payloads (externalURL, generatorURL)."
     )
     runbook_url: str = Field(
-        "https://github.com/saemon/saemon/blob/main/deploy/RUNBOOK.md#probe-detections",
-        description="runbook_url annotation on every alert.",
+        "", description="runbook_url annotation on every alert: your copy of the probe-detection "
+        "runbook. Unset: no runbook_url annotation.",
     )
     consumer_name: str | None = Field(
         None, description="This sidecar's name in the delivery consumer groups; default: the host "

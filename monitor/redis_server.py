@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -22,10 +23,25 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-class RedisServer:
-    """One redis-server on 127.0.0.1; ``acl`` lines (Redis ACL file syntax) are optional."""
+@dataclass(frozen=True)
+class RedisTls:
+    """PEM files: the server's certificate and key, the CA, and a client pair for admin()."""
 
-    def __init__(self, directory: Path, acl: list[str] | None = None) -> None:
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path
+    client_key: Path
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1; ``acl`` lines (Redis ACL file syntax) are optional.
+
+    With ``tls`` it listens only for TLS and requires a client certificate signed by the CA
+    (mTLS); ``url`` is then ``rediss://``.
+    """
+
+    def __init__(self, directory: Path, acl: list[str] | None = None, tls: RedisTls | None = None) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise DependencyError("redis-server is not installed: run scripts/setup.sh (apt-get install redis-server)")
@@ -37,11 +53,12 @@ class RedisServer:
         if acl is not None:
             self.acl_file = directory / "users.acl"
             self.acl_file.write_text("\n".join(acl) + "\n")
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -55,6 +72,11 @@ class RedisServer:
         ]  # fmt: skip
         if self.acl_file is not None:
             args += ["--aclfile", str(self.acl_file)]
+        if self.tls is not None:
+            tls = self.tls
+            args[2] = "0"  # no plain-text port
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
+                     "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "yes"]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -72,7 +94,11 @@ class RedisServer:
         raise SaemonError(f"redis-server on port {self.port} did not answer within {timeout} s")
 
     def admin(self, **kwargs) -> redis.Redis:
-        """A synchronous client as the default user."""
+        """A synchronous client as the default user (over mTLS when the server is TLS)."""
+        if self.tls is not None:
+            tls = self.tls
+            kwargs = {"ssl": True, "ssl_certfile": str(tls.client_cert), "ssl_keyfile": str(tls.client_key),
+                      "ssl_ca_certs": str(tls.ca), **kwargs}  # fmt: skip
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5, **kwargs)
 
     def stop(self) -> None:

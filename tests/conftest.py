@@ -40,6 +40,17 @@ def default_model(settings: Settings) -> Path:
 
 
 @pytest.fixture
+def packs(tmp_path) -> Path:
+    """A probe pack directory with the synthetic test pack (tests/synthetic.py)."""
+    from synthetic import write_pack
+
+    directory = tmp_path / "packs"
+    directory.mkdir()
+    write_pack(directory)
+    return directory
+
+
+@pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No SAEMON_* variables from the calling shell leak into a config test."""
     for name in list(os.environ):

@@ -60,13 +60,14 @@ class Clock:
 
 def test_an_incident_fires_once_for_many_requests_and_resolves_when_the_last_ends():
     clock = Clock()
-    book = IncidentBook(AlertSettings(resend_interval_seconds=60), clock)
+    book = IncidentBook(AlertSettings(resend_interval_seconds=60, runbook_url="https://runbooks.example/saemon"), clock)
     first = book.on_decision(decision("r1", at=int(1000e9)))
     assert first is not None and first.status == "firing"
     assert first.labels == {"alertname": "SaemonDeceptionDetected", "severity": "critical", "model_name": "m", "probe": "p"}
     assert first.fingerprint == fingerprint(first.labels)
     assert first.starts_at == int(1000e9) and first.ends_at == 0
-    assert first.annotations["request_id"] == "r1" and first.annotations["runbook_url"]
+    assert first.annotations["request_id"] == "r1"
+    assert first.annotations["runbook_url"] == "https://runbooks.example/saemon"
     assert book.on_decision(decision("r2")) is None  # same incident
     annotations = book.active[first.fingerprint].annotations
     assert (annotations["request_id"], annotations["latest_request_id"], annotations["requests"]) == ("r1", "r2", "2")

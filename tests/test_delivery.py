@@ -21,21 +21,13 @@ from monitor.sidecar.alerts import fingerprint
 from monitor.sidecar.process import SidecarProcess
 from receivers import HttpReceiver
 from redis_server import RedisServer, requires_redis
-from synthetic import batch, summary, write_pack
+from synthetic import batch, summary
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
 MODEL = "SmolLM2-135M-Instruct"
 KEY = "saemon:{SmolLM2-135M-Instruct}"
 SECRET = "correct horse battery staple"
-
-
-@pytest.fixture
-def packs(tmp_path):
-    directory = tmp_path / "packs"
-    directory.mkdir()
-    write_pack(directory)
-    return directory
 
 
 @pytest.fixture
@@ -207,12 +199,17 @@ def test_alertmanager_push_re_sends_while_active_and_resolves_with_the_end_time(
 
 
 def test_5xx_is_retried_until_2xx_and_4xx_is_dead_lettered_without_retry(tmp_path, packs, redis_server):
-    with HttpReceiver(responses=[500, 503]) as flaky, HttpReceiver(responses=[400]) as broken:
-        process = sidecar(tmp_path, packs, redis_server.url,
-                          webhooks=[webhook(flaky, "flaky"), webhook(broken, "broken", send_resolved=False)])  # fmt: skip
+    with HttpReceiver(responses=[500, 503]) as flaky, HttpReceiver(responses=[400]) as broken, \
+            HttpReceiver(responses=[503] * 3) as down:  # fmt: skip
+        process = sidecar(tmp_path, packs, redis_server.url, max_attempts=3,
+                          webhooks=[webhook(flaky, "flaky"), webhook(broken, "broken", send_resolved=False),
+                                    webhook(down, "down", send_resolved=False)])  # fmt: skip
         with process:
             ingest(process, fire=["r1"])
             attempts = flaky.wait(3)
+            wait_for(lambda: process.metric("saemon_alert_dead_letters_total", receiver="down",
+                                            reason="retries_exhausted") == 1, what="the 503s dead-lettered")  # fmt: skip
+            assert len(down.received) == 3
             wait_for(lambda: process.metric("saemon_alert_dead_letters_total", receiver="broken", reason="rejected") == 1,
                      what="the 400 dead-lettered")  # fmt: skip
             assert len(broken.received) == 1
@@ -221,12 +218,35 @@ def test_5xx_is_retried_until_2xx_and_4xx_is_dead_lettered_without_retry(tmp_pat
                  for r in ("retry", "success")}  # fmt: skip
             assert m == {"retry": 2, "success": 1}
             assert process.metric("saemon_alert_deliveries_total", receiver="broken", status="firing", result="rejected") == 1
-            (dead,) = redis_server.admin().xrange(f"{KEY}:dead_letter")
-            assert dead[1]["receiver"] == "broken" and dead[1]["reason"] == "rejected"
-            assert dead[1]["detail"].startswith("HTTP 400") and dead[1]["status"] == "firing"
-            wait_for(lambda: pending(redis_server, "broken") == 0 and pending(redis_server, "flaky") == 0,
-                     what="both entries acknowledged")  # fmt: skip
+            dead = {e[1]["receiver"]: e[1] for e in redis_server.admin().xrange(f"{KEY}:dead_letter")}
+            assert set(dead) == {"broken", "down"}
+            assert dead["broken"]["reason"] == "rejected" and dead["broken"]["detail"].startswith("HTTP 400")
+            assert dead["down"]["reason"] == "retries_exhausted" and dead["down"]["detail"].startswith("HTTP 503")
+            assert dead["broken"]["status"] == "firing" and dead["broken"]["fingerprint"] == dead["down"]["fingerprint"]
+            wait_for(lambda: all(pending(redis_server, r) == 0 for r in ("broken", "flaky", "down")),
+                     what="every entry acknowledged")  # fmt: skip
+            # Resolutions are not sent where send_resolved is off.
+            ingest(process, end=["r1"])
+            flaky.wait(4)
+            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="down", status="resolved",
+                                            result="success") == 0 and pending(redis_server, "down") == 0
+                     and redis_server.admin().xinfo_groups(f"{KEY}:alerts")[0]["lag"] == 0,
+                     what="the resolution acknowledged without sending")  # fmt: skip
+            assert len(down.received) == 3 and len(broken.received) == 1
             assert process.stop() == 0, process.log()
+
+
+def test_alerts_of_one_group_within_the_window_share_one_payload(tmp_path, packs, redis_server):
+    with HttpReceiver() as hook:
+        process = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook, group_wait_seconds=0.3)])
+        with process:
+            # Four tokens at 0.9: safety_max (critical) and safety_mean (warning) fire together.
+            stub(process).Ingest(iter([pb.IngestRequest(batches=[batch([summary("r1", [0.9, 0.9], 5, n=4)])])]), timeout=10)
+            (payload,) = [r.json for r in hook.wait(1)]
+            assert process.stop() == 0, process.log()
+        assert sorted(a["labels"]["probe"] for a in payload["alerts"]) == ["safety_max", "safety_mean"]
+        assert payload["groupLabels"] == {"alertname": "SaemonDeceptionDetected", "model_name": MODEL}
+        assert "severity" not in payload["commonLabels"] and payload["commonLabels"]["alertname"] == "SaemonDeceptionDetected"
 
 
 def test_exactly_once_per_incident_when_the_sidecar_dies_between_send_and_ack(tmp_path, packs):
@@ -255,7 +275,9 @@ def test_exactly_once_per_incident_when_the_sidecar_dies_between_send_and_ack(tm
             assert second.stop() == 0, second.log()
 
 
-def test_a_sidecar_killed_mid_send_delivers_again_with_the_same_delivery_id(tmp_path, packs, redis_server):
+def test_a_sidecar_killed_mid_send_is_taken_over_and_delivers_again_with_the_same_id(tmp_path, packs, redis_server):
+    # The second sidecar is another pod (another consumer): it takes the stuck entry over
+    # with XAUTOCLAIM once it has been pending for claim_idle_seconds.
     hold = threading.Event()
     with HttpReceiver(hold=hold) as hook:
         first = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook, timeout_seconds=30)])
@@ -264,9 +286,12 @@ def test_a_sidecar_killed_mid_send_delivers_again_with_the_same_delivery_id(tmp_
             hook.wait(1)
             first.kill()  # the receiver has the request; the sidecar never saw an answer
         hold.set()
-        second = sidecar(tmp_path, packs, redis_server.url, name="second", webhooks=[webhook(hook)])
+        second = sidecar(tmp_path, packs, redis_server.url, name="second", webhooks=[webhook(hook)],
+                         consumer_name="pod-1", claim_idle_seconds=0.5)  # fmt: skip
         with second:
             again = hook.wait(2)
+            owner = redis_server.admin().xpending_range(f"{KEY}:alerts", "deliver:hook", "-", "+", 10)
+            assert [p["consumer"] for p in owner] in ([], ["pod-1"])
             wait_for(lambda: pending(redis_server) == 0, what="the redelivery acknowledged")
             assert second.stop() == 0, second.log()
     assert again[0].headers["x-saemon-delivery"] == again[1].headers["x-saemon-delivery"]

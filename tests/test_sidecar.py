@@ -26,14 +26,6 @@ SPIKE_STEP = 20
 
 
 @pytest.fixture
-def packs(tmp_path):
-    directory = tmp_path / "packs"
-    directory.mkdir()
-    write_pack(directory)
-    return directory
-
-
-@pytest.fixture
 def sidecar(tmp_path, packs):
     process = SidecarProcess(
         tmp_path,

@@ -15,7 +15,6 @@ from monitor.sidecar.process import SidecarProcess, SidecarProcessError
 from monitor.sidecar.store import AuditStore
 from monitor.vllm_server import free_port
 from redis_server import RedisServer, requires_redis
-from synthetic import write_pack
 
 KEY = "saemon:{m}"
 
@@ -84,10 +83,7 @@ def test_while_redis_is_away_decisions_go_live_and_the_backlog_stays_bounded():
     assert metrics.registry.get_sample_value("saemon_redis_backlog_dropped_total", {"kind": "event"}) == 7
 
 
-def test_bad_redis_settings_fail_the_start_naming_the_field(tmp_path):
-    packs = tmp_path / "packs"
-    packs.mkdir()
-    write_pack(packs)
+def test_bad_redis_settings_fail_the_start_naming_the_field(tmp_path, packs):
     base = {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(packs)}
     cases = [
         ({"url": "http://127.0.0.1:6379"}, "redis.url 'http://127.0.0.1:6379'"),
@@ -99,3 +95,33 @@ def test_bad_redis_settings_fail_the_start_naming_the_field(tmp_path):
             SidecarProcess(tmp_path / f"c{k}", base, name=f"c{k}", redis=redis).start()
     with pytest.raises(ConfigError, match="redis.password_file"):
         AuditStore(RedisSettings(url="redis://x", password_file=tmp_path / "none"), SidecarMetrics())
+
+
+@pytest.mark.redis
+@requires_redis
+def test_the_audit_trail_goes_over_mutual_tls_with_rediss_urls(tmp_path, packs):
+    from tls import make_pki
+
+    from monitor.redis_server import RedisTls
+
+    pki = make_pki(tmp_path / "pki")
+    tls_files = RedisTls(pki.server_cert, pki.server_key, pki.ca_cert, pki.client_cert, pki.client_key)
+    with RedisServer(tmp_path / "redis", tls=tls_files) as server:
+        assert server.url.startswith("rediss://")
+        tls = {"client_ca_file": str(pki.ca_cert), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+        process = SidecarProcess(
+            tmp_path / "sidecar", {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(packs)},
+            redis={"url": server.url, "tls": tls},
+        )  # fmt: skip
+        with process:
+            assert process.metric("saemon_redis_up") == 1
+            assert process.stop() == 0, process.log()
+        # Without a client certificate the server refuses the handshake: Redis counts as down.
+        refused = SidecarProcess(
+            tmp_path / "refused", {"grpc_listen": f"unix://{tmp_path}/r.sock", "probes_dir": str(packs)},
+            redis={"url": server.url, "tls": {"client_ca_file": str(pki.ca_cert)}}, name="refused",
+        )  # fmt: skip
+        with refused:
+            assert refused.metric("saemon_redis_up") == 0
+            assert refused.readiness()[1]["checks"]["redis"].startswith("down")
+            assert refused.stop() == 0, refused.log()

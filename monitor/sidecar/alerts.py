@@ -288,7 +288,7 @@ class IncidentBook:
 
     def _annotations(self, decision: pb.Decision, incident: _Incident) -> dict[str, str]:
         """The first request identifies the incident; the latest decision gives the numbers."""
-        return {
+        annotations = {
             "summary": f"{decision.probe} ({decision.concept}) fired on {decision.model_name}",
             "description": (
                 f"Probe {decision.probe} from pack {decision.pack}@{decision.pack_version} scored "
@@ -296,7 +296,6 @@ class IncidentBook:
                 f"{decision.request_id}; {incident.total_requests} request(s) in this incident, the "
                 f"first {incident.first_request}. Their reports (GetRequestReport) name the tokens that fired."
             ),
-            "runbook_url": self.settings.runbook_url,
             "request_id": incident.first_request,
             "latest_request_id": decision.request_id,
             "requests": str(incident.total_requests),
@@ -304,4 +303,7 @@ class IncidentBook:
             "threshold": f"{decision.threshold:.6g}",
             "pack": f"{decision.pack}@{decision.pack_version}",
         }
+        if self.settings.runbook_url:
+            annotations["runbook_url"] = self.settings.runbook_url
+        return annotations
 

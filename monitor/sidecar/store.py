@@ -149,6 +149,7 @@ class AuditStore:
         self.enabled = settings.url is not None
         self.redis: aioredis.Redis | None = None
         self.up = False
+        self.last_error = ""
         #: Models written for (or configured): whose streams to watch, replay and measure.
         self.models: set[str] = set()
         #: Called with each decision once it has its event id (or at once, from memory).
@@ -173,9 +174,9 @@ class AuditStore:
         self.redis = self._client()
         await self._connect()
         if not self.up:
-            log.warning("Redis at %s is not reachable; scoring and alerting go on from memory "
+            log.warning("Redis at %s is not reachable (%s); scoring and alerting go on from memory "
                         "and the audit trail is buffered (up to %d writes) until it is",
-                        self._where(), self.settings.backlog_size)  # fmt: skip
+                        self._where(), self.last_error, self.settings.backlog_size)  # fmt: skip
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="saemon-redis-writer"),
             asyncio.create_task(self._stats_loop(), name="saemon-redis-stats"),
@@ -238,7 +239,8 @@ class AuditStore:
         assert self.redis is not None
         try:
             await self.redis.ping()
-        except UNREACHABLE:
+        except UNREACHABLE as exc:
+            self.last_error = str(exc) or type(exc).__name__
             self._set_down()
             return
         except RedisError as exc:  # wrong password, ACL: not transient, but keep serving
