@@ -53,7 +53,6 @@ from monitor.sidecar.store import UNREACHABLE, AuditStore, Pending, group_name
 log = logging.getLogger(__name__)
 
 READ_COUNT = 64
-BLOCK_MS = 1000
 #: Fraction of a receiver's repeat interval a claim lives: a re-send that arrives exactly one
 #: interval later must find the claim expired.
 CLAIM_TTL_FRACTION = 0.9
@@ -202,6 +201,8 @@ class Delivery:
         self.metrics = metrics
         self.receivers = receivers if receivers is not None else receivers_from(settings)
         self.consumer = self.settings.consumer_name or socket.gethostname()
+        # A blocking read must return well within the socket timeout, or it reads as an outage.
+        self.block_ms = max(1, int(min(1.0, settings.redis.timeout_seconds / 2) * 1000))  # 0 blocks forever
         metrics.declare_receivers([r.name for r in self.receivers])
         self._memory: dict[str, asyncio.Queue[Pending]] = {r.name: asyncio.Queue() for r in self.receivers}
         self._local_claims: dict[str, tuple[str, float]] = {}
@@ -268,7 +269,7 @@ class Delivery:
                     entries = [(i, f) for i, f in claimed[1] if f]
                     redelivered = True
                 else:
-                    entries = await self._read(redis, stream, group, ">", block=BLOCK_MS)
+                    entries = await self._read(redis, stream, group, ">", block=self.block_ms)
                     if entries and receiver.group_wait:
                         await asyncio.sleep(receiver.group_wait)
                         entries += await self._read(redis, stream, group, ">", block=None)

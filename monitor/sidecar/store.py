@@ -157,6 +157,7 @@ class AuditStore:
         #: Called with each alert that must be delivered from memory (no Redis to queue it).
         self.on_memory_alert: Callable[[Pending], None] = lambda item: None
         self._backlog: deque[Pending] = deque()
+        self._writing = 0  # entries taken from the backlog whose write has not answered yet
         self._wake = asyncio.Event()
         self._up_event = asyncio.Event()
         self._groups_ready: set[str] = set()
@@ -187,7 +188,7 @@ class AuditStore:
         if not self.enabled:
             return
         deadline = time.monotonic() + flush_timeout
-        while self._backlog and self.up and time.monotonic() < deadline:
+        while (self._backlog or self._writing) and self.up and time.monotonic() < deadline:
             self._wake.set()
             await asyncio.sleep(0.01)
         if self._backlog:
@@ -341,6 +342,7 @@ class AuditStore:
             if not batch:  # the oldest alert is being delivered from memory: let it finish
                 await asyncio.sleep(0.02)
                 continue
+            self._writing = len(batch)
             try:
                 await self._write(batch)
             except UNREACHABLE:
@@ -350,6 +352,8 @@ class AuditStore:
             except Exception:  # a bug must not stop the writer: count, log, drop the batch
                 self.metrics.redis_errors.labels("write").inc()
                 log.exception("failed to write %d audit entries; dropped", len(batch))
+            finally:
+                self._writing = 0
 
     def _take(self) -> list[Pending]:
         batch = []
