@@ -292,6 +292,7 @@ class Delivery:
                 await self._deliver_redis(redis, receiver, model, batch)
             except UNREACHABLE:
                 self.store.unreachable("deliver")
+                own_pending = True  # when Redis is back, first finish what was read before
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop delivery: count, log, retry later
