@@ -58,6 +58,8 @@ fi
 # 2. Debian packages the tests start for real.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
   apt=(apt-get)
   if [ "$(id -u)" != 0 ]; then
@@ -67,8 +69,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The package starts a system-wide server; the tests start their own on free ports.
-  if command -v service >/dev/null 2>&1; then service redis-server stop >/dev/null 2>&1 || true; fi
+  # The packages may start system-wide servers; the tests start their own on free ports.
+  if command -v service >/dev/null 2>&1; then
+    for unit in redis-server prometheus prometheus-alertmanager; do service "$unit" stop >/dev/null 2>&1 || true; done
+  fi
 fi
 
 # 3. The default model (idempotent: returns at once when the verified checkpoint is there).

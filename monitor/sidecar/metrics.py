@@ -117,7 +117,7 @@ class SidecarMetrics:
 
         # The audit store (Redis) and alert delivery.
         self.redis_up = Gauge(
-            "saemon_redis_up", "1 when the Redis audit store answers, else 0 (also 0 when none is configured).",
+            "saemon_redis_up", "1 when the Redis audit store answers, else 0 (absent when none is configured).",
             registry=r,
         )  # fmt: skip
         self.redis_errors = Counter(

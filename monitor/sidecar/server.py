@@ -33,7 +33,7 @@ from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.alerts import IncidentBook
 from monitor.sidecar.delivery import Delivery
-from monitor.sidecar.engine import Engine, Rejected
+from monitor.sidecar.engine import SEVERITY_LABELS, Engine, Rejected
 from monitor.sidecar.grpc_metrics import MetricsInterceptor
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.security import (
@@ -240,6 +240,10 @@ class Sidecar:
             self.metrics.config_reload_ok.set(0)
             raise
         self.engine.set_packs(packs)
+        # Known label sets start at 0, so increase() and rate() see the first detection.
+        for info in self.engine.probe_infos():
+            severity = SEVERITY_LABELS.get(info.severity, "warning")
+            self.metrics.requests_flagged.labels(self.settings.model.name, info.name, severity)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
         log.info("loaded %d probes from %d packs: %s", packs.probe_count, len(packs.packs),

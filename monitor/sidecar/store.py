@@ -166,6 +166,9 @@ class AuditStore:
         metrics.redis_backlog_capacity.set(settings.backlog_size)
         metrics.redis_backlog.set_function(lambda: len(self._backlog))
         metrics.redis_up.set(0)
+        if not self.enabled:
+            # No Redis configured: no saemon_redis_up series, so "Redis down" never alerts.
+            metrics.registry.unregister(metrics.redis_up)
 
     # -- lifecycle -----------------------------------------------------------------------
 
