@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
     serve.add_argument("--probes-dir", help="directory of probe packs (sidecar.probes_dir)")
 
+    receive = commands.add_parser(
+        "receive-alerts", help="a small webhook receiver that prints alerts (trying a deployment)"
+    )
+    receive.add_argument("--listen", default="127.0.0.1:8080", help="host:port to listen on")
+    receive.add_argument("--secret-file", help="check saemon's HMAC signature with this key (401 if wrong)")
+
     commands.add_parser("config", help="print the effective settings as YAML")
     return parser
 
@@ -107,6 +113,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from monitor.sidecar import server
 
         asyncio.run(server.serve(settings))
+        return 0
+    if args.command == "receive-alerts":
+        from pathlib import Path
+
+        from monitor.config import read_secret
+        from monitor.receiver import AlertReceiver, print_alerts
+
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--listen {args.listen!r}: expected host:port")
+        secret = read_secret(Path(args.secret_file), "--secret-file") if args.secret_file else None
+        receiver = AlertReceiver(host, int(port), secret.encode() if secret else None, print_alerts)
+        log.info("receiving alerts on %s", receiver.url)
+        receiver.serve_forever()
         return 0
     if args.command == "config":
         import yaml

@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TextIO
 
@@ -33,8 +31,8 @@ from monitor.config import Settings
 from monitor.probes import demo_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.receiver import AlertReceiver
 from monitor.redis_server import RedisServer
-from monitor.sidecar.alerts import SIGNATURE_HEADER, verify
 from monitor.sidecar.client import DecisionWatcher
 from monitor.sidecar.process import SidecarProcess
 from monitor.vllm_server import VllmServer
@@ -66,7 +64,7 @@ def run(settings: Settings, out: TextIO) -> int:
     secret = secrets.token_hex(16)
     (work / "webhook.secret").write_text(secret)
     redis_server = RedisServer(work / "redis")
-    webhook = Webhook(secret.encode())
+    webhook = AlertReceiver(secret=secret.encode())
     sidecar = SidecarProcess(
         work,
         {"grpc_listen": f"unix://{socket}", "probes_dir": str(pack_dir)},
@@ -184,7 +182,7 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
     return 0
 
 
-def _notifications(webhook: Webhook, redis_server: RedisServer, model_name: str, out: TextIO) -> None:
+def _notifications(webhook: AlertReceiver, redis_server: RedisServer, model_name: str, out: TextIO) -> None:
     """What on-call got, and what the audit trail kept."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not any(p["status"] == "resolved" for p in webhook.payloads):
@@ -203,43 +201,6 @@ def _notifications(webhook: Webhook, redis_server: RedisServer, model_name: str,
     print(f"  audit trail in Redis: {admin.xlen(key + ':events')} decision events in {key}:events, "
           f"{len(admin.keys(key + ':report:*'))} request reports, "
           f"{len(admin.keys(key + ':tokens:*'))} token texts\n", file=out)  # fmt: skip
-
-
-class Webhook:
-    """The demo's stand-in for on-call's pager: a loopback endpoint that checks signatures."""
-
-    def __init__(self, secret: bytes) -> None:
-        self.payloads: list[dict] = []
-        self.bad_signatures = 0
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if verify(secret, self.headers.get(SIGNATURE_HEADER, ""), body, time.time()):
-                    hook.payloads.append(json.loads(body))
-                    self.send_response(200)
-                else:
-                    hook.bad_signatures += 1
-                    self.send_response(401)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-
-    def __enter__(self) -> Webhook:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _ask(server: VllmServer, request_id: str, question: str, system: str) -> str:
