@@ -380,3 +380,52 @@ def test_token_text_is_kept_redacted_under_its_own_ttl_only_when_configured(tmp_
         assert report.scores[0].top_tokens[0].text == ""
         assert not admin.exists(f"{KEY}:tokens:r2")
         assert plain.stop() == 0, plain.log()
+
+
+def test_saemon_receive_alerts_prints_signed_alerts_and_refuses_bad_signatures(tmp_path, packs):
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from monitor.vllm_server import free_port
+
+    (tmp_path / "hook.secret").write_text(SECRET)
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "receive-alerts", "--listen", f"127.0.0.1:{port}",
+         "--secret-file", str(tmp_path / "hook.secret")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/alerts"
+        wait_for(lambda: _answers(url), what="the receiver listening")
+        process = sidecar(tmp_path, packs, None, webhooks=[{"name": "hook", "url": url, "secret_file": str(tmp_path / "hook.secret")}])
+        with process:
+            ingest(process, fire=["r1"])
+            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="hook", status="firing",
+                                            result="success") == 1, what="the delivery")  # fmt: skip
+            assert process.stop() == 0, process.log()
+        request = urllib.request.Request(url, data=b'{"alerts": []}', headers={"X-Saemon-Signature": "t=1,v1=00"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
+    finally:
+        receiver.terminate()
+        out, _ = receiver.communicate(timeout=10)
+    (line,) = out.splitlines()
+    alert = json.loads(line)
+    assert alert["status"] == "firing" and alert["labels"]["probe"] == "safety_max" and alert["receiver"] == "hook"
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=1)
+    except urllib.error.HTTPError:
+        return True  # 401 without a signature: it is up
+    except OSError:
+        return False
+    return True
