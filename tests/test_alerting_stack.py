@@ -25,6 +25,7 @@ from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.alerts import fingerprint
 from monitor.sidecar.process import SidecarProcess
 from monitor.vllm_server import free_port
+from polling import wait_for
 from receivers import HttpReceiver
 from synthetic import batch, summary
 
@@ -73,16 +74,6 @@ class Daemon:
 def get_json(url: str) -> dict | list:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not met within {timeout} s")
 
 
 def alertmanager_config(receiver_url: str) -> dict:
@@ -141,7 +132,7 @@ def test_shipped_rule_fires_and_alertmanager_delivers_both_paths_to_the_webhook(
                 stub = monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(f"unix://{tmp_path}/s.sock"))
                 stub.Ingest(iter([pb.IngestRequest(batches=[batch([summary("r1", [0.9, 0.1], 5)])])]), timeout=10)
 
-                rule = wait_for(lambda: payloads(receiver, "SaemonProbeDetections"), what="the rule's alert at the webhook")
+                rule = wait_for(lambda: payloads(receiver, "SaemonProbeDetections"), 30, "the rule's alert at the webhook", 0.2)
                 pushed = wait_for(lambda: payloads(receiver, "SaemonDeceptionDetected"), what="the pushed alert")
                 rules = get_json(f"{prom_url}/api/v1/rules?type=alert")["data"]["groups"]
                 states = {r["name"]: r["state"] for g in rules for r in g["rules"]}

@@ -19,6 +19,7 @@ from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.alerts import fingerprint
 from monitor.sidecar.process import SidecarProcess
+from polling import wait_for
 from receivers import HttpReceiver
 from redis_server import RedisServer, requires_redis
 from synthetic import batch, summary
@@ -64,16 +65,6 @@ def ingest(process: SidecarProcess, fire: list[str] = (), end: list[str] = (), q
     answer = stub(process).Ingest(iter([pb.IngestRequest(batches=[batch(summaries, ends)])]), timeout=10)
     assert answer.batches_accepted == 1, answer
     process.wait_idle()
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not met within {timeout} s")
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:

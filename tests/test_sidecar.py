@@ -16,6 +16,7 @@ from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.client import DecisionWatcher
 from monitor.sidecar.process import SidecarProcess, SidecarProcessError
+from polling import wait_for
 from synthetic import batch, end, summary, write_pack
 from tls import make_pki
 
@@ -89,7 +90,7 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
     expected_decisions = 2 * (len(spiking) + len(steady))  # each fires once and resolves at end
     watcher = DecisionWatcher(channel(sidecar), kinds=(pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED)).start()
     # the subscription must exist before the decisions are made
-    _wait(lambda: sidecar.metric("grpc_server_started_total", grpc_type="server_stream",
+    wait_for(lambda: sidecar.metric("grpc_server_started_total", grpc_type="server_stream",
           grpc_service="saemon.v1.MonitorService", grpc_method="WatchAlerts") == 1)  # fmt: skip
 
     with ThreadPoolExecutor(streams) as pool:
@@ -98,7 +99,7 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
     assert sum(steps) > 2000
     for response, sent in zip(responses, steps):
         assert (response.batches_accepted, response.batches_rejected) == (sent, 0)
-    _wait(lambda: len(watcher.decisions) >= expected_decisions, timeout=20)
+    wait_for(lambda: len(watcher.decisions) >= expected_decisions, timeout=20)
     watcher.stop()
     assert watcher.error is None
     received = watcher.decisions
@@ -203,7 +204,7 @@ def test_reload_keeps_old_packs_on_error_and_sighup_reloads(sidecar, packs):
 
     write_pack(packs, name="third")
     sidecar.signal(signal.SIGHUP)
-    _wait(lambda: len(client.ListProbes(pb.ListProbesRequest()).probes) == 6)
+    wait_for(lambda: len(client.ListProbes(pb.ListProbesRequest()).probes) == 6)
     assert sidecar.metric("saemon_probes_loaded") == 6
 
 
@@ -283,17 +284,6 @@ def test_invalid_config_fails_at_start_naming_the_field(tmp_path, packs):
         bad.start()
 
 
-def _wait(predicate, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def _version() -> str:
     from monitor import __version__
 
@@ -316,7 +306,7 @@ def test_client_reconnects_when_the_sidecar_restarts_mid_stream(tmp_path, packs)
             sent += 1
 
     submit(300)
-    _wait(lambda: client.stats().accepted + client.stats().dropped == 300)
+    wait_for(lambda: client.stats().accepted + client.stats().dropped == 300)
     accepted_by_first = client.stats().accepted
     first.wait_idle()
     assert first.metric("saemon_tokens_scored_total", model_name=MODEL, scope="response") == accepted_by_first
@@ -331,7 +321,7 @@ def test_client_reconnects_when_the_sidecar_restarts_mid_stream(tmp_path, packs)
     assert stats.dropped - before.dropped >= 1_000 - 256 - pulled and stats.queue_depth <= 256
 
     second = SidecarProcess(tmp_path, {"grpc_listen": socket, "probes_dir": str(packs)}, name="second").start()
-    _wait(lambda: client.stats().reconnects >= 1 and client.stats().queue_depth == 0, timeout=20)
+    wait_for(lambda: client.stats().reconnects >= 1 and client.stats().queue_depth == 0, timeout=20)
     submit(200)
     client.close()
     stats = client.stats()
