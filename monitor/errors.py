@@ -23,3 +23,7 @@ class VllmServerError(SaemonError):
 
 class PackError(ConfigError):
     """A probe pack is invalid, inconsistent, or made for another model."""
+
+
+class SaeError(SaemonError):
+    """An SAE file is missing, of an unknown format, ambiguous or inconsistent."""
