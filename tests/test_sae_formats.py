@@ -159,6 +159,87 @@ def test_gemma_scope_params_npz_is_jumprelu_on_the_raw_input(tmp_path):
     close(sae, X, z, z @ w["W_dec"] + w["b_dec"])
 
 
+def test_gemma_scope_2_config_and_safetensors_are_jumprelu_on_the_raw_input(tmp_path):
+    directory = tmp_path / "gemma-scope-2-1b-pt" / "resid_post" / "layer_7_width_16k_l0_medium"
+    directory.mkdir(parents=True)
+    w = weights()
+    tensors = {"w_enc": w["W_enc"], "w_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"],
+               "threshold": np.abs(RNG.standard_normal(D_SAE)).astype(np.float32)}  # fmt: skip
+    save_file(tensors, str(directory / "params.safetensors"))
+    (directory / "config.json").write_text(json.dumps({
+        "architecture": "jump_relu", "model_name": "gemma-v3-1b-pt", "hf_hook_point_in": "model.layers.7.output",
+        "width": 16384, "l0": 40,
+    }))  # fmt: skip
+    sae = load_sae(directory)
+    assert (sae.format, sae.layer, sae.hook_point, sae.model) == ("gemma_scope_2", 7, "model.layers.7.output", "gemma-v3-1b-pt")
+    pre = X @ w["W_enc"] + w["b_enc"]
+    z = pre * (pre > tensors["threshold"])
+    close(sae, X, z, z @ w["W_dec"] + w["b_dec"])
+
+
+def test_llama_scope_scales_by_the_dataset_norm_and_thresholds_in_that_space(tmp_path):
+    directory = tmp_path / "Llama3_1-8B-Base-LXR-8x" / "Llama3_1-8B-Base-L15R-8x"
+    (directory / "checkpoints").mkdir(parents=True)
+    w = weights()
+    save_file({"encoder.weight": np.ascontiguousarray(w["W_enc"].T), "encoder.bias": w["b_enc"],
+               "decoder.weight": np.ascontiguousarray(w["W_dec"].T), "decoder.bias": w["b_dec"]},
+              str(directory / "checkpoints" / "final.safetensors"))  # fmt: skip
+    norm_in, norm_out, theta = 9.5, 7.25, 0.3
+    (directory / "hyperparams.json").write_text(json.dumps({
+        "d_model": D_IN, "d_sae": D_SAE, "use_decoder_bias": True, "apply_decoder_bias_to_pre_encoder": False,
+        "act_fn": "jumprelu", "jump_relu_threshold": theta, "norm_activation": "dataset-wise",
+        "dataset_average_activation_norm": {"in": norm_in, "out": norm_out}, "top_k": 50,
+        "hook_point_in": "blocks.15.hook_resid_post", "hook_point_out": "blocks.15.hook_resid_post",
+    }))  # fmt: skip
+    sae = load_sae(directory)
+    assert (sae.format, sae.layer, sae.subtract_b_dec) == ("llama_scope", 15, False)
+    pre = (X * np.sqrt(D_IN) / norm_in) @ w["W_enc"] + w["b_enc"]
+    z = pre * (pre > theta)
+    close(sae, X, z, (z @ w["W_dec"] + w["b_dec"]) * norm_out / np.sqrt(D_IN))
+
+
+def test_openai_topk_state_dict_layer_norms_the_input_and_undoes_it(tmp_path):
+    w = weights()
+    state = {
+        "pre_bias": torch.from_numpy(w["b_dec"]), "latent_bias": torch.from_numpy(w["b_enc"]),
+        "encoder.weight": torch.from_numpy(np.ascontiguousarray(w["W_enc"].T)),
+        "decoder.weight": torch.from_numpy(np.ascontiguousarray(w["W_dec"].T)),
+        "stats_last_nonzero": torch.zeros(D_SAE, dtype=torch.long),
+        "activation": "TopK", "activation_state_dict": {"k": 4, "postact_fn": "ReLU"},
+    }  # fmt: skip
+    torch.save(state, tmp_path / "layer_8.pt")
+    sae = load_sae(tmp_path / "layer_8.pt")
+    assert (sae.format, sae.k, sae.layer, sae.normalisation) == ("openai", 4, 8, "layer_norm")
+    mu = X.mean(-1, keepdims=True)
+    std = (X - mu).std(-1, ddof=1, keepdims=True)
+    pre = ((X - mu) / (std + 1e-5) - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    z = topk(pre, 4)
+    close(sae, X, z, (z @ w["W_dec"] + w["b_dec"]) * std + mu)
+
+
+def test_goodfire_state_dict_is_a_plain_relu_sae(tmp_path):
+    w = weights()
+    state = {"encoder_linear.weight": torch.from_numpy(np.ascontiguousarray(w["W_enc"].T)),
+             "encoder_linear.bias": torch.from_numpy(w["b_enc"]),
+             "decoder_linear.weight": torch.from_numpy(np.ascontiguousarray(w["W_dec"].T)),
+             "decoder_linear.bias": torch.from_numpy(w["b_dec"])}  # fmt: skip
+    torch.save(state, tmp_path / "Llama-3.1-8B-Instruct-SAE-l19.pth")
+    sae = load_sae(tmp_path / "Llama-3.1-8B-Instruct-SAE-l19.pth")
+    assert (sae.format, sae.layer, sae.model) == ("goodfire", 19, "Llama-3.1-8B-Instruct")
+    z = relu(X @ w["W_enc"] + w["b_enc"])
+    close(sae, X, z, z @ w["W_dec"] + w["b_dec"])
+
+
+def test_pickles_with_code_are_refused_not_executed(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"encoder_linear.weight": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(SaeError, match="weights_only=True"):
+        load_sae(tmp_path / "evil.pth")
+
+
 # -- EleutherAI sparsify ---------------------------------------------------------------------
 
 
@@ -217,6 +298,15 @@ def test_bad_files_are_refused_naming_the_file_the_field_and_the_fix(tmp_path):
         load_sae(tmp_path / "empty")
     with pytest.raises(SaeError, match="no such file"):
         load_sae(tmp_path / "nowhere")
+    lama = tmp_path / "llama" / "checkpoints"
+    lama.mkdir(parents=True)
+    save_file({k: v for k, v in {"encoder.weight": np.zeros((D_SAE, D_IN), np.float32), "encoder.bias": np.zeros(D_SAE, np.float32),
+               "decoder.weight": np.zeros((D_IN, D_SAE), np.float32), "decoder.bias": np.zeros(D_IN, np.float32)}.items()},
+              str(lama / "final.safetensors"))  # fmt: skip
+    (lama.parent / "hyperparams.json").write_text(json.dumps({"d_model": D_IN, "d_sae": D_SAE, "jump_relu_threshold": 0.1,
+                                                              "norm_activation": "dataset-wise"}))  # fmt: skip
+    with pytest.raises(SaeError, match="dataset_average_activation_norm has no positive 'in' and 'out'"):
+        load_sae(lama.parent)
     broken = saelens_v6(tmp_path / "json", "standard", weights())
     (broken / "cfg.json").write_text("{not json")
     with pytest.raises(SaeError, match="cfg.json: not valid JSON"):

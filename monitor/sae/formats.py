@@ -10,9 +10,25 @@ Supported here (``load_sae`` detects which from the files):
 - **Gemma Scope** (``params.npz``: ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``,
   ``threshold``): JumpReLU without b_dec subtraction; layer and site from the release's
   folder names (``layer_12/width_16k/average_l0_71``) when present.
+- **Gemma Scope 2** (``config.json`` with ``architecture: jump_relu`` and
+  ``hf_hook_point_in``, + ``params.safetensors``: ``w_enc``, ``w_dec``, ``b_enc``,
+  ``b_dec``, ``threshold``): JumpReLU without b_dec subtraction.
 - **EleutherAI sparsify** (``cfg.json`` + ``sae.safetensors``: ``encoder.weight``,
   ``encoder.bias``, ``W_dec``, ``b_dec``): TopK over ReLU pre-activations of x - b_dec;
   the hook point is the folder's name (``layers.6``).
+- **Llama Scope** (OpenMOSS lm-saes: ``hyperparams.json`` + ``checkpoints/final.safetensors``
+  with ``encoder.*``, ``decoder.*``): dataset-wise norm (x * sqrt(d_model) / norm_in in,
+  * norm_out / sqrt(d_model) out), JumpReLU at ``jump_relu_threshold`` in the scaled space,
+  b_dec subtracted only with ``apply_decoder_bias_to_pre_encoder``.
+- **OpenAI TopK** (``torch.save`` of ``Autoencoder.state_dict()``: ``pre_bias``,
+  ``encoder.weight``, ``latent_bias``, ``decoder.weight``, ``activation`` and
+  ``activation_state_dict``): x - pre_bias, TopK then ReLU, and, as that code does when
+  the activation is TopK, a layer norm of the input that decoding undoes.
+- **Goodfire** (``torch.save`` state dict: ``encoder_linear.*``, ``decoder_linear.*``):
+  ReLU, no b_dec subtraction.
+
+Pickled files are read with ``torch.load(weights_only=True)``: tensors and plain values
+only, never arbitrary objects.
 
 Every refusal names the file, the field and the fix.
 """
@@ -32,7 +48,7 @@ from safetensors import safe_open
 from monitor.errors import SaeError
 from monitor.sae.sae import SAE
 
-FORMATS = ("saelens", "gemma_scope", "sparsify")
+FORMATS = ("saelens", "gemma_scope", "gemma_scope_2", "sparsify", "llama_scope", "openai", "goodfire")
 
 
 def load_sae(path: str | Path, format: str | None = None) -> SAE:  # noqa: A002 (the issue's name)
@@ -43,7 +59,11 @@ def load_sae(path: str | Path, format: str | None = None) -> SAE:  # noqa: A002 
     kind = format or detect(path)
     if kind not in FORMATS:
         raise SaeError(f"{path}: unknown SAE format {kind!r}; known formats: {', '.join(FORMATS)}")
-    sae = {"saelens": _saelens, "gemma_scope": _gemma_scope, "sparsify": _sparsify}[kind](path)
+    readers = {
+        "saelens": _saelens, "gemma_scope": _gemma_scope, "gemma_scope_2": _gemma_scope_2, "sparsify": _sparsify,
+        "llama_scope": _llama_scope, "openai": _openai, "goodfire": _goodfire,
+    }  # fmt: skip
+    sae = readers[kind](path)
     _check(sae)
     return sae
 
@@ -53,6 +73,17 @@ def detect(path: Path) -> str:
     directory = path if path.is_dir() else path.parent
     if path.name == "params.npz" or (directory / "params.npz").is_file():
         return "gemma_scope"
+    if (directory / "params.safetensors").is_file() and (directory / "config.json").is_file():
+        return "gemma_scope_2"
+    if (directory / "checkpoints" / "final.safetensors").is_file():
+        return "llama_scope"
+    if path.is_file() and path.suffix in (".pt", ".pth"):
+        keys = set(_read_pickle(path))
+        if "encoder_linear.weight" in keys:
+            return "goodfire"
+        if "pre_bias" in keys and "latent_bias" in keys:
+            return "openai"
+        raise SaeError(f"{path}: a PyTorch state dict with keys {', '.join(sorted(keys)[:8])}: not a known SAE layout.")
     if (directory / "sae_weights.safetensors").is_file():
         return "saelens"
     if (directory / "sae.safetensors").is_file() and (directory / "cfg.json").is_file():
@@ -60,8 +91,10 @@ def detect(path: Path) -> str:
     present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
     raise SaeError(
         f"{path}: cannot tell the SAE format from the files ({', '.join(present) or 'none'}). Expected "
-        "cfg.json + sae_weights.safetensors (SAELens), params.npz (Gemma Scope) or cfg.json + "
-        "sae.safetensors (sparsify); or pass format= explicitly."
+        "cfg.json + sae_weights.safetensors (SAELens), params.npz (Gemma Scope), config.json + "
+        "params.safetensors (Gemma Scope 2), cfg.json + sae.safetensors (sparsify), hyperparams.json + "
+        "checkpoints/final.safetensors (Llama Scope) or a .pt/.pth state dict (OpenAI, Goodfire); or pass "
+        "format= explicitly."
     )
 
 
@@ -176,6 +209,25 @@ def _gemma_scope(path: Path) -> SAE:
     )  # fmt: skip
 
 
+def _gemma_scope_2(path: Path) -> SAE:
+    directory = path if path.is_dir() else path.parent
+    cfg_path, weights_path = directory / "config.json", directory / "params.safetensors"
+    cfg = _read_json(cfg_path)
+    if cfg.get("architecture") != "jump_relu":
+        raise SaeError(f"{cfg_path}: architecture {cfg.get('architecture')!r}; Gemma Scope 2 SAEs are 'jump_relu'.")
+    if cfg.get("hf_hook_point_out") or cfg.get("affine_connection"):
+        raise SaeError(f"{cfg_path}: a transcoder (hf_hook_point_out) maps one site to another; only SAEs are supported.")
+    tensors = _read_safetensors(weights_path)
+    _require(weights_path, tensors, {"w_enc", "w_dec", "b_enc", "b_dec", "threshold"})
+    hook = cfg.get("hf_hook_point_in")
+    return SAE(
+        W_enc=tensors["w_enc"], b_enc=tensors["b_enc"], W_dec=tensors["w_dec"], b_dec=tensors["b_dec"],
+        activation="jumprelu", threshold=tensors["threshold"], subtract_b_dec=False, format="gemma_scope_2",
+        source=directory, hook_point=hook, layer=_layer_of(hook), model=cfg.get("model_name"),
+        metadata={k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool))},
+    )  # fmt: skip
+
+
 # -- EleutherAI sparsify ----------------------------------------------------------------------
 
 
@@ -198,6 +250,123 @@ def _sparsify(path: Path) -> SAE:
         subtract_b_dec=True, format="sparsify", source=directory, hook_point=hook, layer=_layer_of(hook),
         metadata={"d_in": cfg["d_in"], "num_latents": cfg.get("num_latents"), "expansion_factor": cfg.get("expansion_factor")},
     )  # fmt: skip
+
+
+# -- Llama Scope (OpenMOSS lm-saes) -------------------------------------------------------------
+
+
+def _llama_scope(path: Path) -> SAE:
+    directory = path if path.is_dir() else path.parent
+    cfg_path = next((directory / n for n in ("hyperparams.json", "hyperparameters.json") if (directory / n).is_file()),
+                    directory / "hyperparams.json")  # fmt: skip
+    cfg = _read_json(cfg_path)
+    weights_path = directory / "checkpoints" / "final.safetensors"
+    tensors = _read_safetensors(weights_path)
+    _require(weights_path, tensors, {"encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"})
+    for name in ("d_model", "d_sae"):
+        if not isinstance(cfg.get(name), int):
+            raise SaeError(f"{cfg_path}: field {name!r} is missing or not an integer.")
+    d_model = cfg["d_model"]
+    act_fn = cfg.get("act_fn", "jumprelu")
+    if act_fn not in ("jumprelu", "relu"):
+        raise SaeError(f"{cfg_path}: act_fn {act_fn!r} is not supported (jumprelu, relu).")
+    if cfg.get("hook_point_out", cfg.get("hook_point_in")) != cfg.get("hook_point_in"):
+        raise SaeError(f"{cfg_path}: hook_point_out differs from hook_point_in: a transcoder, not an SAE.")
+    mode = cfg.get("norm_activation", "dataset-wise")
+    normalisation, scale_in, scale_out = "none", 1.0, None
+    if mode == "dataset-wise":
+        norms = cfg.get("dataset_average_activation_norm") or {}
+        if not all(isinstance(norms.get(k), (int, float)) and norms[k] > 0 for k in ("in", "out")):
+            raise SaeError(
+                f"{cfg_path}: norm_activation is dataset-wise but dataset_average_activation_norm has no positive "
+                "'in' and 'out': the scale factor is missing. Add the average activation norms it was trained with."
+            )
+        normalisation, scale_in, scale_out = "scale", d_model**0.5 / norms["in"], d_model**0.5 / norms["out"]
+    elif mode == "token-wise":
+        normalisation = "constant_norm_rescale"
+    elif mode not in ("inference", "none"):
+        raise SaeError(f"{cfg_path}: norm_activation {mode!r} is not supported (dataset-wise, token-wise, inference).")
+    threshold = None
+    if act_fn == "jumprelu":
+        if not isinstance(cfg.get("jump_relu_threshold"), (int, float)):
+            raise SaeError(f"{cfg_path}: act_fn is jumprelu but jump_relu_threshold is missing.")
+        threshold = torch.full((cfg["d_sae"],), float(cfg["jump_relu_threshold"]))
+    hook = cfg.get("hook_point_in")
+    return SAE(
+        W_enc=tensors["encoder.weight"].T.contiguous(), b_enc=tensors["encoder.bias"],
+        W_dec=tensors["decoder.weight"].T.contiguous(), b_dec=tensors["decoder.bias"],
+        activation=act_fn, threshold=threshold, subtract_b_dec=bool(cfg.get("apply_decoder_bias_to_pre_encoder", False)),
+        normalisation=normalisation, input_scale=scale_in, output_scale=scale_out, format="llama_scope",
+        source=directory, hook_point=hook, layer=_layer_of(hook),
+        metadata={"d_in": d_model, "d_sae": cfg["d_sae"], "norm_activation": mode},
+    )  # fmt: skip
+
+
+# -- OpenAI TopK and Goodfire (PyTorch state dicts) ----------------------------------------------
+
+
+def _openai(path: Path) -> SAE:
+    state = _read_pickle(path)
+    _require(path, state, {"pre_bias", "encoder.weight", "latent_bias", "decoder.weight"})
+    activation = state.get("activation", "ReLU")
+    settings = state.get("activation_state_dict") or {}
+    if activation == "TopK":
+        if not isinstance(settings.get("k"), int):
+            raise SaeError(f"{path}: activation is TopK but activation_state_dict has no integer 'k'.")
+        if settings.get("postact_fn", "ReLU") != "ReLU":
+            raise SaeError(f"{path}: TopK postact_fn {settings['postact_fn']!r} is not supported (ReLU).")
+    elif activation != "ReLU":
+        raise SaeError(f"{path}: activation {activation!r} is not supported (TopK, ReLU).")
+    return SAE(
+        W_enc=_tensor(path, state, "encoder.weight").T.contiguous(), b_enc=_tensor(path, state, "latent_bias"),
+        W_dec=_tensor(path, state, "decoder.weight").T.contiguous(), b_dec=_tensor(path, state, "pre_bias"),
+        activation="topk" if activation == "TopK" else "relu", k=settings.get("k") if activation == "TopK" else None,
+        # openai/sparse_autoencoder enables its input layer norm exactly when the activation is TopK.
+        normalisation="layer_norm" if activation == "TopK" else "none",
+        subtract_b_dec=True, format="openai", source=path, layer=_layer_of_name(path.name),
+    )  # fmt: skip
+
+
+def _goodfire(path: Path) -> SAE:
+    state = _read_pickle(path)
+    _require(path, state, {"encoder_linear.weight", "encoder_linear.bias", "decoder_linear.weight", "decoder_linear.bias"})
+    return SAE(
+        W_enc=_tensor(path, state, "encoder_linear.weight").T.contiguous(),
+        b_enc=_tensor(path, state, "encoder_linear.bias"),
+        W_dec=_tensor(path, state, "decoder_linear.weight").T.contiguous(),
+        b_dec=_tensor(path, state, "decoder_linear.bias"),
+        activation="relu", subtract_b_dec=False, format="goodfire", source=path, layer=_layer_of_name(path.name),
+        model=path.name.split("-SAE-")[0] if "-SAE-" in path.name else None,
+    )  # fmt: skip
+
+
+def _read_pickle(path: Path) -> dict[str, Any]:
+    """A torch.save'd dict, read without executing pickled code (weights_only)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SaeError(f"{path}: missing.") from None
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for unsafe or bad files
+        raise SaeError(
+            f"{path}: cannot read it as a plain tensor state dict with weights_only=True ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). saemon never unpickles arbitrary objects: re-save the SAE as tensors."
+        ) from None
+    if not isinstance(state, dict):
+        raise SaeError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}.")
+    return state
+
+
+def _tensor(path: Path, state: dict[str, Any], name: str) -> torch.Tensor:
+    value = state[name]
+    if not isinstance(value, torch.Tensor):
+        raise SaeError(f"{path}: {name} is a {type(value).__name__}, expected a tensor.")
+    return value.to(torch.float32)
+
+
+def _layer_of_name(name: str) -> int | None:
+    """Goodfire's Llama-3.1-8B-Instruct-SAE-l19.pth, or layer12 / layer_12 in a file name."""
+    match = re.search(r"(?:-l|layer_?)(\d+)", name)
+    return int(match.group(1)) if match else None
 
 
 # -- shared checks ----------------------------------------------------------------------------
