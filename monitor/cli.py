@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
     serve.add_argument("--probes-dir", help="directory of probe packs (sidecar.probes_dir)")
 
+    sae = commands.add_parser("sae", help="sparse autoencoders: inspect")
+    sae_commands = sae.add_subparsers(dest="sae_command", required=True, metavar="ACTION")
+    inspect = sae_commands.add_parser("inspect", help="format, shapes, and fit to the target model (FVE, L0, dead, loss)")
+    inspect.add_argument("path", help="the SAE's directory or file (SAELens, Gemma Scope, sparsify, ...)")
+    inspect.add_argument("--format", help="skip detection: saelens, gemma_scope, gemma_scope_2, sparsify, ...")
+    inspect.add_argument("--model", help="target model checkpoint directory (default: the served model)")
+    inspect.add_argument("--layer", type=int, help="decoder layer whose output the SAE reads (default: from the file)")
+    inspect.add_argument("--tokens", type=int, default=4096, help="tokens of sample text (default 4096)")
+    inspect.add_argument("--json", action="store_true", help="print the figures as JSON")
+
     receive = commands.add_parser(
         "receive-alerts", help="a small webhook receiver that prints alerts (trying a deployment)"
     )
@@ -113,6 +123,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from monitor.sidecar import server
 
         asyncio.run(server.serve(settings))
+        return 0
+    if args.command == "sae":
+        import json
+        from pathlib import Path
+
+        from monitor.sae import load_sae
+        from monitor.sae.inspect import format_report, inspect
+
+        sae = load_sae(args.path, args.format)
+        if args.model:
+            model_dir = Path(args.model)
+        else:
+            model_dir = model.pull(settings) if settings.model.path is None else model.model_path(settings)
+        result = inspect(sae, model_dir, tokens=args.tokens, layer=args.layer)
+        print(json.dumps(result.to_json(), indent=2) if args.json else format_report(result))
         return 0
     if args.command == "receive-alerts":
         from pathlib import Path
