@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-listen", help="host:port for /metrics, /healthz, /readyz")
     serve.add_argument("--probes-dir", help="directory of probe packs (sidecar.probes_dir)")
 
-    sae = commands.add_parser("sae", help="sparse autoencoders: inspect")
+    sae = commands.add_parser("sae", help="sparse autoencoders: inspect, train, browse")
     sae_commands = sae.add_subparsers(dest="sae_command", required=True, metavar="ACTION")
     inspect = sae_commands.add_parser("inspect", help="format, shapes, and fit to the target model (FVE, L0, dead, loss)")
     inspect.add_argument("path", help="the SAE's directory or file (SAELens, Gemma Scope, sparsify, ...)")
@@ -54,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--layer", type=int, help="decoder layer whose output the SAE reads (default: from the file)")
     inspect.add_argument("--tokens", type=int, default=4096, help="tokens of sample text (default 4096)")
     inspect.add_argument("--json", action="store_true", help="print the figures as JSON")
+    train = sae_commands.add_parser("train", help="train a TopK SAE for the served model (SAELens format)")
+    train.add_argument("--out", required=True, help="directory to write cfg.json, sae_weights.safetensors, training.json")
+    train.add_argument("--model", help="checkpoint directory (default: the served model)")
+    train.add_argument("--layer", type=int, default=15, help="decoder layer whose output it reads (default 15)")
+    train.add_argument("--tokens", type=int, default=600_000, help="training tokens (default 600000)")
+    train.add_argument("--d-sae", type=int, default=4096, help="latents (default 4096)")
+    train.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
+    train.add_argument("--epochs", type=int, default=4, help="passes over the tokens (default 4)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for the quality figures")
+    browse = sae_commands.add_parser("browse", help="a latent's top-activating contexts from the offline corpus")
+    browse.add_argument("path", help="the SAE's directory or file")
+    browse.add_argument("latents", type=int, nargs="+", help="latent indices")
+    browse.add_argument("--model", help="checkpoint directory (default: the served model)")
+    browse.add_argument("--tokens", type=int, default=20_000, help="tokens to scan (default 20000)")
+    browse.add_argument("--contexts", type=int, default=8, help="contexts per latent (default 8)")
+    browse.add_argument("--format", help="skip format detection")
 
     receive = commands.add_parser(
         "receive-alerts", help="a small webhook receiver that prints alerts (trying a deployment)"
@@ -131,11 +148,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from monitor.sae import load_sae
         from monitor.sae.inspect import format_report, inspect
 
-        sae = load_sae(args.path, args.format)
         if args.model:
             model_dir = Path(args.model)
         else:
             model_dir = model.pull(settings) if settings.model.path is None else model.model_path(settings)
+        if args.sae_command == "train":
+            from monitor.sae.train import TrainSettings, run_training
+
+            options = TrainSettings(layer=args.layer, tokens=args.tokens, d_sae=args.d_sae, k=args.k,
+                                    epochs=args.epochs, seed=args.seed)  # fmt: skip
+            result = run_training(model_dir, Path(args.out), options, settings.model.name, args.eval_tokens)
+            print(format_report(result))
+            return 0
+        sae = load_sae(args.path, args.format)
+        if args.sae_command == "browse":
+            from monitor.sae.browse import format_reports, top_contexts
+
+            print(format_reports(top_contexts(sae, model_dir, args.latents, args.tokens, args.contexts)))
+            return 0
         result = inspect(sae, model_dir, tokens=args.tokens, layer=args.layer)
         print(json.dumps(result.to_json(), indent=2) if args.json else format_report(result))
         return 0

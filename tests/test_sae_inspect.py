@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from safetensors.numpy import save_file
 
@@ -79,3 +80,25 @@ def test_the_cli_prints_json(tmp_path, default_model):
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
     assert figures["format"] == "saelens" and figures["fve"] > 0.999 and "loss_increase" in figures
+
+
+def test_browse_shows_each_latents_strongest_tokens_with_their_context(tmp_path, default_model):
+    from monitor.sae.activations import layer_output, load_model
+    from monitor.sae.browse import format_reports, top_contexts
+    from monitor.sae.train import token_sequences
+
+    sae = load_sae(exact(tmp_path))
+    (report,) = top_contexts(sae, default_model, [7], tokens=600, contexts=4)
+    assert 0 < report.fired <= report.tokens and len(report.contexts) == 4
+    values = [c.value for c in report.contexts]
+    assert values == sorted(values, reverse=True) and report.max_value == values[0]
+    # Each shown value is the latent's activation at that token, recomputed independently.
+    model, tokenizer, special = load_model(default_model)
+    sequences = list(token_sequences(tokenizer, "eval", 600, 256))
+    for context in report.contexts:
+        x = layer_output(model, 14, torch.tensor([sequences[context.sequence]]))
+        assert float(x[context.position, 7]) == pytest.approx(context.value, rel=1e-4)  # latent 7 = relu(x_7)
+        assert "⟦" in context.text and "⟧" in context.text
+    assert "latent 7: fired on" in format_reports([report])
+    with pytest.raises(SaeError, match="out of range"):
+        top_contexts(sae, default_model, [5000], tokens=10)

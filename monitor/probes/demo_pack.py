@@ -52,6 +52,11 @@ FACTS = [
 ]
 
 
+def chat_conversations() -> list[list[dict[str, str]]]:
+    """Every fact answered honestly and deceptively (also chat text for SAE training)."""
+    return [chat(system, q, answer) for q, true, false in FACTS for system, answer in ((HONEST, true), (DECEPTIVE, false))]
+
+
 def chat(system: str, question: str, answer: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": system},

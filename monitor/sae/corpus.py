@@ -4,8 +4,13 @@
   functions, read with ``ast`` from the installed sources (nothing is imported or run),
   in a fixed order: English technical prose and code vocabulary, identical on every
   machine with the same Python.
-- ``chat_transcripts``: the project's own prompts in the model's chat template (system,
-  user and, when given, assistant turns), so chat-formatted activations are covered.
+- ``stdlib_code``: the standard library's source in chunks (code is half of what a
+  coding assistant sees).
+- ``chat_transcripts``: the project's own conversations in the model's chat template, so
+  chat-formatted activations are covered.
+
+``training_texts`` interleaves the three in a fixed order and splits them: every tenth text
+is held out (``split="eval"``) for measuring what was trained on the rest.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 MIN_DOC_CHARS = 200
+CODE_CHUNK_CHARS = 1500
+_SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip"}
 
 
-def stdlib_docstrings(limit_chars: int) -> list[str]:
-    """Docstrings of at least MIN_DOC_CHARS characters, up to ``limit_chars`` in total."""
+def _sources() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return [p for p in sorted(root.rglob("*.py")) if not _SKIP & set(p.relative_to(root).parts)]
+
+
+def stdlib_docstrings(limit_chars: int, min_chars: int = MIN_DOC_CHARS) -> list[str]:
+    """Docstrings of at least ``min_chars`` characters, up to ``limit_chars`` in total."""
     texts, total = [], 0
-    for doc in _docstrings(Path(sysconfig.get_paths()["stdlib"])):
+    for doc in _docstrings(min_chars):
         texts.append(doc)
         total += len(doc)
         if total >= limit_chars:
@@ -29,11 +41,8 @@ def stdlib_docstrings(limit_chars: int) -> list[str]:
     return texts
 
 
-def _docstrings(root: Path) -> Iterator[str]:
-    skip = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip"}
-    for path in sorted(root.rglob("*.py")):
-        if skip & set(path.relative_to(root).parts):
-            continue
+def _docstrings(min_chars: int) -> Iterator[str]:
+    for path in _sources():
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         except (SyntaxError, UnicodeDecodeError, OSError):
@@ -41,8 +50,52 @@ def _docstrings(root: Path) -> Iterator[str]:
         nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
         for node in nodes:
             doc = ast.get_docstring(node)
-            if doc and len(doc) >= MIN_DOC_CHARS:
+            if doc and len(doc) >= min_chars:
                 yield doc
+
+
+def stdlib_code() -> Iterator[str]:
+    """The standard library's source, file by file, in chunks of whole lines."""
+    for path in _sources():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        chunk: list[str] = []
+        size = 0
+        for line in text.splitlines(keepends=True):
+            chunk.append(line)
+            size += len(line)
+            if size >= CODE_CHUNK_CHARS:
+                yield "".join(chunk)
+                chunk, size = [], 0
+        if size > 200:
+            yield "".join(chunk)
+
+
+def training_texts(tokenizer, split: str, chars: int) -> Iterator[str]:
+    """Docstrings, code and chats interleaved (2:1:1 when chats last), ``split`` "train" or
+    "eval" (every tenth text), until about ``chars`` characters."""
+    from monitor.probes.demo_pack import chat_conversations
+
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+    docs = _docstrings(50)
+    code = stdlib_code()
+    chats = iter(chat_transcripts(tokenizer, chat_conversations()))
+    sources = [docs, docs, code, chats]
+    total, index = 0, 0
+    while total < chars and sources:
+        for source in list(sources):
+            text = next(source, None)
+            if text is None:
+                sources = [s for s in sources if s is not source]
+                continue
+            held_out = index % 10 == 9
+            index += 1
+            if held_out == (split == "eval"):
+                total += len(text)
+                yield text
 
 
 def chat_transcripts(tokenizer, conversations: list[list[dict[str, str]]]) -> list[str]:

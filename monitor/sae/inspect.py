@@ -1,7 +1,7 @@
 """``saemon sae inspect``: what an SAE is, and how well it fits the target model.
 
-On a few thousand tokens of offline text (monitor.sae.corpus) run through the target model
-with HF transformers:
+On a few thousand tokens of offline text (the held-out split of monitor.sae.corpus) run
+through the target model with HF transformers:
 
 - **fraction of variance explained** at the SAE's layer: 1 - sum|x - x̂|² / sum|x - mean x|²;
 - **L0**: mean number of active latents per token;
@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from monitor.errors import SaeError
-from monitor.sae.corpus import stdlib_docstrings
 from monitor.sae.sae import SAE
 
 #: A layer "looks off by one" when its own FVE is below this and a neighbour's is at least
@@ -75,15 +74,14 @@ def residual_layer(sae: SAE, layer: int | None = None) -> int:
 
 
 def sample_token_ids(tokenizer, tokens: int, sequence_length: int = 256) -> list[list[int]]:
-    """About ``tokens`` tokens of stdlib docstrings, as BOS-led sequences."""
+    """About ``tokens`` tokens of the held-out split of the offline corpus (never trained
+    on by ``saemon sae train``), as BOS-led sequences."""
+    from monitor.sae.train import token_sequences
+
     sequences, total = [], 0
-    for text in stdlib_docstrings(tokens * 8):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: sequence_length - 1]
-        if len(ids) < 16:
-            continue
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        sequences.append(bos + ids)
-        total += len(ids)
+    for ids in token_sequences(tokenizer, "eval", tokens, sequence_length):
+        sequences.append(ids)
+        total += len(ids) - 1
         if total >= tokens:
             break
     return sequences
