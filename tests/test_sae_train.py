@@ -26,7 +26,7 @@ def fvu(sae: SAE, x: torch.Tensor) -> float:
 
 def test_training_recovers_a_sparse_dictionary_and_is_reproducible(tmp_path):
     data = sparse_data()
-    settings = TrainSettings(d_sae=128, k=4, epochs=30, batch_size=1024, dead_tokens=20_000)
+    settings = TrainSettings(d_sae=128, k=4, epochs=30, batch_size=1024, dead_tokens=20_000, save_dtype="float32")
     sae, info = train(data, settings)
     again, _ = train(data, settings)
     assert torch.equal(sae.W_enc, again.W_enc) and torch.equal(sae.W_dec, again.W_dec)  # seeded

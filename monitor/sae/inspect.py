@@ -3,7 +3,10 @@
 On a few thousand tokens of offline text (the held-out split of monitor.sae.corpus) run
 through the target model with HF transformers:
 
-- **fraction of variance explained** at the SAE's layer: 1 - sum|x - x̂|² / sum|x - mean x|²;
+- **fraction of variance explained** at the SAE's layer: 1 - sum|x - x̂|² / sum|x - mean x|²,
+  over all tokens and without the rare "massive activation" tokens (norm above
+  ``MASSIVE_NORM_RATIO`` times the median), whose variance can dominate the sum and flatter
+  the figure: both are reported, with the count of such tokens;
 - **L0**: mean number of active latents per token;
 - **dead latents**: latents that never fired on the sample (an upper bound on true deadness);
 - **LM-loss increase**: next-token cross-entropy with the reconstruction spliced into the
@@ -31,6 +34,8 @@ from monitor.sae.sae import SAE
 #: OFF_BY_ONE_MARGIN higher.
 POOR_FVE = 0.6
 OFF_BY_ONE_MARGIN = 0.15
+#: Tokens whose residual norm exceeds this many times the sample's median norm.
+MASSIVE_NORM_RATIO = 10.0
 
 
 @dataclass
@@ -46,6 +51,8 @@ class Inspection:
     model: str | None
     tokens: int
     fve: float
+    fve_without_massive: float
+    massive_tokens: int
     l0: float
     dead_fraction: float
     dead_latents: int
@@ -153,12 +160,15 @@ def inspect(sae: SAE, model_path: Path, tokens: int = 4096, layer: int | None = 
     x = torch.cat(xs[at])
     z = sae.encode(x)
     x_hat = sae.decode(z, x)
+    norms = x.norm(dim=-1)
+    typical = norms <= MASSIVE_NORM_RATIO * norms.median()
     by_layer = {n: fve(torch.cat(xs[n]), sae.reconstruct(torch.cat(xs[n]))) for n in neighbours}
     active = (z > 0).sum(0)
     result = Inspection(
         format=sae.format, source=str(sae.source), architecture=sae.activation, d_in=sae.d_in, d_sae=sae.d_sae,
         k=sae.k, hook_point=sae.hook_point, layer=at, model=sae.model, tokens=int(x.shape[0]),
-        fve=fve(x, x_hat), l0=float((z > 0).sum(-1).float().mean()),
+        fve=fve(x, x_hat), fve_without_massive=fve(x[typical], x_hat[typical]), massive_tokens=int((~typical).sum()),
+        l0=float((z > 0).sum(-1).float().mean()),
         dead_latents=int((active == 0).sum()), dead_fraction=float((active == 0).float().mean()),
         clean_loss=clean_nll / max(counted, 1), spliced_loss=spliced_nll / max(counted, 1), fve_by_layer=by_layer,
     )  # fmt: skip
@@ -187,7 +197,8 @@ def format_report(result: Inspection) -> str:
         f"hook point     {result.hook_point or '-'} -> output of decoder layer {result.layer}",
         f"model          {result.model or '-'}",
         f"sample         {result.tokens} tokens (special tokens excluded)",
-        f"explained var  {result.fve:.3f}",
+        f"explained var  {result.fve:.3f} ({result.fve_without_massive:.3f} without the {result.massive_tokens} "
+        f"massive-activation tokens)",
         f"L0             {result.l0:.1f}",
         f"dead latents   {result.dead_latents} ({result.dead_fraction:.1%}) never fired on the sample",
         f"LM loss        {result.clean_loss:.3f} clean, {result.spliced_loss:.3f} spliced "

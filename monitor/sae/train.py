@@ -36,12 +36,15 @@ from monitor.sae.sae import SAE
 
 log = logging.getLogger(__name__)
 
+#: Held-out tokens of the quality figures a test recomputes from the shipped files.
+QUICK_CHECK_TOKENS = 1024
+
 
 @dataclass(frozen=True)
 class TrainSettings:
     layer: int = 15
     """Decoder layer whose output (resid_post) the SAE reads: the middle of SmolLM2's 30."""
-    tokens: int = 600_000
+    tokens: int = 500_000
     """Training tokens (special tokens excluded)."""
     d_sae: int = 4096
     """Latents: 7x the 576-wide residual stream (a small file for the repository)."""
@@ -55,6 +58,8 @@ class TrainSettings:
     aux_coefficient: float = 1 / 32
     dead_tokens: int = 200_000
     """A latent that did not fire for this many tokens counts as dead for AuxK."""
+    save_dtype: str = "float16"
+    """Weights on disk (halves the file; computation is float32 after loading)."""
 
 
 def collect(model_path: Path, layer: int, tokens: int, sequence_length: int, split: str) -> torch.Tensor:
@@ -168,14 +173,13 @@ def save_saelens(sae: SAE, directory: Path, *, model_name: str, layer: int, sett
     """Write ``cfg.json`` + ``sae_weights.safetensors`` as SAELens reads them (flat fields,
     so SAELens 4-6 all load it), plus ``training.json`` with the recipe and figures."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"W_enc": sae.W_enc.contiguous(), "b_enc": sae.b_enc, "W_dec": sae.W_dec.contiguous(), "b_dec": sae.b_dec},
-        str(directory / "sae_weights.safetensors"),
-    )
+    dtype = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[settings.save_dtype]
+    tensors = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
+    save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(directory / "sae_weights.safetensors"))
     cfg = {
         "architecture": "topk", "d_in": sae.d_in, "d_sae": sae.d_sae, "k": sae.k,
         "activation_fn_str": "topk", "activation_fn_kwargs": {"k": sae.k},
-        "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
+        "dtype": settings.save_dtype, "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
         "model_name": model_name, "hook_name": f"blocks.{layer}.hook_resid_post", "hook_layer": layer,
         "hook_head_index": None, "prepend_bos": True, "context_size": settings.sequence_length,
         "dataset_path": "saemon offline corpus (stdlib docstrings and code, project chats)",
@@ -188,16 +192,24 @@ def save_saelens(sae: SAE, directory: Path, *, model_name: str, layer: int, sett
 
 def run_training(model_path: Path, out: Path, settings: TrainSettings, model_name: str, eval_tokens: int = 8192):
     """Collect, train, save in SAELens format, and measure on held-out text (training.json)."""
-    from monitor.sae.formats import load_sae
-    from monitor.sae.inspect import inspect
-
     torch.manual_seed(settings.seed)
     activations = collect(model_path, settings.layer, settings.tokens, settings.sequence_length, "train")
     sae, info = train(activations, settings)
     save_saelens(sae, out, model_name=model_name, layer=settings.layer, settings=settings, extra=info)
-    result = inspect(load_sae(out), model_path, tokens=eval_tokens)
+    return record_quality(out, model_path, eval_tokens)
+
+
+def record_quality(out: Path, model_path: Path, eval_tokens: int = 8192):
+    """Measure the saved SAE on held-out text and record the figures in training.json."""
+    from monitor.sae.formats import load_sae
+    from monitor.sae.inspect import inspect
+
+    saved = load_sae(out)
+    result = inspect(saved, model_path, tokens=eval_tokens)
+    small = inspect(saved, model_path, tokens=QUICK_CHECK_TOKENS)  # what the test recomputes
     record = json.loads((out / "training.json").read_text())
-    record["quality"] = {"split": "eval (every 10th corpus text, never trained on)", **result.to_json()}
-    record["quality"].pop("source", None)
+    for key, figures in (("quality", result), ("quality_quick_check", small)):
+        record[key] = {"split": "eval (every 10th corpus text, never trained on)", **figures.to_json()}
+        record[key].pop("source", None)
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return result
