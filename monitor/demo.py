@@ -184,8 +184,9 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
 
 def _notifications(webhook: AlertReceiver, redis_server: RedisServer, model_name: str, out: TextIO) -> None:
     """What on-call got, and what the audit trail kept."""
+    # Every request has ended: wait until each incident that fired has been resolved too.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any(p["status"] == "resolved" for p in webhook.payloads):
+    while time.monotonic() < deadline and (not webhook.payloads or _open_incidents(webhook.payloads)):
         time.sleep(0.1)
     print(f"  webhook 'oncall' got {len(webhook.payloads)} notification(s) in Alertmanager's v4 payload, "
           f"signatures {'verified' if not webhook.bad_signatures else 'BAD'}", file=out)  # fmt: skip
@@ -201,6 +202,15 @@ def _notifications(webhook: AlertReceiver, redis_server: RedisServer, model_name
     print(f"  audit trail in Redis: {admin.xlen(key + ':events')} decision events in {key}:events, "
           f"{len(admin.keys(key + ':report:*'))} request reports, "
           f"{len(admin.keys(key + ':tokens:*'))} token texts\n", file=out)  # fmt: skip
+
+
+def _open_incidents(payloads: list[dict]) -> set[tuple[str, str]]:
+    """(fingerprint, startsAt) of the incidents notified as firing and not yet as resolved."""
+    firing, resolved = set(), set()
+    for payload in payloads:
+        for alert in payload["alerts"]:
+            (firing if alert["status"] == "firing" else resolved).add((alert["fingerprint"], alert["startsAt"]))
+    return firing - resolved
 
 
 def _ask(server: VllmServer, request_id: str, question: str, system: str) -> str:

@@ -18,9 +18,21 @@ def test_demo_serves_the_default_model_and_prints_its_answer(default_model):
     assert "assistant: The capital of France is Paris." in result.stdout
     assert "saemon demo: OK" in result.stdout
     # On-call heard about it once per incident, signed; the audit trail kept the evidence.
-    # One firing and one resolved per incident (the concurrent deceptive requests usually share one).
+    # One firing and one resolved per incident: the deceptive requests share one when they
+    # overlap in time, and make one each when a request ends before the next one fires.
     got = re.search(r"webhook 'oncall' got (\d+) notification\(s\) in Alertmanager's v4 payload, signatures verified",
                     result.stdout)  # fmt: skip
     assert got and int(got[1]) >= 2 and int(got[1]) % 2 == 0, result.stdout
     assert "FIRING   SaemonDeceptionDetected" in result.stdout and "RESOLVED SaemonDeceptionDetected" in result.stdout
     assert "strongest token at position" in result.stdout and "⟦" in result.stdout
+
+
+def test_the_demo_waits_for_every_incident_that_fired_to_resolve():
+    from monitor.demo import _open_incidents
+
+    def payload(status: str, start: str) -> dict:
+        return {"alerts": [{"status": status, "fingerprint": "f", "startsAt": start}]}
+
+    two = [payload("firing", "t1"), payload("resolved", "t1"), payload("firing", "t2")]
+    assert _open_incidents(two) == {("f", "t2")}
+    assert _open_incidents([*two, payload("resolved", "t2")]) == set()
