@@ -85,7 +85,7 @@ def test_the_cli_prints_json(tmp_path, default_model):
 def test_browse_shows_each_latents_strongest_tokens_with_their_context(tmp_path, default_model):
     from monitor.sae.activations import layer_output, load_model
     from monitor.sae.browse import format_reports, top_contexts
-    from monitor.sae.train import token_sequences
+    from monitor.sae.corpus import token_sequences
 
     sae = load_sae(exact(tmp_path))
     (report,) = top_contexts(sae, default_model, [7], tokens=600, contexts=4)

@@ -16,9 +16,9 @@ import torch
 
 from monitor.errors import SaeError
 from monitor.sae.activations import layer_output, load_model
+from monitor.sae.corpus import token_sequences
 from monitor.sae.inspect import residual_layer
 from monitor.sae.sae import SAE
-from monitor.sae.train import token_sequences
 
 BEFORE, AFTER = 12, 4
 

@@ -1,16 +1,17 @@
 """Text the project can build offline, for measuring and training SAEs on the default model.
 
-- ``stdlib_docstrings``: docstrings of the Python standard library's modules, classes and
-  functions, read with ``ast`` from the installed sources (nothing is imported or run),
-  in a fixed order: English technical prose and code vocabulary, identical on every
-  machine with the same Python.
+- docstrings of the Python standard library's modules, classes and functions, read with
+  ``ast`` from the installed sources (nothing is imported or run), in a fixed order:
+  English technical prose and code vocabulary, identical on every machine with the same
+  Python.
 - ``stdlib_code``: the standard library's source in chunks (code is half of what a
   coding assistant sees).
 - ``chat_transcripts``: the project's own conversations in the model's chat template, so
   chat-formatted activations are covered.
 
 ``training_texts`` interleaves the three in a fixed order and splits them: every tenth text
-is held out (``split="eval"``) for measuring what was trained on the rest.
+is held out (``split="eval"``) for measuring what was trained on the rest;
+``token_sequences`` turns them into the BOS-led token sequences every SAE tool reads.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-MIN_DOC_CHARS = 200
 CODE_CHUNK_CHARS = 1500
 _SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip"}
 
@@ -28,17 +28,6 @@ _SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages"
 def _sources() -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
     return [p for p in sorted(root.rglob("*.py")) if not _SKIP & set(p.relative_to(root).parts)]
-
-
-def stdlib_docstrings(limit_chars: int, min_chars: int = MIN_DOC_CHARS) -> list[str]:
-    """Docstrings of at least ``min_chars`` characters, up to ``limit_chars`` in total."""
-    texts, total = [], 0
-    for doc in _docstrings(min_chars):
-        texts.append(doc)
-        total += len(doc)
-        if total >= limit_chars:
-            break
-    return texts
 
 
 def _docstrings(min_chars: int) -> Iterator[str]:
@@ -101,3 +90,19 @@ def training_texts(tokenizer, split: str, chars: int) -> Iterator[str]:
 def chat_transcripts(tokenizer, conversations: list[list[dict[str, str]]]) -> list[str]:
     """Each conversation rendered with the model's chat template (no generation prompt)."""
     return [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+
+
+def token_sequences(tokenizer, split: str, tokens: int, sequence_length: int):
+    """BOS-led token sequences of the training or held-out texts, in a fixed order."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    budget = 0
+    for text in training_texts(tokenizer, split, chars=tokens * 6):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids), sequence_length - 1):
+            chunk = ids[start : start + sequence_length - 1]
+            if len(chunk) < 16:
+                break
+            yield bos + chunk
+            budget += len(chunk)
+        if budget >= tokens * 1.2:
+            return

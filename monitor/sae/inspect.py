@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 
 from monitor.errors import SaeError
+from monitor.sae.activations import load_model
+from monitor.sae.corpus import token_sequences
 from monitor.sae.sae import SAE
 
 #: A layer "looks off by one" when its own FVE is below this and a neighbour's is at least
@@ -83,8 +85,6 @@ def residual_layer(sae: SAE, layer: int | None = None) -> int:
 def sample_token_ids(tokenizer, tokens: int, sequence_length: int = 256) -> list[list[int]]:
     """About ``tokens`` tokens of the held-out split of the offline corpus (never trained
     on by ``saemon sae train``), as BOS-led sequences."""
-    from monitor.sae.train import token_sequences
-
     sequences, total = [], 0
     for ids in token_sequences(tokenizer, "eval", tokens, sequence_length):
         sequences.append(ids)
@@ -102,10 +102,7 @@ def fve(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 @torch.no_grad()
 def inspect(sae: SAE, model_path: Path, tokens: int = 4096, layer: int | None = None) -> Inspection:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model, tokenizer, special = load_model(model_path)
     hidden = model.config.hidden_size
     if sae.d_in != hidden:
         raise SaeError(
@@ -116,7 +113,6 @@ def inspect(sae: SAE, model_path: Path, tokens: int = 4096, layer: int | None = 
     layers = model.model.layers
     if not 0 <= at < len(layers):
         raise SaeError(f"{sae.source}: layer {at} is outside the model's {len(layers)} layers; pass --layer.")
-    special = torch.tensor(sorted(tokenizer.all_special_ids))
     neighbours = [n for n in (at - 1, at, at + 1) if 0 <= n < len(layers)]
 
     captured: dict[int, torch.Tensor] = {}

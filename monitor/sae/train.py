@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from monitor import __version__
 from monitor.sae.activations import layer_output, load_model
-from monitor.sae.corpus import training_texts
+from monitor.sae.corpus import token_sequences
 from monitor.sae.sae import SAE
 
 log = logging.getLogger(__name__)
@@ -76,22 +76,6 @@ def collect(model_path: Path, layer: int, tokens: int, sequence_length: int, spl
             break
     log.info("collected %d %s activations at layer %d in %.0f s", total, split, layer, time.monotonic() - started)
     return torch.cat(rows)[:tokens]
-
-
-def token_sequences(tokenizer, split: str, tokens: int, sequence_length: int):
-    """BOS-led token sequences of the training or held-out texts, in a fixed order."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    budget = 0
-    for text in training_texts(tokenizer, split, chars=tokens * 6):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        for start in range(0, len(ids), sequence_length - 1):
-            chunk = ids[start : start + sequence_length - 1]
-            if len(chunk) < 16:
-                break
-            yield bos + chunk
-            budget += len(chunk)
-        if budget >= tokens * 1.2:
-            return
 
 
 def train(activations: torch.Tensor, settings: TrainSettings) -> tuple[SAE, dict]:

@@ -104,11 +104,6 @@ class Notification:
     model_name: str
     generator_url: str = ""
 
-    @property
-    def incident(self) -> str:
-        """Identifies the incident across its notifications (fingerprint + start)."""
-        return f"{self.fingerprint}:{self.starts_at}"
-
     def to_fields(self) -> dict[str, str]:
         """Flat string fields for a Redis stream entry (readable with redis-cli)."""
         return {

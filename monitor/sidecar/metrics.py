@@ -138,7 +138,7 @@ class SidecarMetrics:
             "Audit writes dropped because the backlog was full while Redis was away, by kind.",
             ["kind"], registry=r,
         )  # fmt: skip
-        for kind in ("event", "report", "alert", "dead_letter", "token_text"):
+        for kind in ("event", "report", "alert", "dead_letter", "dedup", "token_text"):
             self.redis_backlog_dropped.labels(kind)
         self.token_text_errors = Counter(
             "saemon_token_text_errors_total",
