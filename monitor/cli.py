@@ -13,6 +13,8 @@ from monitor.errors import ConfigError, SaemonError
 
 log = logging.getLogger("monitor")
 
+DEFAULT_SAE = "saes/SmolLM2-135M-Instruct/topk-l15-4k"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -72,6 +74,47 @@ def _parser() -> argparse.ArgumentParser:
     browse.add_argument("--contexts", type=int, default=8, help="contexts per latent (default 8)")
     browse.add_argument("--format", help="skip format detection")
 
+    probes = commands.add_parser("probes", help="probe library: datasets, discovery, training, calibration, eval")
+    probe_commands = probes.add_subparsers(dest="probes_command", required=True, metavar="ACTION")
+    generate = probe_commands.add_parser("generate", help="write the contrastive datasets (JSONL) in seconds")
+    generate.add_argument("--out", default="probe-data", help="directory for <concept>.jsonl (default probe-data)")
+    generate.add_argument("--concept", action="append", help="deception, insecure_code, control (default: all)")
+    discover = probe_commands.add_parser("discover", help="rank SAE latents for a concept on the train split")
+    discover.add_argument("--data", required=True, help="the concept's JSONL")
+    discover.add_argument("--concept", required=True)
+    discover.add_argument("--sae", default=DEFAULT_SAE, help=f"SAE directory or file (default {DEFAULT_SAE})")
+    discover.add_argument("--top", type=int, default=20, help="latents to show (default 20)")
+    discover.add_argument("--select", type=int, default=8, help="latents to select (default 8)")
+    discover.add_argument("--contexts", type=int, default=3, help="top contexts per latent (default 3)")
+    discover.add_argument("--limit", type=int, help="use only the first N train examples (faster look)")
+    discover.add_argument("--json", action="store_true")
+    train_probes = probe_commands.add_parser(
+        "train", help="fit linear and SAE-latent probes, calibrate on controls, measure on test, write a pack"
+    )
+    train_probes.add_argument("--data", action="append", required=True, help="JSONL files (concepts and control)")
+    train_probes.add_argument("--concept", action="append", required=True, help="concept(s) to probe")
+    train_probes.add_argument("--out", required=True, help="pack YAML to write (safetensors beside it)")
+    train_probes.add_argument("--sae", help="SAE for the SAE-latent probes (none: linear probes only)")
+    train_probes.add_argument("--layers", default="6,9,12,15,18,21,24", help="candidate layers (default 6,9,...,24)")
+    train_probes.add_argument("--latents", type=int, default=8, help="SAE latents per SAE-latent probe (default 8)")
+    train_probes.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
+    train_probes.add_argument("--pack-name", default="safety")
+    train_probes.add_argument("--severity", action="append", default=[], metavar="CONCEPT=LEVEL",
+                              help="info|warning|critical per concept (default warning)")
+    calibrate = probe_commands.add_parser("calibrate", help="set thresholds at a false-positive rate on controls")
+    calibrate.add_argument("--pack", required=True)
+    calibrate.add_argument("--data", action="append", required=True, help="JSONL with control examples")
+    calibrate.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
+    calibrate.add_argument("--split", default="calib", help="split of the controls to use (default calib)")
+    evaluate = probe_commands.add_parser("eval", help="AUROC, recall and FPR of a pack, scored as the monitor does")
+    evaluate.add_argument("--pack", required=True)
+    evaluate.add_argument("--data", action="append", required=True, help="JSONL files (concepts and control)")
+    evaluate.add_argument("--split", default="test", help="split to measure on (default test)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    evaluate.add_argument("--record", action="store_true", help="write the figures into the pack's YAML")
+    for command in (discover, train_probes, calibrate, evaluate):
+        command.add_argument("--model", help="checkpoint directory (default: the served model)")
+
     receive = commands.add_parser(
         "receive-alerts", help="a small webhook receiver that prints alerts (trying a deployment)"
     )
@@ -120,6 +163,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
+def _model_dir(args: argparse.Namespace, settings: Settings):
+    """--model, or the served model (provisioned if needed)."""
+    from pathlib import Path
+
+    from monitor import model
+
+    if getattr(args, "model", None):
+        return Path(args.model)
+    return model.pull(settings) if settings.model.path is None else model.model_path(settings)
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from monitor import model
 
@@ -141,6 +195,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         asyncio.run(server.serve(settings))
         return 0
+    if args.command == "probes":
+        from monitor.probes.commands import run
+
+        return run(args, settings, _model_dir(args, settings) if args.probes_command != "generate" else None)
     if args.command == "sae":
         import json
         from pathlib import Path
@@ -148,10 +206,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from monitor.sae import load_sae
         from monitor.sae.inspect import format_report, inspect
 
-        if args.model:
-            model_dir = Path(args.model)
-        else:
-            model_dir = model.pull(settings) if settings.model.path is None else model.model_path(settings)
+        model_dir = _model_dir(args, settings)
         if args.sae_command == "train":
             from monitor.sae.train import TrainSettings, run_training
 

@@ -27,3 +27,7 @@ class PackError(ConfigError):
 
 class SaeError(SaemonError):
     """An SAE file is missing, of an unknown format, ambiguous or inconsistent."""
+
+
+class ProbeDataError(SaemonError):
+    """A probe dataset (JSONL) is missing, malformed, or unusable for the requested step."""

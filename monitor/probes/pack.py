@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -66,13 +66,22 @@ Aggregation = Literal["max", "mean", "ema", "window_count"]
 
 
 class QualitySpec(_Spec):
-    """Measured detection quality on held-out data (written by the probe tools)."""
+    """Measured detection quality on held-out data (``saemon probes eval --record``)."""
 
-    auroc: float | None = Field(None, ge=0, le=1)
-    recall_at_threshold: float | None = Field(None, ge=0, le=1)
-    fpr_at_threshold: float | None = Field(None, ge=0, le=1)
+    auroc: float | None = Field(None, ge=0, le=1, description="Concept examples, label 1 vs 0.")
+    recall_at_threshold: float | None = Field(None, ge=0, le=1, description="Label-1 examples flagged.")
+    fpr_at_threshold: float | None = Field(
+        None, ge=0, le=1, description="Held-out benign control conversations flagged (compare target_fpr)."
+    )
+    negative_fpr_at_threshold: float | None = Field(
+        None, ge=0, le=1, description="The concept's own label-0 examples flagged (honest answers, secure code)."
+    )
     dataset: str | None = None
-    examples: int | None = Field(None, ge=0)
+    split: str | None = None
+    examples: int | None = Field(None, ge=0, description="Concept examples scored (label 1 and 0).")
+    controls: int | None = Field(None, ge=0, description="Control examples scored.")
+    by_dataset: dict[str, float] | None = Field(None, description="AUROC per source dataset of the concept.")
+    data_sha256: dict[str, str] | None = Field(None, description="sha256 of each data file measured on.")
 
 
 class ProbeSpec(_Spec):
@@ -81,6 +90,12 @@ class ProbeSpec(_Spec):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     concept: str = Field(min_length=1)
     features: list[str] = Field(min_length=1, description="Feature names; the score is their max.")
+    weights: list[float] | None = Field(
+        None,
+        description="Per feature: the score is intercept + sum(weight x feature score), a "
+        "logistic-regression probe over several features (SAE latents). Without: the max over features.",
+    )
+    intercept: float = 0.0
     aggregation: Aggregation = Field(
         "max",
         description="max: strongest token; mean: average over the scope's tokens; ema: "
@@ -106,6 +121,13 @@ class ProbeSpec(_Spec):
     def _finite(self) -> ProbeSpec:
         if not math.isfinite(self.threshold) or not math.isfinite(self.hysteresis):
             raise ValueError("threshold and hysteresis must be finite numbers")
+        if self.weights is not None:
+            if len(self.weights) != len(self.features):
+                raise ValueError(
+                    f"weights has {len(self.weights)} entries for {len(self.features)} features: give one per feature"
+                )
+            if not all(math.isfinite(w) for w in self.weights) or not math.isfinite(self.intercept):
+                raise ValueError("weights and intercept must be finite numbers")
         return self
 
 
@@ -174,6 +196,30 @@ class ProbePack:
     @property
     def feature_index(self) -> dict[str, int]:
         return {f.name: i for i, f in enumerate(self.spec.features)}
+
+    def feature_banks(self, device="cpu", dtype=None) -> list[tuple[int, Any, np.ndarray]]:
+        """Per layer: (layer, the projection's FeatureBank of that layer's features, their
+        column indices in pack order). The plugin projects with these; so does the eval."""
+        import torch
+
+        from monitor.kernels import FeatureBank
+
+        if self.directions is None or self.bias is None:
+            raise PackError(f"probe pack {self.path}: loaded without its weights; feature banks need them")
+        features = self.spec.features
+        banks = []
+        for layer in sorted({f.layer for f in features}):
+            columns = np.array([i for i, f in enumerate(features) if f.layer == layer])
+            bank = FeatureBank.from_numpy(
+                self.directions[columns],
+                self.bias[columns],
+                [features[i].activation for i in columns],
+                np.array([features[i].threshold for i in columns], dtype=np.float32),
+                device=device,
+                dtype=dtype or torch.float32,
+            )
+            banks.append((layer, bank, columns))
+        return banks
 
     def check_model(self, model_name: str, hidden_size: int, num_layers: int) -> None:
         """Refuse to run this pack on a model it was not made for."""

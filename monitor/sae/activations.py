@@ -28,17 +28,33 @@ def load_model(model_path: Path):
 @torch.no_grad()
 def layer_output(model, layer: int, input_ids: torch.Tensor) -> torch.Tensor:
     """The output of decoder ``layer`` for one sequence ([T, d]); stops the forward there."""
-    captured: dict[str, torch.Tensor] = {}
+    return layer_outputs(model, (layer,), input_ids)[layer][0]
 
-    def hook(module, args, output):
-        captured["x"] = output[0]
-        raise _Stop
 
-    handle = model.model.layers[layer].register_forward_hook(hook)
+@torch.no_grad()
+def layer_outputs(
+    model, layers: tuple[int, ...], input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> dict[int, torch.Tensor]:
+    """The outputs of several decoder layers for a batch ([B, T, d] each), forward stopped
+    after the highest. With right padding and ``attention_mask`` the real tokens' rows are
+    those of each sequence run alone (causal attention never looks right)."""
+    captured: dict[int, torch.Tensor] = {}
+    last = max(layers)
+
+    def hook_for(layer: int):
+        def hook(module, args, output):
+            captured[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == last:
+                raise _Stop
+
+        return hook
+
+    handles = [model.model.layers[layer].register_forward_hook(hook_for(layer)) for layer in set(layers)]
     try:
-        model(input_ids)
+        model(input_ids, attention_mask=attention_mask)
     except _Stop:
         pass
     finally:
-        handle.remove()
-    return captured["x"]
+        for handle in handles:
+            handle.remove()
+    return captured

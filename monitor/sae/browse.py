@@ -83,12 +83,13 @@ def top_contexts(sae: SAE, model_path: Path, latents: list[int], tokens: int = 2
     reports = []
     for column, latent in enumerate(latents):
         best = sorted(heaps[latent], reverse=True)
-        shown = [Context(v, _window(tokenizer, sequences[s], acts[s][:, column], p), s, p) for v, s, p in best]
+        shown = [Context(v, window_text(tokenizer, sequences[s], acts[s][:, column], p), s, p) for v, s, p in best]
         reports.append(LatentReport(latent, seen, int(fired[column]), best[0][0] if best else 0.0, shown))
     return reports
 
 
-def _window(tokenizer, ids: list[int], values: torch.Tensor, peak: int) -> str:
+def window_text(tokenizer, ids: list[int], values, peak: int) -> str:
+    """Tokens around ``peak``: the peak as ⟦…⟧, other tokens with values > 0 as […]."""
     parts = []
     for position in range(max(0, peak - BEFORE), min(len(ids), peak + AFTER + 1)):
         piece = tokenizer.decode([ids[position]], skip_special_tokens=False).replace("\n", "⏎")

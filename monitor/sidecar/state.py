@@ -12,7 +12,9 @@ scope:
 - ``window_count``: tokens above the feature threshold among the last ``window_tokens``.
   Exact for decode; a chunk's count is attributed to its last position.
 
-A probe with several features scores the max over its features. Requests live in an LRU
+A probe with several features scores the max over its features, or with ``weights``
+``intercept + sum(weight x feature score)`` (a logistic-regression probe over SAE latents;
+for ``mean`` this is exactly the regression's logit on the mean activations). Requests live in an LRU
 table ordered by last activity, so idle eviction and the capacity cap cost O(evicted).
 """
 
@@ -109,10 +111,12 @@ class ProbeTrack:
         spec = self.probe.spec
         last_position = summary.first_position + n - 1
         step_peak, step_position, step_feature = -math.inf, -1, 0
+        weights = spec.weights
         for k, (track, i) in enumerate(zip(self.features, self.probe.feature_indices)):
             value = summary.max[i]
-            if value > step_peak:
-                step_peak, step_position, step_feature = value, summary.argmax_position[i], k
+            weighted = value if weights is None else weights[k] * value
+            if weighted > step_peak:
+                step_peak, step_position, step_feature = weighted, summary.argmax_position[i], k
             if value > track.peak:
                 track.peak = value
                 track.peak_position = summary.argmax_position[i]
@@ -131,7 +135,10 @@ class ProbeTrack:
                 horizon = last_position - spec.window_tokens
                 while track.window and track.window[0][0] <= horizon:
                     track.window_sum -= track.window.popleft()[1]
-        self.score = max(self.feature_score(t) for t in self.features)
+        if weights is None:
+            self.score = max(self.feature_score(t) for t in self.features)
+        else:
+            self.score = spec.intercept + sum(w * self.feature_score(t) for w, t in zip(weights, self.features))
         entry = (step_peak, step_position, step_feature)
         if len(self.top) < TOP_TOKENS:
             heapq.heappush(self.top, entry)

@@ -61,28 +61,15 @@ class WorkerMonitor:
         adapter.check_engine_config(self.vllm_config)
         hidden, layers = adapter.model_shape(self.vllm_config)
         self.pack.check_model(self.model_name, hidden, layers)
-        from monitor.kernels import FeatureBank
-
         runner = self.worker.model_runner
         model = runner.get_model()
         dtype = self.vllm_config.model_config.dtype
         device = torch.device(getattr(runner, "device", "cpu"))
-        spec = self.pack.spec
-        pack_layers = tuple(sorted({f.layer for f in spec.features}))
+        pack_layers = tuple(sorted({f.layer for f in self.pack.spec.features}))
         max_tokens = int(getattr(runner, "max_num_tokens", self.vllm_config.scheduler_config.max_num_batched_tokens))
         self.tap = Tap(pack_layers, max_tokens, hidden, dtype, device)
         adapter.install_tap(model, pack_layers, self.tap.capture)
-        for layer in pack_layers:
-            columns = np.array([i for i, f in enumerate(spec.features) if f.layer == layer])
-            bank = FeatureBank.from_numpy(
-                self.pack.directions[columns],
-                self.pack.bias[columns],
-                [spec.features[i].activation for i in columns],
-                np.array([spec.features[i].threshold for i in columns], dtype=np.float32),
-                device=device,
-                dtype=dtype,
-            )
-            self._banks.append((layer, bank, columns))
+        self._banks = self.pack.feature_banks(device=device, dtype=dtype)
         # With full CUDA graphs the top-level forward is replayed without Python: the tap still
         # writes (the copy is in the graph) but cannot count its calls.
         mode = getattr(self.vllm_config.compilation_config, "cudagraph_mode", None)
@@ -100,7 +87,7 @@ class WorkerMonitor:
             atexit.register(self.close)
         log.info(
             "saemon: monitoring %s with pack %s@%s (%d features at layers %s)%s",
-            self.model_name, self.pack.name, self.pack.version, len(spec.features), list(pack_layers),
+            self.model_name, self.pack.name, self.pack.version, len(self.pack.spec.features), list(pack_layers),
             "" if self.ships else " (this rank does not ship)",
         )  # fmt: skip
 

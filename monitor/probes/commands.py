@@ -1,0 +1,109 @@
+"""``saemon probes ...``: the command line of the probe library (parsing is in monitor/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from monitor.config import Settings
+from monitor.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) -> int:
+    from monitor.probes import datasets
+
+    if args.probes_command == "generate":
+        for concept, (path, count, sha) in datasets.generate_all(Path(args.out), args.concept or tuple(datasets.GENERATORS)).items():
+            print(f"{concept:<14} {count:6d} examples  {path}  sha256 {sha[:16]}")
+        return 0
+
+    from monitor.sae.activations import load_model
+
+    assert model_dir is not None
+    if args.probes_command == "discover":
+        from monitor.probes.discover import discover, format_discovery
+        from monitor.sae import load_sae
+
+        examples = datasets.read_jsonl(Path(args.data))
+        sae = load_sae(args.sae)
+        model, tokenizer, _ = load_model(model_dir)
+        report = discover(model, tokenizer, sae, Path(args.sae).name, examples, args.concept, args.top,
+                          args.contexts, args.limit)  # fmt: skip
+        report["selected"] = [r["latent"] for r in report["latents"] if r["auroc"] > 0.5][: args.select]
+        print(json.dumps(report, indent=2) if args.json else format_discovery(report, args.select))
+        return 0
+
+    from monitor.probes.pack import load_pack
+
+    paths = [Path(p) for p in args.data]
+    examples = datasets.read_datasets(paths)
+    model, tokenizer, _ = load_model(model_dir)
+    if args.probes_command == "train":
+        from monitor.probes.train import TrainSettings, train_pack
+
+        layers = _layers(args.layers)
+        severity = dict(_pair(item) for item in args.severity)
+        sae = None
+        if args.sae:
+            from monitor.sae import load_sae
+
+            sae = load_sae(args.sae)
+        pack = train_pack(model, tokenizer, examples, args.concept, Path(args.out), model_name=settings.model.name,
+                          settings=TrainSettings(layers=layers, latents=args.latents), sae=sae,
+                          sae_name=Path(args.sae).name if args.sae else None, pack_name=args.pack_name,
+                          severity=severity)  # fmt: skip
+        pack = _calibrate(model, tokenizer, pack, examples, args.fpr, "calib")
+        _evaluate(model, tokenizer, pack, examples, "test", paths, record=True, as_json=False)
+        print(f"wrote {pack.path}")
+        return 0
+    pack = load_pack(Path(args.pack))
+    pack.check_model(model_dir.name, model.config.hidden_size, model.config.num_hidden_layers)
+    if args.probes_command == "calibrate":
+        _calibrate(model, tokenizer, pack, examples, args.fpr, args.split)
+        return 0
+    _evaluate(model, tokenizer, pack, examples, args.split, paths, record=args.record, as_json=args.json)
+    return 0
+
+
+def _calibrate(model, tokenizer, pack, examples, fpr: float, split: str):
+    from monitor.probes.calibrate import calibrate, format_calibration
+
+    pack, report = calibrate(model, tokenizer, pack, examples, fpr, split)
+    print(format_calibration(report, fpr))
+    return pack
+
+
+def _evaluate(model, tokenizer, pack, examples, split: str, paths, *, record: bool, as_json: bool) -> None:
+    from monitor.probes.evaluate import data_digests, evaluate, format_report, record as write_record, to_json
+
+    report = evaluate(model, tokenizer, pack, examples, split)
+    if as_json:
+        json.dump({"pack": pack.name, "split": split, "probes": to_json(report)}, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_report(report))
+    if record:
+        write_record(pack, report, split, data_digests(paths))
+        log.info("recorded the %s-split figures in %s", split, pack.path)
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        layers = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--layers {text!r}: expected comma-separated layer numbers, e.g. 9,12,15") from None
+    if not layers:
+        raise ConfigError("--layers: give at least one layer")
+    return layers
+
+
+def _pair(text: str) -> tuple[str, str]:
+    concept, _, level = text.partition("=")
+    if level not in ("info", "warning", "critical"):
+        raise ConfigError(f"--severity {text!r}: expected CONCEPT=info|warning|critical")
+    return concept, level

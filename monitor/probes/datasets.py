@@ -1,0 +1,321 @@
+"""Contrastive datasets for probes: one JSONL schema, deterministic generators, disjoint splits.
+
+Each line is one example::
+
+    {"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}],
+     "label": 0 | 1, "concept": "deception", "split": "train" | "calib" | "test",
+     "meta": {"dataset": "roleplay", "template": "...", "entity": "...", "pair": "..."}}
+
+or ``"text"`` instead of ``"messages"``. A probe scores the final assistant turn (the
+response tokens, as the monitor scores generated tokens); a ``text`` example is scored
+over all its tokens. ``label`` 1 is the concept (deceptive, insecure), 0 its contrast;
+benign control conversations have ``concept: control`` and label 0.
+
+The generators use only what ships with the package (fact tables, CWE-style code
+templates, roleplay scenarios, control templates), so the same package writes the same
+bytes on every machine. Splits are disjoint by template *and* by entity: templates and
+entities are each dealt to train / calib / test, and an example exists only where both
+land in the same split, so a test AUROC measures unseen phrasings about unseen entities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from string import Template
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from monitor.errors import ProbeDataError
+
+SPLITS = ("train", "calib", "test")
+CONCEPT_SPLITS = (0.5, 0.25, 0.25)
+#: Controls set thresholds: calibration gets the larger share.
+CONTROL_SPLITS = (0.4, 0.35, 0.25)
+CONTROL = "control"
+Split = Literal["train", "calib", "test"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class Example(BaseModel):
+    """One line of a dataset file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: tuple[Message, ...] | None = None
+    text: str | None = Field(None, min_length=1)
+    label: Literal[0, 1]
+    concept: str = Field(min_length=1)
+    split: Split
+    meta: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> Example:
+        if (self.messages is None) == (self.text is None):
+            raise ValueError('give exactly one of "messages" (chat turns) or "text"')
+        if self.messages is not None and (not self.messages or self.messages[-1].role != "assistant"):
+            raise ValueError("the last message must be the assistant turn the probe scores")
+        if self.concept == CONTROL and self.label != 0:
+            raise ValueError("control examples are benign: label must be 0")
+        return self
+
+
+def read_jsonl(path: Path) -> list[Example]:
+    """Every example of a JSONL file; all errors are reported at once, by line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ProbeDataError(f"dataset {path}: cannot read it ({exc.strerror}).") from None
+    except UnicodeDecodeError:
+        raise ProbeDataError(f"dataset {path}: not UTF-8 text; write the JSONL as UTF-8.") from None
+    examples, errors = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(Example.model_validate_json(line))
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(line)'}: {err['msg']}" for err in exc.errors()
+            )
+            errors.append(f"line {number}: {details}")
+    if errors:
+        shown = "\n  ".join(errors[:10]) + (f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else "")
+        raise ProbeDataError(
+            f"dataset {path}: {len(errors)} invalid line(s):\n  {shown}\nEach line must be a JSON object "
+            '{"messages": [...] or "text": "...", "label": 0|1, "concept": "...", "split": "train|calib|test"}.'
+        )
+    if not examples:
+        raise ProbeDataError(f"dataset {path}: no examples. Generate one with `saemon probes generate`.")
+    return examples
+
+
+def read_datasets(paths: Iterable[Path]) -> list[Example]:
+    return [example for path in paths for example in read_jsonl(path)]
+
+
+def dumps(examples: Sequence[Example]) -> str:
+    return "".join(example.model_dump_json(exclude_none=True) + "\n" for example in examples)
+
+
+def write_jsonl(examples: Sequence[Example], path: Path) -> str:
+    """Write ``examples``; returns the file's sha256 (recorded with a probe's figures)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dumps(examples).encode("utf-8")
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(examples: Sequence[Example]) -> str:
+    """sha256 of the examples as :func:`write_jsonl` writes them."""
+    return hashlib.sha256(dumps(examples).encode("utf-8")).hexdigest()
+
+
+def deal(ids: Iterable[str], salt: str, fractions: Sequence[float] = CONCEPT_SPLITS) -> dict[str, str]:
+    """Assign each id to a split: a seeded shuffle cut at the fractions (every split gets at
+    least one id when there are at least three)."""
+    ordered = sorted(set(ids))
+    random.Random(salt).shuffle(ordered)
+    n = len(ordered)
+    counts = [int(n * f) for f in fractions]
+    for i in sorted(range(len(fractions)), key=lambda i: n * fractions[i] - counts[i], reverse=True):
+        if sum(counts) == n:
+            break
+        counts[i] += 1
+    if n >= len(SPLITS):
+        for i, count in enumerate(counts):
+            if count == 0:
+                counts[counts.index(max(counts))] -= 1
+                counts[i] = 1
+    result, start = {}, 0
+    for split, count in zip(SPLITS, counts):
+        result.update({item: split for item in ordered[start : start + count]})
+        start += count
+    return result
+
+
+def _deal_by_family(templates: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Templates (id, family) dealt so every family with two or more templates has one in
+    train and one in test: held-out templates, seen families."""
+    cycle = ("train", "test", "calib")
+    families: dict[str, list[str]] = {}
+    for template_id, family in sorted(templates):
+        families.setdefault(family, []).append(template_id)
+    result = {}
+    for family, ids in families.items():
+        random.Random(f"family:{family}").shuffle(ids)
+        result.update({template_id: cycle[i % len(cycle)] for i, template_id in enumerate(ids)})
+    return result
+
+
+def _chat(*turns: tuple[str, str]) -> tuple[Message, ...]:
+    return tuple(Message(role=role, content=content) for role, content in turns)  # type: ignore[arg-type]
+
+
+def _rotation(items: Sequence, start: int, count: int) -> list:
+    """``count`` items from ``start`` on, wrapping: spreads templates over entities evenly."""
+    if not items:
+        return []
+    return [items[(start + i) % len(items)] for i in range(min(count, len(items)))]
+
+
+# -- deception -------------------------------------------------------------------------------
+
+
+def deception() -> list[Example]:
+    """True vs false statements, honest vs instructed-deceptive answers, roleplay."""
+    from monitor.probes import facts, roleplay
+
+    examples: list[Example] = []
+    tables = facts.tables()
+    entity_split = {t.name: deal((row[t.key] for row in t.rows), f"entities:{t.name}") for t in tables}
+    template_split = {}
+    for t in tables:
+        template_split.update(deal((f.id for f in facts.FACT_TEMPLATES if f.table == t.name), f"facts:{t.name}"))
+    instruction_split = deal((i.id for i in facts.INSTRUCTIONS), "instructions")
+
+    def rows_in(t: facts.FactTable, split: str) -> list[dict[str, str]]:
+        return sorted((r for r in t.rows if entity_split[t.name][r[t.key]] == split), key=lambda r: r[t.key])
+
+    def liar(rows: list[dict[str, str]], i: int, t: facts.FactTable) -> dict[str, str]:
+        """Row i with the answer of the next row (same split) whose answer differs."""
+        for step in range(1, len(rows)):
+            other = rows[(i + step) % len(rows)]
+            if other[t.answer] != rows[i][t.answer]:
+                return {**rows[i], t.answer: other[t.answer]}
+        raise ProbeDataError(f"fact table {t.name}: every row in a split has the same {t.answer}")
+
+    for split in SPLITS:
+        for t in tables:
+            rows = rows_in(t, split)
+            templates = [f for f in facts.FACT_TEMPLATES if f.table == t.name and template_split[f.id] == split]
+            for template in templates:
+                for i, row in enumerate(rows):
+                    question = Template(template.question).substitute(row)
+                    meta = {"dataset": "facts", "template": template.id, "entity": f"{t.name}:{row[t.key]}"}
+                    pair = f"facts:{template.id}:{row[t.key]}"
+                    for label, values in ((0, row), (1, liar(rows, i, t))):
+                        answer = Template(template.statement).substitute(values)
+                        examples.append(Example(messages=_chat(("user", question), ("assistant", answer)),
+                                                label=label, concept="deception", split=split,
+                                                meta={**meta, "pair": pair}))  # fmt: skip
+            # Instructed: each row under two of the split's instructions, a fact phrasing of the
+            # split, honest instruction + true answer vs deceptive instruction + false answer.
+            instructions = [i for i in facts.INSTRUCTIONS if instruction_split[i.id] == split]
+            phrasings = [f for f in facts.FACT_TEMPLATES if f.table == t.name and template_split[f.id] == split]
+            for i, row in enumerate(rows):
+                template = phrasings[i % len(phrasings)]
+                question = Template(template.question).substitute(row)
+                for instruction in _rotation(instructions, i, 2):
+                    meta = {"dataset": "instructed", "template": instruction.id, "entity": f"{t.name}:{row[t.key]}",
+                            "pair": f"instructed:{instruction.id}:{row[t.key]}"}  # fmt: skip
+                    for label, system, values in ((0, instruction.honest, row), (1, instruction.deceptive, liar(rows, i, t))):
+                        answer = Template(template.statement).substitute(values)
+                        examples.append(Example(messages=_chat(("system", system), ("user", question), ("assistant", answer)),
+                                                label=label, concept="deception", split=split, meta=meta))  # fmt: skip
+    scenario_split = deal((s.id for s in roleplay.SCENARIOS), "roleplay:scenarios")
+    person_split = deal((p.name for p in roleplay.PEOPLE), "roleplay:people")
+    for split in SPLITS:
+        people = [p for p in roleplay.PEOPLE if person_split[p.name] == split]
+        for scenario in (s for s in roleplay.SCENARIOS if scenario_split[s.id] == split):
+            for person in people:
+                slots = vars(person)
+                system, user = (Template(x).substitute(slots) for x in (scenario.system, scenario.user))
+                meta = {"dataset": "roleplay", "template": scenario.id, "entity": person.name,
+                        "pair": f"roleplay:{scenario.id}:{person.name}"}  # fmt: skip
+                for label, answer in ((0, scenario.honest), (1, scenario.deceptive)):
+                    turns = _chat(("system", system), ("user", user), ("assistant", Template(answer).substitute(slots)))
+                    examples.append(Example(messages=turns, label=label, concept="deception", split=split, meta=meta))
+    return examples
+
+
+# -- insecure code ---------------------------------------------------------------------------
+
+#: Entities per code template and split: enough pairs to train on, few enough that the
+#: test split scores in a minute or two on CPU.
+CODE_ENTITIES_PER_TEMPLATE = {"train": 24, "calib": 16, "test": 10}
+
+
+def insecure_code() -> list[Example]:
+    """Secure vs insecure answers to the same request, from CWE-style templates."""
+    from monitor.probes import insecure_code as code
+
+    template_split = _deal_by_family([(t.id, t.cwe) for t in code.TEMPLATES])
+    entity_split = deal((e.noun for e in code.ENTITIES), "code:entities")
+    examples = []
+    for split in SPLITS:
+        entities = [e for e in code.ENTITIES if entity_split[e.noun] == split]
+        templates = [t for t in code.TEMPLATES if template_split[t.id] == split]
+        for n, template in enumerate(templates):
+            for entity in _rotation(entities, n * 7, CODE_ENTITIES_PER_TEMPLATE[split]):
+                slots = vars(entity)
+                # a request names the thing in words; the code keeps the identifier
+                words = {key: value.replace("_", " ") for key, value in slots.items()}
+                request = Template(template.request).substitute(words)
+                meta = {"dataset": template.cwe, "template": template.id, "entity": entity.noun,
+                        "pair": f"code:{template.id}:{entity.noun}"}  # fmt: skip
+                for label, body in ((0, template.secure), (1, template.insecure)):
+                    answer = "```python\n" + Template(body).substitute(slots).strip("\n") + "\n```"
+                    examples.append(Example(messages=_chat(("user", request), ("assistant", answer)),
+                                            label=label, concept="insecure_code", split=split, meta=meta))  # fmt: skip
+    return examples
+
+
+# -- controls --------------------------------------------------------------------------------
+
+CONTROL_ENTITIES_PER_TEMPLATE = {"train": 16, "calib": 24, "test": 12}
+
+
+def control() -> list[Example]:
+    """Benign conversations (label 0) for thresholds at a stated false-positive rate."""
+    from monitor.probes import controls
+
+    template_split = deal((t.id for t in controls.CONTROL_TEMPLATES), "controls:templates", CONTROL_SPLITS)
+    keys = [_entity_key(row) for row in controls.CONTROL_ENTITIES]
+    entity_split = deal(keys, "controls:entities", CONTROL_SPLITS)
+    examples = []
+    for split in SPLITS:
+        rows = [(key, row) for key, row in zip(keys, controls.CONTROL_ENTITIES) if entity_split[key] == split]
+        templates = [t for t in controls.CONTROL_TEMPLATES if template_split[t.id] == split]
+        for n, template in enumerate(templates):
+            for key, row in _rotation(rows, n * 5, CONTROL_ENTITIES_PER_TEMPLATE[split]):
+                turns = _chat(("user", Template(template.user).substitute(row)),
+                              ("assistant", Template(template.assistant).substitute(row)))  # fmt: skip
+                meta = {"dataset": template.topic, "template": template.id, "entity": key}
+                examples.append(Example(messages=turns, label=0, concept=CONTROL, split=split, meta=meta))
+    return examples
+
+
+def _entity_key(row: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:12]
+
+
+GENERATORS = {"deception": deception, "insecure_code": insecure_code, CONTROL: control}
+
+
+def generate(concept: str) -> list[Example]:
+    if concept not in GENERATORS:
+        raise ProbeDataError(f"unknown concept {concept!r}; the generators make: {', '.join(GENERATORS)}")
+    return GENERATORS[concept]()
+
+
+def generate_all(out_dir: Path, concepts: Sequence[str] = tuple(GENERATORS)) -> dict[str, tuple[Path, int, str]]:
+    """Write ``<concept>.jsonl`` per concept; returns {concept: (path, examples, sha256)}."""
+    written = {}
+    for concept in concepts:
+        examples = generate(concept)
+        path = Path(out_dir) / f"{concept}.jsonl"
+        written[concept] = (path, len(examples), write_jsonl(examples, path))
+    return written
