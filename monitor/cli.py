@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     discover.add_argument("--concept", required=True)
     discover.add_argument("--sae", default=DEFAULT_SAE, help=f"SAE directory or file (default {DEFAULT_SAE})")
     discover.add_argument("--top", type=int, default=20, help="latents to show (default 20)")
-    discover.add_argument("--select", type=int, default=8, help="latents to select (default 8)")
+    discover.add_argument("--select", type=int, default=32, help="latents to select (default 32, as train)")
     discover.add_argument("--contexts", type=int, default=3, help="top contexts per latent (default 3)")
     discover.add_argument("--limit", type=int, help="use only the first N train examples (faster look)")
     discover.add_argument("--json", action="store_true")
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     train_probes.add_argument("--out", required=True, help="pack YAML to write (safetensors beside it)")
     train_probes.add_argument("--sae", help="SAE for the SAE-latent probes (none: linear probes only)")
     train_probes.add_argument("--layers", default="6,9,12,15,18,21,24", help="candidate layers (default 6,9,...,24)")
-    train_probes.add_argument("--latents", type=int, default=8, help="SAE latents per SAE-latent probe (default 8)")
+    train_probes.add_argument("--latents", type=int, default=32, help="SAE latents per SAE-latent probe (default 32)")
     train_probes.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
     train_probes.add_argument("--pack-name", default="safety")
     train_probes.add_argument("--severity", action="append", default=[], metavar="CONCEPT=LEVEL",

@@ -60,6 +60,20 @@ def test_max_and_mean_are_exact_over_prefill_chunks_and_decode_steps(tmp_path, c
     assert got["safety_mean"].tokens == 12
 
 
+def test_weighted_probe_scores_intercept_plus_weighted_feature_scores(tmp_path, clock):
+    """A logistic-regression probe over features (SAE latents): for mean it is the logit of
+    the regression on the features' mean activations; the top token is the strongest
+    weighted contribution."""
+    weighted = {"name": "lr", "concept": "c", "features": ["f0", "f1"], "aggregation": "mean", "threshold": 0.0,
+                "weights": [2.0, -0.5], "intercept": -1.0}  # fmt: skip
+    engine = make_engine(tmp_path, clock, probes=[weighted])
+    engine.apply(batch([summary("r", [0.2, 0.0], 0, n=10, sums=[1.0, 0.5])]))
+    engine.apply(batch([summary("r", [0.6, 3.0], 10, n=1)]))
+    got = scores(engine, "r")["lr"]
+    assert got.score == pytest.approx(-1.0 + 2.0 * 1.6 / 11 - 0.5 * 3.5 / 11)
+    assert got.top_tokens[0].feature == "f0" and got.top_tokens[0].value == pytest.approx(1.2)
+
+
 def test_ema_folds_a_chunk_as_n_tokens_of_its_mean(tmp_path, clock):
     engine = make_engine(tmp_path, clock, probes=[probe("e", "ema", ema_alpha=0.25)])
     engine.apply(batch([summary("r", [1.0, 0], 0, n=1)]))  # first token initialises: 1.0

@@ -50,6 +50,8 @@ def test_pack_made_for_another_model_is_refused_with_the_difference(tmp_path):
         (lambda d: d["features"][1].update(activation="jumprelu", threshold=-1), "JumpReLU threshold"),
         (lambda d: d["model"].update(hidden_size=0), "model.hidden_size"),
         (lambda d: d.update(weights="missing.safetensors"), "does not exist"),
+        (lambda d: d["probes"][1].update(weights=[1.0]), "weights has 1 entries for 2 features"),
+        (lambda d: d["probes"][1].update(weights=[1.0, float("inf")]), "weights and intercept must be finite"),
     ],
 )
 def test_invalid_pack_yaml_is_refused_naming_file_and_field(tmp_path, change, expected):

@@ -95,7 +95,7 @@ def discover(model, tokenizer, sae, sae_name: str, examples: Sequence[Example], 
     bank = latent_bank(sae, sae_name, gate)
     pooled = pool(model, tokenizer, train, [], bank)
     assert pooled.latents is not None and pooled.latent_peaks is not None
-    ranking = rank_latents(pooled.latents, np.array([e.label for e in train]))
+    ranking = rank_latents(pooled.latents[pooled.full], np.array([e.label for e in train]))
     rows = []
     for rank in ranking[:top]:
         shown = top_contexts(tokenizer, train, pooled.latent_peaks, pooled.latent_peak_positions, rank.latent, contexts)

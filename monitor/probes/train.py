@@ -39,52 +39,91 @@ log = logging.getLogger(__name__)
 #: L2 strengths tried (scikit-learn's C = 1 / lambda; Apollo used 0.1 on standardised inputs).
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 #: Tokens a response needs before a probe may fire: a mean over fewer moves too much per token.
-MIN_TOKENS = 3
+MIN_TOKENS = 4
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     layers: tuple[int, ...] = (6, 9, 12, 15, 18, 21, 24)
-    """Candidate layers for the linear probe; the best on calib is kept."""
-    latents: int = 8
-    """SAE latents in the SAE-latent probe."""
+    """Candidate layers for the linear probe: each alone, then the best two together (one
+    regression over both layers' means, deployed as one feature per layer); the best on
+    calib is kept."""
+    latents: int = 32
+    """SAE latents in the SAE-latent probe (small subsets generalise worse, see RESULTS)."""
     min_tokens: int = MIN_TOKENS
+    prefixes: int = 8
+    """Running means per example the probe is fitted on (evenly spaced from ``min_tokens``
+    to the whole response): the monitor fires on the running mean as the response grows,
+    so the probe must not spike on the first tokens every response shares (a code block's
+    opening fence); the calib AUROC is taken on the max over them, as the monitor scores."""
     with_controls: bool = True
     """Add the train split's control conversations as negatives (keeps benign chat low)."""
+    control_weight: float = 0.05
+    """Total weight of those controls relative to the concept's train examples: enough to
+    push ordinary chat below deceptive answers, little enough not to dominate the fit."""
 
 
 @dataclass
 class Pooled:
-    """Mean over each example's response tokens: per layer [N, d]; SAE latents [N, n]."""
+    """Running means over each example's response tokens, at a few prefix lengths and the
+    whole response: rows ``[R, d]`` per layer (SAE latents ``[R, n]``); ``owner[r]`` is the
+    example of row ``r``, ``full[i]`` the row of example ``i``'s whole-response mean."""
 
+    owner: np.ndarray
+    full: np.ndarray
     layers: dict[int, np.ndarray] = field(default_factory=dict)
     latents: np.ndarray | None = None
     latent_peaks: np.ndarray | None = None  # [N, n] max over the response tokens
     latent_peak_positions: np.ndarray | None = None  # [N, n] absolute position of that max
 
 
-def pool(model, tokenizer, examples: Sequence[Example], layers: Sequence[int], latents=None) -> Pooled:
-    """Response-token means at ``layers`` and, with ``latents`` (a :class:`LatentBank`), the
-    latents' means, peaks and peak positions at the SAE's layer, in one forward pass."""
+def prefix_lengths(n: int, min_tokens: int, prefixes: int) -> list[int]:
+    """The running-mean lengths sampled for an ``n``-token response: up to ``prefixes``
+    evenly spaced from ``min_tokens`` (where the monitor may first fire), always ``n``."""
+    if prefixes <= 0 or n <= min_tokens:
+        return [n]
+    return sorted({int(round(v)) for v in np.linspace(min_tokens, n, prefixes)} | {n})
+
+
+def pool(model, tokenizer, examples: Sequence[Example], layers: Sequence[int], latents=None,
+         prefixes: int = 0, min_tokens: int = MIN_TOKENS) -> Pooled:  # fmt: skip
+    """Running means at ``layers`` and, with ``latents`` (a :class:`LatentBank`), the
+    latents' running means, peaks and peak positions at the SAE's layer, in one forward pass."""
     wanted = set(layers) | ({latents.layer} if latents is not None else set())
     n = len(examples)
-    pooled = Pooled({layer: np.zeros((n, model.config.hidden_size), np.float32) for layer in layers})
-    if latents is not None:
-        pooled.latents = np.zeros((n, latents.size), np.float32)
-        pooled.latent_peaks = np.zeros((n, latents.size), np.float32)
-        pooled.latent_peak_positions = np.zeros((n, latents.size), np.int32)
+    rows: dict[int, list[np.ndarray]] = {layer: [None] * n for layer in layers}  # type: ignore[list-item]
+    latent_rows: list = [None] * n
+    owners: list = [None] * n
+    peaks = np.zeros((n, latents.size), np.float32) if latents is not None else None
+    peak_positions = np.zeros((n, latents.size), np.int32) if latents is not None else None
     for item in residuals(model, tokenizer, examples, sorted(wanted)):
-        if not len(item.positions["response"]):
+        count = len(item.positions["response"])
+        if not count:
             raise ProbeDataError(f"example {item.index} has no response tokens to score (empty final turn?)")
+        ends = torch.tensor(prefix_lengths(count, min_tokens, prefixes)) - 1
+
+        def running(values: torch.Tensor) -> np.ndarray:
+            return (values.cumsum(0)[ends] / (ends + 1).unsqueeze(1)).numpy()
+
         for layer in layers:
-            pooled.layers[layer][item.index] = item.rows[("response", layer)].mean(0).numpy()
+            rows[layer][item.index] = running(item.rows[("response", layer)])
         if latents is not None:
             z = latents.values(item.rows[("response", latents.layer)])
-            pooled.latents[item.index] = z.mean(0).numpy()
+            latent_rows[item.index] = running(z)
             peak, where = z.max(0)
-            pooled.latent_peaks[item.index] = peak.numpy()
-            pooled.latent_peak_positions[item.index] = item.positions["response"][where.numpy()]
-    return pooled
+            peaks[item.index] = peak.numpy()
+            peak_positions[item.index] = item.positions["response"][where.numpy()]
+        owners[item.index] = np.full(len(ends), item.index)
+    owner = np.concatenate(owners)
+    full = np.flatnonzero(np.r_[owner[1:] != owner[:-1], True])  # the last row of each example
+    return Pooled(
+        owner=owner,
+        full=full,
+        layers={layer: np.concatenate(rows[layer]).astype(np.float32) for layer in layers},
+        latents=np.concatenate(latent_rows).astype(np.float32) if latents is not None else None,
+        latent_peaks=peaks,
+        latent_peak_positions=peak_positions,
+    )
 
 
 @dataclass(frozen=True)
@@ -97,9 +136,12 @@ class Fitted:
     calib_auroc: float
 
 
-def fit_logistic(x_train, y_train, x_calib, y_calib, grid: Sequence[float] = C_GRID) -> Fitted:
+def fit_logistic(x_train, y_train, x_calib, y_calib, grid: Sequence[float] = C_GRID, sample_weight=None,
+                 calib_groups: np.ndarray | None = None) -> Fitted:  # fmt: skip
     """Standardise, fit L2 logistic regression per C, keep the best calib AUROC, fold the
-    scaler into the weights so the deployed feature reads raw activations."""
+    scaler into the weights so the deployed feature reads raw activations. With
+    ``calib_groups`` (the example of each calib row) an example scores the max over its
+    rows, as the monitor's firing score is the max over running means."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
@@ -109,14 +151,27 @@ def fit_logistic(x_train, y_train, x_calib, y_calib, grid: Sequence[float] = C_G
     best = None
     for C in grid:
         model = LogisticRegression(C=C, max_iter=5000)
-        model.fit((x_train - mean) / scale, y_train)
+        model.fit((x_train - mean) / scale, y_train, sample_weight=sample_weight)
         weights = model.coef_[0] / scale
         bias = float(model.intercept_[0] - (model.coef_[0] * mean / scale).sum())
-        auroc = float(roc_auc_score(y_calib, x_calib @ weights + bias))
+        scores, labels = x_calib @ weights + bias, y_calib
+        if calib_groups is not None:
+            scores, labels = group_max(scores, calib_groups), group_first(y_calib, calib_groups)
+        auroc = float(roc_auc_score(labels, scores))
         if best is None or auroc > best.calib_auroc + 1e-9:
             best = Fitted(weights.astype(np.float32), bias, C, auroc)
     assert best is not None
     return best
+
+
+def group_max(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Max of ``values`` per group (groups as contiguous runs, in order of appearance)."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    return np.maximum.reduceat(values, starts)
+
+
+def group_first(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    return values[np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])]
 
 
 @dataclass(frozen=True)
@@ -176,8 +231,9 @@ def gate_threshold(model, tokenizer, sae, examples: Sequence[Example], limit: in
     """For a TopK SAE: the median over response tokens of the k-th largest pre-activation,
     the one threshold that keeps about k latents per token."""
     bank = latent_bank(sae, "gate", gate=0.0)
+    sample = list(examples[:: max(1, len(examples) // limit)][:limit])  # spread over every concept
     kth = []
-    for item in residuals(model, tokenizer, list(examples[:limit]), [bank.layer]):
+    for item in residuals(model, tokenizer, sample, [bank.layer]):
         pre = item.rows[("response", bank.layer)] @ torch.from_numpy(bank.directions).T + torch.from_numpy(bank.bias)
         kth.append(pre.topk(sae.k, dim=1).values[:, -1])
     return float(torch.cat(kth).median().clamp_min(0.0))
@@ -209,6 +265,12 @@ def train_pack(
     split and write one pack (thresholds not yet calibrated: 0)."""
     from monitor.probes.discover import rank_latents
 
+    # only what fitting reads: the concepts' train and calib splits, the train controls
+    examples = [
+        e for e in examples
+        if (e.concept in concepts and e.split in ("train", "calib"))
+        or (settings.with_controls and e.concept == CONTROL and e.split == "train")
+    ]  # fmt: skip
     labels = np.array([e.label for e in examples])
     for concept in concepts:
         for split in ("train", "calib"):
@@ -225,37 +287,49 @@ def train_pack(
     bank = latent_bank(sae, sae_name or "sae", gate) if sae is not None else None
     log.info("pooling %d examples at layers %s%s", len(examples), list(settings.layers),
              f" and {bank.size} SAE latents at layer {bank.layer}" if bank else "")  # fmt: skip
-    pooled = pool(model, tokenizer, examples, settings.layers, bank)
+    pooled = pool(model, tokenizer, examples, settings.layers, bank, settings.prefixes, settings.min_tokens)
+    row_labels = labels[pooled.owner]
 
     features: list[FeatureSpec] = []
     probes: list[ProbeSpec] = []
     directions, biases = [], []
     for concept in concepts:
-        train = _split(examples, concept, "train", settings.with_controls)
-        calib = _split(examples, concept, "calib")
-        best = None
-        for layer in settings.layers:
-            x = pooled.layers[layer]
-            fitted = fit_logistic(x[train], labels[train], x[calib], labels[calib])
-            log.info("%s linear probe, layer %d: calib AUROC %.4f (C %g)", concept, layer, fitted.calib_auroc, fitted.C)
-            if best is None or fitted.calib_auroc > best[1].calib_auroc + 1e-9:
-                best = (layer, fitted)
-        assert best is not None
-        layer, fitted = best
-        name = f"{concept}_linear_l{layer}"
-        features.append(FeatureSpec(name=name, layer=layer, activation="identity", threshold=0.0))
-        directions.append(fitted.weights)
-        biases.append(fitted.bias)
-        probes.append(_probe(concept, concept, [name], settings, severity))
+        train = _rows(pooled, _split(examples, concept, "train", settings.with_controls))
+        calib = _rows(pooled, _split(examples, concept, "calib"))
+        weight = _weights(examples, pooled.owner[train], settings.control_weight)
+
+        def fit(x: np.ndarray) -> Fitted:
+            return fit_logistic(x[train], row_labels[train], x[calib], row_labels[calib], sample_weight=weight,
+                                calib_groups=pooled.owner[calib])  # fmt: skip
+
+        fits = {(layer,): fit(pooled.layers[layer]) for layer in settings.layers}
+        if len(settings.layers) > 1:
+            best_two = sorted(fits, key=lambda k: -fits[k].calib_auroc)[:2]
+            both = tuple(sorted(key[0] for key in best_two))
+            fits[both] = fit(np.concatenate([pooled.layers[layer] for layer in both], axis=1))
+        for key, fitted in fits.items():
+            log.info("%s linear probe, layers %s: calib AUROC %.4f (C %g)", concept, list(key), fitted.calib_auroc, fitted.C)
+        chosen_layers, fitted = max(fits.items(), key=lambda item: item[1].calib_auroc)
+        names = []
+        d = model.config.hidden_size
+        for k, layer in enumerate(chosen_layers):
+            name = f"{concept}_linear_l{layer}"
+            names.append(name)
+            features.append(FeatureSpec(name=name, layer=layer, activation="identity", threshold=0.0))
+            directions.append(fitted.weights[k * d : (k + 1) * d])
+            biases.append(fitted.bias if k == 0 else 0.0)
+        # one layer: the feature's mean is the logit; several: their sum is
+        combined = Fitted(np.ones(len(names), np.float32), 0.0, fitted.C, fitted.calib_auroc) if len(names) > 1 else None
+        probes.append(_probe(concept, concept, names, settings, severity, combined))
         if bank is None:
             continue
         assert pooled.latents is not None
-        ranking = rank_latents(pooled.latents[train], labels[train])
+        own = pooled.full[_split(examples, concept, "train")]  # whole-response means rank the latents
+        ranking = rank_latents(pooled.latents[own], row_labels[own])
         chosen = [r.latent for r in ranking if r.auroc > 0.5][: settings.latents]
         if not chosen:
             raise ProbeDataError(f"concept {concept!r}: no SAE latent is more active on label 1 than on label 0")
-        x = pooled.latents[:, chosen]
-        fitted = fit_logistic(x[train], labels[train], x[calib], labels[calib])
+        fitted = fit(pooled.latents[:, chosen])
         log.info("%s SAE-latent probe (%s): calib AUROC %.4f", concept, chosen, fitted.calib_auroc)
         names = []
         for latent in chosen:
@@ -281,6 +355,23 @@ def train_pack(
         probes=probes,
     )
     return save_pack(spec, np.stack(directions).astype(np.float32), np.array(biases, np.float32), Path(out))
+
+
+def _rows(pooled: Pooled, chosen: np.ndarray) -> np.ndarray:
+    """The pooled rows (every sampled prefix) of the chosen examples."""
+    return np.flatnonzero(np.isin(pooled.owner, chosen))
+
+
+def _weights(examples: Sequence[Example], owner: np.ndarray, control_weight: float) -> np.ndarray:
+    """Per row: each concept example weighs 1 in total over its rows; the controls share
+    ``control_weight`` x the concept examples' total."""
+    examples_of, rows_per = np.unique(owner, return_counts=True)
+    weights = 1.0 / rows_per[np.searchsorted(examples_of, owner)]
+    is_control = np.array([examples[i].concept == CONTROL for i in owner])
+    if is_control.any():
+        concept_total = weights[~is_control].sum()
+        weights[is_control] *= control_weight * concept_total / weights[is_control].sum()
+    return weights
 
 
 def _probe(name, concept, features, settings, severity, fitted: Fitted | None = None) -> ProbeSpec:
