@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     train_probes.add_argument("--layers", default="6,9,12,15,18,21,24", help="candidate layers (default 6,9,...,24)")
     train_probes.add_argument("--latents", type=int, default=32, help="SAE latents per SAE-latent probe (default 32)")
     train_probes.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
+    train_probes.add_argument("--decide", choices=["end", "running"], default="end",
+                              help="judge the whole response at its end (default) or fire on the running mean")
     train_probes.add_argument("--pack-name", default="safety")
     train_probes.add_argument("--severity", action="append", default=[], metavar="CONCEPT=LEVEL",
                               help="info|warning|critical per concept (default warning)")

@@ -74,6 +74,23 @@ def test_weighted_probe_scores_intercept_plus_weighted_feature_scores(tmp_path, 
     assert got.top_tokens[0].feature == "f0" and got.top_tokens[0].value == pytest.approx(1.2)
 
 
+def test_a_probe_decided_at_the_end_judges_the_final_score_once(tmp_path, clock):
+    """decide: end ignores a running mean that crosses early and fires (then resolves) on
+    the final score when the request ends, if min_tokens were reached."""
+    at_end = probe("end", "mean", threshold=0.5, decide="end", min_tokens=3)
+    engine = make_engine(tmp_path, clock, probes=[at_end])
+    assert engine.apply(batch([summary("a", [0.9, 0], 0)])) == []  # running mean 0.9: not judged yet
+    engine.apply(batch([summary("a", [0.1, 0], 1), summary("a", [0.1, 0], 2)]))
+    assert [d.kind for d in engine.apply(batch([], ends=[end("a")]))] == []  # final mean 0.37
+    engine.apply(batch([summary("b", [0.2, 0], 0), summary("b", [0.8, 0], 1), summary("b", [0.9, 0], 2)]))
+    decisions = engine.apply(batch([], ends=[end("b")]))
+    assert [d.kind for d in decisions] == [pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED]
+    assert decisions[0].score == pytest.approx(1.9 / 3) and decisions[0].tokens == 3
+    assert sample(engine, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "end", "severity": "warning"}) == 1
+    engine.apply(batch([summary("c", [0.9, 0], 0), summary("c", [0.9, 0], 1)]))  # too short to judge
+    assert engine.apply(batch([], ends=[end("c")])) == []
+
+
 def test_ema_folds_a_chunk_as_n_tokens_of_its_mean(tmp_path, clock):
     engine = make_engine(tmp_path, clock, probes=[probe("e", "ema", ema_alpha=0.25)])
     engine.apply(batch([summary("r", [1.0, 0], 0, n=1)]))  # first token initialises: 1.0

@@ -94,6 +94,21 @@ def test_train_writes_a_calibrated_measured_pack(default_model, tmp_path, capsys
     np.testing.assert_allclose(pack.directions[index], sae_file.W_enc[:, latents[0].latent].numpy(), rtol=1e-6)
 
 
+def test_discover_ranks_latents_with_their_contexts(default_model, tmp_path, capsys):
+    data = tmp_path / "deception.jsonl"
+    datasets.write_jsonl(subset(datasets.deception(), {"train": 80}, "deception"), data)
+    code = main(["probes", "discover", "--model", str(default_model), "--data", str(data), "--concept", "deception",
+                 "--sae", str(SAE), "--top", "5", "--select", "3", "--contexts", "2", "--json"])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 80 and report["layer"] == 15 and report["activation"] == "jumprelu"
+    aurocs = [row["auroc"] for row in report["latents"]]
+    assert len(aurocs) == 5 and aurocs == sorted(aurocs, reverse=True) and aurocs[0] > 0.5
+    assert len(report["selected"]) == 3
+    shown = [c for row in report["latents"] for c in row["contexts"]]
+    assert shown and all("⟦" in c["text"] and c["value"] > 0 for c in shown)
+
+
 @pytest.fixture(scope="module")
 def shipped():
     return load_pack(SHIPPED)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
 
             sae = load_sae(args.sae)
         pack = train_pack(model, tokenizer, examples, args.concept, Path(args.out), model_name=settings.model.name,
-                          settings=TrainSettings(layers=layers, latents=args.latents), sae=sae,
+                          settings=TrainSettings(layers=layers, latents=args.latents, decide=args.decide), sae=sae,
                           sae_name=Path(args.sae).name if args.sae else None, pack_name=args.pack_name,
                           severity=severity)  # fmt: skip
         pack = _calibrate(model, tokenizer, pack, examples, args.fpr, "calib")

@@ -110,6 +110,11 @@ class ProbeSpec(_Spec):
         None, gt=0, lt=1, description="False-positive rate the threshold was calibrated for."
     )
     min_tokens: int = Field(1, ge=1, description="Tokens in scope before the probe may fire.")
+    decide: Literal["running", "end"] = Field(
+        "running",
+        description="running: fire as soon as the running score reaches the threshold; end: judge "
+        "the score once, when the request ends (a whole-response mean, as such probes are fitted).",
+    )
     hysteresis: float = Field(
         0.0, ge=0, description="Stops firing only when the score falls below threshold - hysteresis."
     )

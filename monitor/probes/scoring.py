@@ -11,10 +11,10 @@ requested layer (``hidden_states[layer + 1]``, what the tap reads).
 :func:`monitor_scores` then goes through the monitor's own code: the pack's feature banks
 and :func:`monitor.kernels.projection` (the path the plugin runs on CPU), one summary per
 decode step (the prompt as one prefill chunk), folded by the sidecar's ``ProbeTrack`` and
-judged by its firing rule. An example's *score* for a probe is the highest running score
-at which the rule could fire (``min_tokens`` reached), so "flagged" is exactly
-``score >= threshold``, and a threshold calibrated on these scores is the one the monitor
-applies.
+judged by its firing rule. An example's *score* for a probe is the score the rule judges:
+the final score for ``decide: end``, the highest running score once ``min_tokens`` were in
+scope for ``decide: running``; so "flagged" is exactly ``score >= threshold``, and a
+threshold calibrated on these scores is the one the monitor applies.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def residuals(
 class ProbeResult:
     """One probe on one example, as the monitor would have judged it."""
 
-    score: float  # highest running score once min_tokens were in scope (-inf: never eligible)
+    score: float  # what the rule judges: final (decide end) or highest running score (-inf: never eligible)
     fired: bool  # the sidecar's rule fired at some step
     final: float  # the score at the end of the response
     tokens: int
@@ -146,7 +146,7 @@ class PackScorer:
     def score(self, example: Residuals) -> dict[str, ProbeResult]:
         from monitor.kernels import projection
         from monitor.proto.saemon.v1 import monitor_pb2 as pb
-        from monitor.sidecar.rules import decide
+        from monitor.sidecar.rules import decide, decide_at_end
         from monitor.sidecar.state import ProbeTrack
 
         num_features = len(self.pack.spec.features)
@@ -184,6 +184,12 @@ class PackScorer:
         results = {}
         for probe in self.probes:
             track = ProbeTrack(probe)
+            if probe.spec.decide == "end":
+                for summary in summaries[probe.spec.scope]:
+                    track.update(summary)
+                final = track.score if track.tokens >= probe.spec.min_tokens else -math.inf
+                results[probe.name] = ProbeResult(final, decide_at_end(track) is not None, track.score, track.tokens)
+                continue
             best, fired = -math.inf, False
             for summary in summaries[probe.spec.scope]:
                 track.update(summary)

@@ -51,11 +51,15 @@ class TrainSettings:
     latents: int = 32
     """SAE latents in the SAE-latent probe (small subsets generalise worse, see RESULTS)."""
     min_tokens: int = MIN_TOKENS
+    decide: str = "end"
+    """end: the probes are judged on the whole response's mean when the request ends (what
+    they are fitted on, Apollo's setting). running: they fire as soon as the running mean
+    crosses, and are fitted on running means at ``prefixes`` lengths."""
     prefixes: int = 8
-    """Running means per example the probe is fitted on (evenly spaced from ``min_tokens``
-    to the whole response): the monitor fires on the running mean as the response grows,
-    so the probe must not spike on the first tokens every response shares (a code block's
-    opening fence); the calib AUROC is taken on the max over them, as the monitor scores."""
+    """For running probes: running means per example the probe is fitted on (evenly spaced
+    from ``min_tokens`` to the whole response), so it does not spike on the first tokens
+    every response shares (a code block's opening fence); the calib AUROC is taken on the
+    max over them, as the monitor fires."""
     with_controls: bool = True
     """Add the train split's control conversations as negatives (keeps benign chat low)."""
     control_weight: float = 0.05
@@ -287,7 +291,8 @@ def train_pack(
     bank = latent_bank(sae, sae_name or "sae", gate) if sae is not None else None
     log.info("pooling %d examples at layers %s%s", len(examples), list(settings.layers),
              f" and {bank.size} SAE latents at layer {bank.layer}" if bank else "")  # fmt: skip
-    pooled = pool(model, tokenizer, examples, settings.layers, bank, settings.prefixes, settings.min_tokens)
+    prefixes = settings.prefixes if settings.decide == "running" else 0
+    pooled = pool(model, tokenizer, examples, settings.layers, bank, prefixes, settings.min_tokens)
     row_labels = labels[pooled.owner]
 
     features: list[FeatureSpec] = []
@@ -385,6 +390,7 @@ def _probe(name, concept, features, settings, severity, fitted: Fitted | None = 
         scope="response",
         threshold=0.0,
         min_tokens=settings.min_tokens,
+        decide=settings.decide,
         severity=(severity or {}).get(concept, "warning"),
         action="alert",
     )

@@ -17,7 +17,7 @@ from monitor.config import SidecarSettings
 from monitor.probes.pack import PackSet
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.metrics import SidecarMetrics
-from monitor.sidecar.rules import decide
+from monitor.sidecar.rules import decide, decide_at_end
 from monitor.sidecar.state import (
     SCOPE_LABELS,
     CompiledProbe,
@@ -257,8 +257,14 @@ class Engine:
     def _close(
         self, state: RequestState, now: float, produced: int, *, finished: bool = True
     ) -> list[pb.Decision]:
-        """End a request: resolve what is firing, observe final scores, keep its report."""
-        decisions = [
+        """End a request: judge the probes decided at the end, resolve what is firing,
+        observe final scores, keep its report."""
+        decisions = []
+        if finished:
+            for track in state.tracks.values():
+                if decide_at_end(track) is not None:
+                    decisions.append(self._decide(state, track, pb.DECISION_KIND_FIRED, produced, now))
+        decisions += [
             self._decide(state, track, pb.DECISION_KIND_RESOLVED, produced, now)
             for track in state.tracks.values()
             if track.firing
