@@ -7,12 +7,17 @@ Two kinds, both scored the way the monitor aggregates (``mean`` over the respons
   ``x . w + b`` over tokens is ``mean(x) . w + b``, the monitor's ``mean``-aggregated
   identity feature is exactly the regression's logit. Standardisation is folded into the
   direction and bias. Each candidate layer and regularisation strength is fitted on the
-  train split and the one with the best AUROC on the calib split is kept.
+  train split, then the best two layers together (one feature per layer, summed by the
+  probe's weights), and the one with the best AUROC on the calib split is kept.
 - **SAE-latent probe**: the SAE latents ranked by AUROC on the train split
   (:mod:`monitor.probes.discover`), the best few kept, and an L2 logistic regression over
   their mean activations; the pack carries each latent's encoder row as a feature and the
   regression as the probe's ``weights`` and ``intercept``. The score is a sum of a handful
   of named latents: the interpretable explanation of an alert beside the linear probe.
+
+By default the probes are judged on the whole response when the request ends
+(``decide: end``), the quantity they are fitted on; ``decide: running`` probes are fitted
+on running means at several prefix lengths instead (see :class:`TrainSettings`).
 
 Thresholds are then calibrated on benign control conversations at the target
 false-positive rate (:mod:`monitor.probes.calibrate`) and the figures measured on the test
