@@ -66,29 +66,22 @@ def chat(system: str, question: str, answer: str) -> list[dict[str, str]]:
 
 
 def _answer_means(model, tokenizer, examples: list[list[dict[str, str]]]) -> np.ndarray:
-    """Mean residual after LAYER over each example's answer tokens, [N, d]."""
-    import torch
+    """Mean residual after LAYER over each example's answer tokens, [N, d], as the monitor
+    sees the answer (the probe library's scoring path)."""
+    from monitor.probes.datasets import Example, Message
+    from monitor.probes.train import pool
 
-    means = []
-    for messages in examples:
-        prefix = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
-        start = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
-        ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        answer_len = len(tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"])
-        with torch.no_grad():
-            hidden = model(ids, output_hidden_states=True).hidden_states[LAYER + 1][0]
-        means.append(hidden[start : start + answer_len].float().mean(0).numpy())
-    return np.stack(means)
+    rows = [Example(messages=tuple(Message(**m) for m in messages), label=0, concept="deception", split="train")
+            for messages in examples]  # fmt: skip
+    return pool(model, tokenizer, rows, [LAYER]).layers[LAYER]
 
 
 def build(model_path: Path, out_dir: Path, model_name: str = "SmolLM2-135M-Instruct") -> ProbePack:
-    import torch
     from sklearn.metrics import roc_auc_score
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    from monitor.sae.activations import load_model
+
+    model, tokenizer, _ = load_model(model_path)
     split = 2 * len(FACTS) // 3
     train, held = FACTS[:split], FACTS[split:]
     honest = _answer_means(model, tokenizer, [chat(HONEST, q, t) for q, t, _ in train])
