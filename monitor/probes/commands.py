@@ -79,7 +79,9 @@ def _calibrate(model, tokenizer, pack, examples, fpr: float, split: str):
 
 
 def _evaluate(model, tokenizer, pack, examples, split: str, paths, *, record: bool, as_json: bool) -> None:
-    from monitor.probes.evaluate import data_digests, evaluate, format_report, record as write_record, to_json
+    from monitor.probes.datasets import file_digests
+    from monitor.probes.evaluate import evaluate, format_report, to_json
+    from monitor.probes.evaluate import record as write_record
 
     report = evaluate(model, tokenizer, pack, examples, split)
     if as_json:
@@ -88,7 +90,7 @@ def _evaluate(model, tokenizer, pack, examples, split: str, paths, *, record: bo
     else:
         print(format_report(report))
     if record:
-        write_record(pack, report, split, data_digests(paths))
+        write_record(pack, report, split, file_digests(paths))
         log.info("recorded the %s-split figures in %s", split, pack.path)
 
 

@@ -123,6 +123,11 @@ def digest(examples: Sequence[Example]) -> str:
     return hashlib.sha256(dumps(examples).encode("utf-8")).hexdigest()
 
 
+def file_digests(paths: Iterable[Path]) -> dict[str, str]:
+    """{file name: sha256} of dataset files, as a probe's figures record them."""
+    return {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
 def deal(ids: Iterable[str], salt: str, fractions: Sequence[float] = CONCEPT_SPLITS) -> dict[str, str]:
     """Assign each id to a split: a seeded shuffle cut at the fractions (every split gets at
     least one id when there are at least three)."""

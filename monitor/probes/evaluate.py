@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -130,8 +129,3 @@ def format_report(report: Sequence[ProbeQuality]) -> str:
 def to_json(report: Sequence[ProbeQuality]) -> list[dict]:
     return [asdict(q) for q in report]
 
-
-def data_digests(paths: Sequence[Path]) -> dict[str, str]:
-    import hashlib
-
-    return {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}

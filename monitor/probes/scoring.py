@@ -154,24 +154,25 @@ class PackScorer:
         for scope in self.scopes:
             positions = example.positions[scope]
             n = len(positions)
-            # decode: one row per step; the prompt: one prefill chunk
+            summaries[scope] = []
+            if n == 0:
+                continue
+            # decode: one row per step; the prompt: one prefill chunk. Every segment is non-empty.
             starts = np.arange(n + 1) if scope == "response" else np.array([0, n])
             seg_starts = torch.from_numpy(starts.astype(np.int32))
             arrays = {key: np.zeros((len(starts) - 1, num_features), dtype) for key, dtype in
                       (("max", np.float32), ("argmax", np.int64), ("sum", np.float32), ("count", np.int64))}  # fmt: skip
             for layer, bank, columns in self.banks:
-                x = example.rows[(scope, layer)]
-                result = projection(x, bank, seg_starts, torch.ones(n, dtype=torch.bool))
+                result = projection(example.rows[(scope, layer)], bank, seg_starts, torch.ones(n, dtype=torch.bool))
                 arrays["max"][:, columns] = result.max.numpy()
                 arrays["sum"][:, columns] = result.sum.numpy()
                 arrays["count"][:, columns] = result.count.numpy()
-                rows = result.argmax.numpy().astype(np.int64)
-                arrays["argmax"][:, columns] = np.where(rows >= 0, positions[np.clip(rows, 0, max(n - 1, 0))], -1) if n else rows
+                arrays["argmax"][:, columns] = positions[result.argmax.numpy()]  # row -> absolute position
             code = pb.TOKEN_SCOPE_PROMPT if scope == "prompt" else pb.TOKEN_SCOPE_RESPONSE
             summaries[scope] = [
                 pb.RequestSummary(
                     scope=code,
-                    first_position=int(positions[starts[s]]) if starts[s + 1] > starts[s] else 0,
+                    first_position=int(positions[starts[s]]),
                     num_tokens=int(starts[s + 1] - starts[s]),
                     max=arrays["max"][s].tolist(),
                     argmax_position=arrays["argmax"][s].tolist(),
@@ -179,27 +180,25 @@ class PackScorer:
                     count_above=arrays["count"][s].tolist(),
                 )
                 for s in range(len(starts) - 1)
-                if starts[s + 1] > starts[s]
             ]
         results = {}
         for probe in self.probes:
-            track = ProbeTrack(probe)
-            if probe.spec.decide == "end":
-                for summary in summaries[probe.spec.scope]:
-                    track.update(summary)
-                final = track.score if track.tokens >= probe.spec.min_tokens else -math.inf
-                results[probe.name] = ProbeResult(final, decide_at_end(track) is not None, track.score, track.tokens)
-                continue
+            spec, track = probe.spec, ProbeTrack(probe)
             best, fired = -math.inf, False
-            for summary in summaries[probe.spec.scope]:
+            for summary in summaries[spec.scope]:
                 track.update(summary)
-                if track.tokens >= probe.spec.min_tokens:
+                if spec.decide == "end":
+                    continue
+                if track.tokens >= spec.min_tokens:
                     best = max(best, track.score)
                 decision = decide(track)
                 if decision == pb.DECISION_KIND_FIRED:
                     track.firing = track.fired = fired = True
                 elif decision == pb.DECISION_KIND_RESOLVED:
                     track.firing = False
+            if spec.decide == "end":
+                best = track.score if track.tokens >= spec.min_tokens else -math.inf
+                fired = decide_at_end(track) is not None
             results[probe.name] = ProbeResult(best, fired, track.score, track.tokens)
         return results
 

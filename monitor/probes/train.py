@@ -30,6 +30,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ class TrainSettings:
     latents: int = 32
     """SAE latents in the SAE-latent probe (small subsets generalise worse, see RESULTS)."""
     min_tokens: int = MIN_TOKENS
-    decide: str = "end"
+    decide: Literal["end", "running"] = "end"
     """end: the probes are judged on the whole response's mean when the request ends (what
     they are fitted on, Apollo's setting). running: they fire as soon as the running mean
     crosses, and are fitted on running means at ``prefixes`` lengths."""
@@ -203,8 +204,11 @@ class LatentBank:
     def size(self) -> int:
         return self.directions.shape[0]
 
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() @ torch.from_numpy(self.directions).T + torch.from_numpy(self.bias)
+
     def values(self, x: torch.Tensor) -> torch.Tensor:
-        pre = x.float() @ torch.from_numpy(self.directions).T + torch.from_numpy(self.bias)
+        pre = self.pre_activations(x)
         if self.activation == "relu":
             return pre.clamp_min(0.0)
         return torch.where(pre > torch.from_numpy(self.threshold), pre, 0.0)
@@ -243,7 +247,7 @@ def gate_threshold(model, tokenizer, sae, examples: Sequence[Example], limit: in
     sample = list(examples[:: max(1, len(examples) // limit)][:limit])  # spread over every concept
     kth = []
     for item in residuals(model, tokenizer, sample, [bank.layer]):
-        pre = item.rows[("response", bank.layer)] @ torch.from_numpy(bank.directions).T + torch.from_numpy(bank.bias)
+        pre = bank.pre_activations(item.rows[("response", bank.layer)])
         kth.append(pre.topk(sae.k, dim=1).values[:, -1])
     return float(torch.cat(kth).median().clamp_min(0.0))
 
@@ -329,8 +333,7 @@ def train_pack(
             directions.append(fitted.weights[k * d : (k + 1) * d])
             biases.append(fitted.bias if k == 0 else 0.0)
         # one layer: the feature's mean is the logit; several: their sum is
-        combined = Fitted(np.ones(len(names), np.float32), 0.0, fitted.C, fitted.calib_auroc) if len(names) > 1 else None
-        probes.append(_probe(concept, concept, names, settings, severity, combined))
+        probes.append(_probe(concept, concept, names, settings, severity, [1.0] * len(names) if len(names) > 1 else None))
         if bank is None:
             continue
         assert pooled.latents is not None
@@ -352,7 +355,7 @@ def train_pack(
                 ))  # fmt: skip
                 directions.append(bank.directions[latent])
                 biases.append(float(bank.bias[latent]))
-        probes.append(_probe(f"{concept}_sae", concept, names, settings, severity, fitted))
+        probes.append(_probe(f"{concept}_sae", concept, names, settings, severity, fitted.weights.tolist(), fitted.bias))
     spec = PackSpec(
         pack=pack_name,
         version=version,
@@ -384,13 +387,14 @@ def _weights(examples: Sequence[Example], owner: np.ndarray, control_weight: flo
     return weights
 
 
-def _probe(name, concept, features, settings, severity, fitted: Fitted | None = None) -> ProbeSpec:
+def _probe(name, concept, features, settings, severity, weights: list[float] | None = None,
+           intercept: float = 0.0) -> ProbeSpec:  # fmt: skip
     return ProbeSpec(
         name=name,
         concept=concept,
         features=features,
-        weights=None if fitted is None else [float(w) for w in fitted.weights],
-        intercept=0.0 if fitted is None else fitted.bias,
+        weights=weights,
+        intercept=intercept,
         aggregation="mean",
         scope="response",
         threshold=0.0,
