@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb  # noqa: E402
 from monitor.proto.saemon.v1 import monitor_pb2_grpc  # noqa: E402
-from monitor.sidecar.process import SidecarProcess  # noqa: E402
+from monitor.harness.sidecar import SidecarProcess  # noqa: E402
 from receivers import HttpReceiver  # noqa: E402
-from monitor.redis_server import RedisServer  # noqa: E402
+from monitor.harness.redis_server import RedisServer  # noqa: E402
 from synthetic import write_pack  # noqa: E402
 
 FEATURES = 24

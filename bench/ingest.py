@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb  # noqa: E402
 from monitor.proto.saemon.v1 import monitor_pb2_grpc  # noqa: E402
-from monitor.sidecar.client import DecisionWatcher  # noqa: E402
-from monitor.sidecar.process import SidecarProcess  # noqa: E402
+from monitor.harness.watcher import DecisionWatcher  # noqa: E402
+from monitor.harness.sidecar import SidecarProcess  # noqa: E402
 from synthetic import write_pack  # noqa: E402
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from monitor import model
 from monitor.config import load_settings
-from monitor.probes import demo_pack
-from monitor.sidecar.process import SidecarProcess
-from monitor.vllm_server import VllmServer
+from monitor.lab import demo_pack
+from monitor.harness.sidecar import SidecarProcess
+from monitor.harness.vllm_server import VllmServer
 
 
 def workload(server: VllmServer, requests: int, tokens: int) -> tuple[float, list[float]]:

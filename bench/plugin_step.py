@@ -70,7 +70,7 @@ def run(mode: str, requests: int, tokens: int, work: Path, pack: Path) -> None:
 
     from monitor import model
     from monitor.config import load_settings
-    from monitor.sidecar.process import SidecarProcess
+    from monitor.harness.sidecar import SidecarProcess
     from monitor.vllm import worker
 
     spent = {"seconds": 0.0, "steps": 0}
@@ -127,7 +127,7 @@ def main() -> None:
 
     from monitor import model
     from monitor.config import load_settings
-    from monitor.probes import demo_pack
+    from monitor.lab import demo_pack
 
     settings = load_settings()
     with tempfile.TemporaryDirectory() as tmp:

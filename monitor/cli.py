@@ -198,7 +198,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(server.serve(settings))
         return 0
     if args.command == "probes":
-        from monitor.probes.commands import run
+        from monitor.lab.commands import run
 
         return run(args, settings, _model_dir(args, settings) if args.probes_command != "generate" else None)
     if args.command == "sae":
@@ -206,7 +206,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from pathlib import Path
 
         from monitor.sae import load_sae
-        from monitor.sae.inspect import format_report, inspect
+        from monitor.sae.quality import format_report, inspect
 
         model_dir = _model_dir(args, settings)
         if args.sae_command == "train":
@@ -230,7 +230,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from pathlib import Path
 
         from monitor.config import read_secret
-        from monitor.receiver import AlertReceiver, print_alerts
+        from monitor.harness.receiver import AlertReceiver, print_alerts
 
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():

@@ -28,14 +28,14 @@ import grpc
 
 from monitor import model
 from monitor.config import Settings
-from monitor.probes import demo_pack
+from monitor.lab import demo_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.receiver import AlertReceiver
-from monitor.redis_server import RedisServer
-from monitor.sidecar.client import DecisionWatcher
-from monitor.sidecar.process import SidecarProcess
-from monitor.vllm_server import VllmServer
+from monitor.harness.receiver import AlertReceiver
+from monitor.harness.redis_server import RedisServer
+from monitor.harness.watcher import DecisionWatcher
+from monitor.harness.sidecar import SidecarProcess
+from monitor.harness.vllm_server import VllmServer
 
 log = logging.getLogger(__name__)
 

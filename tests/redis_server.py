@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.redis_server import RedisServer, redis_server_binary
+from monitor.harness.redis_server import RedisServer, redis_server_binary
 
 __all__ = ["RedisServer", "requires_redis"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.probes.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, save_pack
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, save_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 
 MODEL = ModelBinding(name="SmolLM2-135M-Instruct", hidden_size=576, num_layers=30)

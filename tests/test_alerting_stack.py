@@ -23,8 +23,8 @@ import yaml
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.alerts import fingerprint
-from monitor.sidecar.process import SidecarProcess
-from monitor.vllm_server import free_port
+from monitor.harness.sidecar import SidecarProcess
+from monitor.harness import free_port
 from polling import wait_for
 from receivers import HttpReceiver
 from synthetic import batch, summary

@@ -17,7 +17,7 @@ from tls import make_pki
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.sidecar.client import SidecarClient
+from monitor.vllm.client import SidecarClient
 
 # Short enough that rotation and reconnection happen many times within a test.
 FAST = {"stream_max_seconds": 0.2, "backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.1}
@@ -313,7 +313,7 @@ def test_the_token_travels_as_bearer_authorization_metadata(tmp_path, serve, mak
 
 
 def test_a_wrong_token_logs_one_error_and_the_client_keeps_retrying(tmp_path, serve, make_client, caplog):
-    caplog.set_level(logging.WARNING, logger="monitor.sidecar.client")
+    caplog.set_level(logging.WARNING, logger="monitor.vllm.client")
     target = unix_target(tmp_path)
     servicer = RecordingServicer(token="s3cret")
     serve(servicer, target)
@@ -327,7 +327,7 @@ def test_a_wrong_token_logs_one_error_and_the_client_keeps_retrying(tmp_path, se
     stats = client.stats()
     assert stats.accepted == 0 and not stats.connected
     assert servicer.received() == []
-    errors = [r for r in caplog.records if r.name == "monitor.sidecar.client" and r.levelno >= logging.ERROR]
+    errors = [r for r in caplog.records if r.name == "monitor.vllm.client" and r.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "token" in errors[0].getMessage()
 

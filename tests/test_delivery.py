@@ -18,7 +18,7 @@ import pytest
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.alerts import fingerprint
-from monitor.sidecar.process import SidecarProcess
+from monitor.harness.sidecar import SidecarProcess
 from polling import wait_for
 from receivers import HttpReceiver
 from redis_server import RedisServer, requires_redis
@@ -379,7 +379,7 @@ def test_saemon_receive_alerts_prints_signed_alerts_and_refuses_bad_signatures(t
     import urllib.error
     import urllib.request
 
-    from monitor.vllm_server import free_port
+    from monitor.harness import free_port
 
     (tmp_path / "hook.secret").write_text(SECRET)
     port = free_port()

@@ -8,7 +8,7 @@ import yaml
 from safetensors.numpy import save_file
 
 from monitor.errors import PackError
-from monitor.probes.pack import load_pack, load_pack_dir
+from monitor.pack import load_pack, load_pack_dir
 from synthetic import write_pack
 
 

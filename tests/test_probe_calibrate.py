@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from monitor.errors import ProbeDataError
-from monitor.probes.calibrate import threshold_at_fpr
-from monitor.probes.discover import rank_latents
-from monitor.probes.train import fit_logistic
+from monitor.lab.calibrate import threshold_at_fpr
+from monitor.lab.discover import rank_latents
+from monitor.lab.train import fit_logistic
 
 
 @pytest.mark.parametrize("fpr", [0.01, 0.05, 0.2])
@@ -71,7 +71,7 @@ def test_the_folded_regression_reads_raw_inputs():
 
 
 def test_running_means_are_sampled_from_min_tokens_to_the_whole_response():
-    from monitor.probes.train import prefix_lengths
+    from monitor.lab.pooling import prefix_lengths
 
     assert prefix_lengths(3, 4, 8) == [3]  # too short to fire: only the whole response
     assert prefix_lengths(40, 4, 8)[0] == 4 and prefix_lengths(40, 4, 8)[-1] == 40
@@ -81,8 +81,8 @@ def test_running_means_are_sampled_from_min_tokens_to_the_whole_response():
 
 
 def test_each_example_weighs_one_and_controls_share_their_fraction():
-    from monitor.probes.datasets import Example, Message
-    from monitor.probes.train import _weights, group_first, group_max
+    from monitor.lab.datasets import Example, Message
+    from monitor.lab.train import _weights, group_first, group_max
 
     def example(concept):
         turns = (Message(role="user", content="q"), Message(role="assistant", content="a"))

@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from monitor.errors import ProbeDataError
-from monitor.probes import datasets
-from monitor.probes.datasets import SPLITS, Example, read_jsonl
+from monitor.lab import datasets
+from monitor.lab.datasets import SPLITS, Example, read_jsonl
 
 CONCEPTS = ("deception", "insecure_code", "control")
 
@@ -27,7 +27,7 @@ def test_generators_are_deterministic_across_interpreters(generated):
     """Same bytes in a fresh interpreter with another hash seed (no set or dict-order luck)."""
     here = {concept: datasets.digest(examples) for concept, examples in generated.items()}
     again = {concept: datasets.digest(datasets.generate(concept)) for concept in CONCEPTS}
-    code = "import json; from monitor.probes import datasets as d; " \
+    code = "import json; from monitor.lab import datasets as d; " \
            f"print(json.dumps({{c: d.digest(d.generate(c)) for c in {CONCEPTS!r}}}))"  # fmt: skip
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = json.loads(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,

@@ -11,11 +11,11 @@ import pytest
 
 from conftest import REPO
 from monitor.cli import main
-from monitor.probes import datasets
-from monitor.probes.calibrate import calibrate
-from monitor.probes.datasets import CONTROL
-from monitor.probes.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, load_pack, save_pack
-from monitor.probes.scoring import score_examples
+from monitor.lab import datasets
+from monitor.lab.calibrate import calibrate
+from monitor.lab.datasets import CONTROL
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, load_pack, save_pack
+from monitor.lab.scoring import score_examples
 from monitor.sae.activations import load_model
 
 SHIPPED = REPO / "probes" / "SmolLM2-135M-Instruct" / "safety.yaml"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from monitor.probes.datasets import Example, Message
-from monitor.probes.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, save_pack
-from monitor.probes.scoring import residuals, score_examples, token_view
+from monitor.lab.datasets import Example, Message
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, save_pack
+from monitor.lab.scoring import residuals, score_examples, token_view
 from monitor.sae.activations import load_model
 
 LAYER = 7

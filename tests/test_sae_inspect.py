@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 
 from monitor.errors import SaeError
 from monitor.sae import load_sae
-from monitor.sae.inspect import inspect, off_by_one_warnings
+from monitor.sae.quality import inspect, off_by_one_warnings
 
 HIDDEN = 576
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.sae import load_sae
-from monitor.sae.inspect import inspect
+from monitor.sae.quality import inspect
 from monitor.sae.train import QUICK_CHECK_TOKENS
 
 SHIPPED = Path(__file__).resolve().parent.parent / "saes" / "SmolLM2-135M-Instruct" / "topk-l15-4k"

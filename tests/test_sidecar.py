@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.sidecar.client import DecisionWatcher
-from monitor.sidecar.process import SidecarProcess, SidecarProcessError
+from monitor.harness.watcher import DecisionWatcher
+from monitor.harness.sidecar import SidecarProcess, SidecarProcessError
 from polling import wait_for
 from synthetic import batch, end, summary, write_pack
 from tls import make_pki
@@ -228,7 +228,7 @@ def test_tls_and_bearer_token_on_tcp(tmp_path, packs):
     pki = make_pki(tmp_path / "pki")
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
-    from monitor.vllm_server import free_port
+    from monitor.harness import free_port
 
     port = free_port()
     process = SidecarProcess(tmp_path, {
@@ -291,7 +291,7 @@ def _version() -> str:
 
 
 def test_client_reconnects_when_the_sidecar_restarts_mid_stream(tmp_path, packs):
-    from monitor.sidecar.client import SidecarClient
+    from monitor.vllm.client import SidecarClient
 
     socket = f"unix://{tmp_path}/restart.sock"
     first = SidecarProcess(tmp_path, {"grpc_listen": socket, "probes_dir": str(packs)}, name="first").start()

@@ -11,9 +11,9 @@ from monitor.config import RedisSettings
 from monitor.errors import ConfigError
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.metrics import SidecarMetrics
-from monitor.sidecar.process import SidecarProcess, SidecarProcessError
+from monitor.harness.sidecar import SidecarProcess, SidecarProcessError
 from monitor.sidecar.store import AuditStore
-from monitor.vllm_server import free_port
+from monitor.harness import free_port
 from redis_server import RedisServer, requires_redis
 
 KEY = "saemon:{m}"
@@ -65,8 +65,7 @@ def test_while_redis_is_away_decisions_go_live_and_the_backlog_stays_bounded():
     live: list[pb.Decision] = []
 
     async def run() -> None:
-        store = AuditStore(settings, metrics)
-        store.on_event = live.append
+        store = AuditStore(settings, metrics, on_event=live.append)
         await store.start()
         try:
             assert not store.up
@@ -102,7 +101,7 @@ def test_bad_redis_settings_fail_the_start_naming_the_field(tmp_path, packs):
 def test_the_audit_trail_goes_over_mutual_tls_with_rediss_urls(tmp_path, packs):
     from tls import make_pki
 
-    from monitor.redis_server import RedisTls
+    from monitor.harness.redis_server import RedisTls
 
     pki = make_pki(tmp_path / "pki")
     tls_files = RedisTls(pki.server_cert, pki.server_key, pki.ca_cert, pki.client_cert, pki.client_key)

@@ -7,7 +7,7 @@ import pytest
 from monitor.config import load_settings
 from monitor.errors import ConfigError
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.sidecar.tokens import MARK_CLOSE, MARK_OPEN, TokenTexts, default_redactor, load_redactor
+from monitor.sidecar.token_text import MARK_CLOSE, MARK_OPEN, TokenTexts, default_redactor, load_redactor
 
 
 def test_default_redactor_masks_emails_and_long_numbers():

@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from monitor import model
-from monitor.vllm_server import VllmServer, group_members
+from monitor.harness.vllm_server import VllmServer, group_members
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -19,11 +19,11 @@ import torch
 from safetensors import safe_open
 
 from monitor import model
-from monitor.probes import demo_pack
+from monitor.lab import demo_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.sidecar.process import SidecarProcess
-from monitor.vllm_server import VllmServer
+from monitor.harness.sidecar import SidecarProcess
+from monitor.harness.vllm_server import VllmServer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -219,9 +219,9 @@ def test_the_shipped_pack_scores_live_traffic_as_probes_eval_does(default_model,
     probes eval` measures is what the monitor does."""
     from vllm import LLM, SamplingParams
 
-    from monitor.probes.datasets import Example, Message
-    from monitor.probes.pack import load_pack
-    from monitor.probes.scoring import score_examples, token_view
+    from monitor.lab.datasets import Example, Message
+    from monitor.pack import load_pack
+    from monitor.lab.scoring import score_examples, token_view
     from monitor.sae.activations import load_model
 
     shipped = Path(__file__).resolve().parent.parent / "probes" / "SmolLM2-135M-Instruct" / "safety.yaml"

@@ -17,7 +17,7 @@ import torch
 from monitor.errors import SaeError
 from monitor.sae.activations import layer_output, load_model
 from monitor.sae.corpus import token_sequences
-from monitor.sae.inspect import residual_layer
+from monitor.sae.quality import residual_layer
 from monitor.sae.sae import SAE
 
 BEFORE, AFTER = 12, 4

@@ -65,7 +65,7 @@ def stdlib_code() -> Iterator[str]:
 def training_texts(tokenizer, split: str, chars: int) -> Iterator[str]:
     """Docstrings, code and chats interleaved (2:1:1 when chats last), ``split`` "train" or
     "eval" (every tenth text), until about ``chars`` characters."""
-    from monitor.probes.demo_pack import chat_conversations
+    from monitor.lab.demo_pack import chat_conversations
 
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")

@@ -186,7 +186,7 @@ def run_training(model_path: Path, out: Path, settings: TrainSettings, model_nam
 def record_quality(out: Path, model_path: Path, eval_tokens: int = 8192):
     """Measure the saved SAE on held-out text and record the figures in training.json."""
     from monitor.sae.formats import load_sae
-    from monitor.sae.inspect import inspect
+    from monitor.sae.quality import inspect
 
     saved = load_sae(out)
     result = inspect(saved, model_path, tokens=eval_tokens)

@@ -48,11 +48,10 @@ from monitor.sidecar.alerts import (
     webhook_payload,
 )
 from monitor.sidecar.metrics import SidecarMetrics
-from monitor.sidecar.store import UNREACHABLE, AuditStore, Pending, group_name
+from monitor.sidecar.store import AuditStore, Pending, QueuedAlert, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-READ_COUNT = 64
 #: Fraction of a receiver's repeat interval a claim lives: a re-send that arrives exactly one
 #: interval later must find the claim expired.
 CLAIM_TTL_FRACTION = 0.9
@@ -68,12 +67,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Entry:
-    """A notification to deliver and where it came from (a stream entry or memory)."""
+    """A notification to deliver and where it came from (the alert queue or memory)."""
 
     entry_id: str
     notification: Notification
-    delivered_to: frozenset[str] = frozenset()
-    times_delivered: int = 1
+    queued: QueuedAlert | None = None  # from the store's alert queue
     item: Pending | None = None  # memory mode
 
 
@@ -204,12 +202,14 @@ class Delivery:
         # A blocking read must return well within the socket timeout, or it reads as an outage.
         self.block_ms = max(1, int(min(1.0, settings.redis.timeout_seconds / 2) * 1000))  # 0 blocks forever
         metrics.declare_receivers([r.name for r in self.receivers])
-        self._memory: dict[str, asyncio.Queue[Pending]] = {r.name: asyncio.Queue() for r in self.receivers}
-        self._local_claims: dict[str, tuple[str, float]] = {}
+        missing = [r.name for r in self.receivers if r.name not in store.memory_alerts]
+        if missing:
+            raise ValueError(f"the audit store was built without receivers {missing}; give it every receiver's name")
+        #: Claims made from memory: (receiver, fingerprint, status, start) -> expiry (monotonic).
+        self._local_claims: dict[tuple[str, str, str, str], float] = {}
         self._workers: dict[tuple[str, str], asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
-        store.on_memory_alert = self.enqueue_memory
 
     async def start(self) -> None:
         if not self.receivers:
@@ -230,10 +230,6 @@ class Delivery:
             await self._session.close()
             self._session = None
 
-    def enqueue_memory(self, item: Pending) -> None:
-        for receiver in self.receivers:
-            self._memory[receiver.name].put_nowait(item)
-
     async def _watch_models(self) -> None:
         """Start a stream worker per receiver for every model the store learns about."""
         while True:
@@ -248,50 +244,29 @@ class Delivery:
     # -- Redis mode ----------------------------------------------------------------------
 
     async def _stream_loop(self, receiver: Receiver, model: str) -> None:
-        stream = self.store.keys.alerts(model)
-        group = group_name(receiver.name)
+        store = self.store
         own_pending = True  # first, what this consumer read before a restart
         next_claim = time.monotonic() + self.settings.claim_idle_seconds
         while True:
-            await self.store.wait_up()
-            redis = self.store.redis
+            await store.wait_up()
             try:
-                await self.store.ensure_groups(model)
                 if own_pending:
-                    entries = await self._read(redis, stream, group, "0", block=None)
-                    own_pending = bool(entries)
-                    redelivered = True
+                    read = await store.pending_alerts(receiver.name, model, self.consumer)
+                    own_pending = bool(read.alerts or read.malformed)
                 elif time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
-                    claimed = await redis.xautoclaim(
-                        stream, group, self.consumer, int(self.settings.claim_idle_seconds * 1000), "0-0", count=READ_COUNT
-                    )
-                    entries = [(i, f) for i, f in claimed[1] if f]
-                    redelivered = True
+                    read = await store.stale_alerts(receiver.name, model, self.consumer, self.settings.claim_idle_seconds)
                 else:
-                    entries = await self._read(redis, stream, group, ">", block=self.block_ms)
-                    if entries and receiver.group_wait:
+                    read = await store.new_alerts(receiver.name, model, self.consumer, self.block_ms)
+                    if (read.alerts or read.malformed) and receiver.group_wait:
                         await asyncio.sleep(receiver.group_wait)
-                        entries += await self._read(redis, stream, group, ">", block=None)
-                    redelivered = False
-                if not entries:
-                    continue
-                counts = await self._delivery_counts(redis, stream, group, entries) if redelivered else {}
-                batch = []
-                for entry_id, fields in entries:
-                    try:
-                        notification = Notification.from_fields(fields)
-                    except (KeyError, ValueError) as exc:
-                        await self._dead_letter_redis(redis, receiver, model, entry_id, fields, "malformed", str(exc))
-                        continue
-                    batch.append(Entry(
-                        entry_id, notification,
-                        frozenset(filter(None, fields.get("delivered_to", "").split(","))),
-                        counts.get(entry_id, 1),
-                    ))  # fmt: skip
-                await self._deliver_redis(redis, receiver, model, batch)
-            except UNREACHABLE:
-                self.store.unreachable("deliver")
+                        more = await store.new_alerts(receiver.name, model, self.consumer, None)
+                        read = type(read)(read.alerts + more.alerts, read.malformed + more.malformed)
+                for entry_id, fields, why in read.malformed:
+                    await self._dead_letter_queued(receiver, model, entry_id, fields, "malformed", why)
+                if read.alerts:
+                    await self._deliver_queued(receiver, model, read.alerts)
+            except StoreUnavailable:
                 own_pending = True  # when Redis is back, first finish what was read before
             except asyncio.CancelledError:
                 raise
@@ -300,74 +275,48 @@ class Delivery:
                 log.exception("alert delivery to %s for %s failed; retrying", receiver.name, model)
                 await asyncio.sleep(1.0)
 
-    async def _read(self, redis, stream: str, group: str, start: str, block: int | None) -> list:
-        reply = await redis.xreadgroup(group, self.consumer, {stream: start}, count=READ_COUNT, block=block)
-        # RESP2: [[stream, [(id, fields), ...]]]; an entry trimmed away while pending has no fields.
-        return [(i, f) for _, entries in reply or [] for i, f in entries if f]
-
-    async def _delivery_counts(self, redis, stream: str, group: str, entries: list) -> dict[str, int]:
-        ids = [i for i, _ in entries]
-        pending = await redis.xpending_range(stream, group, min=ids[0], max=ids[-1], count=len(ids) * 4)
-        return {p["message_id"]: p["times_delivered"] for p in pending}
-
-    async def _deliver_redis(self, redis, receiver: Receiver, model: str, batch: list[Entry]) -> None:
-        stream, group = self.store.keys.alerts(model), group_name(receiver.name)
+    async def _deliver_queued(self, receiver: Receiver, model: str, alerts: list[QueuedAlert]) -> None:
+        store = self.store
         done: list[str] = []  # acknowledge without sending
         to_send: list[Entry] = []
-        for entry in batch:
-            n = entry.notification
-            if receiver.name in entry.delivered_to or not receiver.wants(n):
-                done.append(entry.entry_id)
-            elif entry.times_delivered > self.settings.max_deliveries:
-                await self._dead_letter_redis(redis, receiver, model, entry.entry_id, n.to_fields(), "max_deliveries",
-                                              f"handed out {entry.times_delivered} times")  # fmt: skip
-            elif await self._claim_redis(redis, receiver, model, entry):
-                to_send.append(entry)
+        ttl_ms = self._claim_ttl_ms(receiver)
+        for alert in alerts:
+            n = alert.notification
+            if receiver.name in alert.delivered_to or not receiver.wants(n):
+                done.append(alert.entry_id)
+            elif alert.times_delivered > self.settings.max_deliveries:
+                await self._dead_letter_queued(receiver, model, alert.entry_id, n.to_fields(), "max_deliveries",
+                                               f"handed out {alert.times_delivered} times")  # fmt: skip
+            elif await store.claim_delivery(receiver.name, alert, ttl_ms):
+                to_send.append(Entry(alert.entry_id, n, queued=alert))
             else:
                 self.metrics.deliveries.labels(receiver.name, n.status, "deduplicated").inc()
-                done.append(entry.entry_id)
-        if done:
-            await redis.xack(stream, group, *done)
+                done.append(alert.entry_id)
+        await store.acknowledge(receiver.name, model, done)
         for group_entries in self._groups(receiver, to_send):
             result, detail = await self._send(receiver, group_entries)
-            keys = [self.store.keys.dedup(model, receiver.name, e.notification) for e in group_entries]
+            queued = [e.queued for e in group_entries if e.queued is not None]
             if result == "success":
-                # Mark sent, then acknowledge, in one round trip but not one transaction: if the
-                # ack fails (or we die before it), the mark alone stops a second notification.
-                pipe = redis.pipeline(transaction=False)
-                for key, e in zip(keys, group_entries):
-                    pipe.set(key, f"sent:{e.entry_id}", xx=True, keepttl=True)
-                pipe.xack(stream, group, *(e.entry_id for e in group_entries))
-                await pipe.execute()
+                await store.delivered(receiver.name, model, queued)
             else:
                 for e in group_entries:
-                    await self._dead_letter_redis(redis, receiver, model, e.entry_id, e.notification.to_fields(), result, detail)
-                await redis.delete(*keys)  # a later re-send of the incident may try again
+                    await self._dead_letter_queued(receiver, model, e.entry_id, e.notification.to_fields(), result, detail)
+                await store.release_claims(receiver.name, model, queued)
 
-    async def _claim_redis(self, redis, receiver: Receiver, model: str, entry: Entry) -> bool:
-        key = self.store.keys.dedup(model, receiver.name, entry.notification)
-        mine = f"claimed:{entry.entry_id}"
-        ttl_ms = max(1, int(receiver.repeat_seconds * CLAIM_TTL_FRACTION * 1000))
-        if await redis.set(key, mine, nx=True, px=ttl_ms):
-            return True
-        # Already claimed: by this entry before a restart (send it again), or the incident
-        # was notified through another entry or from memory (duplicate).
-        return await redis.get(key) == mine
-
-    async def _dead_letter_redis(self, redis, receiver: Receiver, model: str, entry_id: str,
-                                 fields: dict, reason: str, detail: str) -> None:  # fmt: skip
+    async def _dead_letter_queued(self, receiver: Receiver, model: str, entry_id: str,
+                                  fields: dict, reason: str, detail: str) -> None:  # fmt: skip
         record = {**fields, "receiver": receiver.name, "reason": reason, "detail": detail[:500],
                   "entry_id": entry_id, "dead_lettered_at": str(time.time_ns())}  # fmt: skip
-        pipe = redis.pipeline(transaction=True)
-        pipe.xadd(self.store.keys.dead_letter(model), record, maxlen=self.store.settings.events_maxlen, approximate=True)
-        pipe.xack(self.store.keys.alerts(model), group_name(receiver.name), entry_id)
-        await pipe.execute()
+        await self.store.dead_letter(receiver.name, model, entry_id, record)
         self._count_dead_letter(receiver, fields.get("status", "firing"), reason, detail)
+
+    def _claim_ttl_ms(self, receiver: Receiver) -> int:
+        return max(1, int(receiver.repeat_seconds * CLAIM_TTL_FRACTION * 1000))
 
     # -- memory mode ---------------------------------------------------------------------
 
     async def _memory_loop(self, receiver: Receiver) -> None:
-        queue = self._memory[receiver.name]
+        queue = self.store.memory_alerts[receiver.name]
         while True:
             items = [await queue.get()]
             if receiver.group_wait:
@@ -393,7 +342,7 @@ class Delivery:
             if not receiver.wants(n):
                 item.done.add(receiver.name)
                 continue
-            key = self.store.keys.dedup(n.model_name, receiver.name, n)
+            key = (receiver.name, n.fingerprint, n.status, n.starts_at)
             if self._claim_local(key, receiver):
                 item.inflight.add(receiver.name)
                 to_send.append(Entry(f"memory-{id(item):x}", n, item=item))
@@ -404,12 +353,11 @@ class Delivery:
             result, detail = await self._send(receiver, group_entries)
             for e in group_entries:
                 n = e.notification
-                key = self.store.keys.dedup(n.model_name, receiver.name, n)
+                key = (receiver.name, n.fingerprint, n.status, n.starts_at)
                 assert e.item is not None
                 e.item.done.add(receiver.name)
                 if result == "success":
-                    ttl_ms = max(1, int(receiver.repeat_seconds * CLAIM_TTL_FRACTION * 1000))
-                    self.store.append_dedup(n.model_name, key, f"sent:{e.entry_id}", ttl_ms)
+                    self.store.remember_delivery(receiver.name, n, e.entry_id, self._claim_ttl_ms(receiver))
                 else:
                     self._local_claims.pop(key, None)
                     record = {**n.to_fields(), "receiver": receiver.name, "reason": result, "detail": detail[:500],
@@ -417,13 +365,13 @@ class Delivery:
                     self.store.append_dead_letter(n.model_name, record)
                     self._count_dead_letter(receiver, n.status, result, detail)
 
-    def _claim_local(self, key: str, receiver: Receiver) -> bool:
+    def _claim_local(self, key: tuple[str, str, str, str], receiver: Receiver) -> bool:
         now = time.monotonic()
-        for stale in [k for k, (_, expires) in self._local_claims.items() if expires <= now]:
+        for stale in [k for k, expires in self._local_claims.items() if expires <= now]:
             del self._local_claims[stale]
         if key in self._local_claims:
             return False
-        self._local_claims[key] = ("claimed", now + receiver.repeat_seconds * CLAIM_TTL_FRACTION)
+        self._local_claims[key] = now + receiver.repeat_seconds * CLAIM_TTL_FRACTION
         return True
 
     # -- sending -------------------------------------------------------------------------

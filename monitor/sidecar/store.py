@@ -21,11 +21,12 @@ already delivered them so nobody is notified twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ from monitor.errors import ConfigError
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.alerts import Notification
 from monitor.sidecar.metrics import SidecarMetrics
-from monitor.sidecar.tokens import apply_texts
+from monitor.sidecar.token_text import apply_texts
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 WRITE_BATCH = 256
 STATS_SECONDS = 5.0
+#: Alerts read from a stream at a time.
+READ_COUNT = 64
 
 
 class StoreUnavailable(Exception):
@@ -105,6 +108,25 @@ class Pending:
     flushed: bool = False
 
 
+@dataclass(frozen=True)
+class QueuedAlert:
+    """A notification read from a receiver's consumer group."""
+
+    entry_id: str
+    notification: Notification
+    delivered_to: frozenset[str] = frozenset()
+    """Receivers that delivered it from memory while Redis was away."""
+    times_delivered: int = 1
+    """How often the group handed it out (a crash loop shows as a large count)."""
+
+
+@dataclass(frozen=True)
+class AlertRead:
+    alerts: list[QueuedAlert]
+    malformed: list[tuple[str, dict[str, str], str]]
+    """Entries that are not notifications: (entry id, fields, why)."""
+
+
 def decision_fields(decision: pb.Decision) -> dict[str, str]:
     """A decision as stream fields: the common ones flat (for redis-cli), all of it as JSON."""
     return {
@@ -139,8 +161,11 @@ class AuditStore:
         settings: RedisSettings,
         metrics: SidecarMetrics,
         receivers: Iterable[str] = (),
+        on_event: Callable[[pb.Decision], None] = lambda decision: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``on_event`` gets each decision once it has its event id (or at once, from
+        memory, while Redis is away): the WatchAlerts fan-out."""
         self.settings = settings
         self.metrics = metrics
         self.receivers = tuple(receivers)
@@ -152,10 +177,9 @@ class AuditStore:
         self.last_error = ""
         #: Models written for (or configured): whose streams to watch, replay and measure.
         self.models: set[str] = set()
-        #: Called with each decision once it has its event id (or at once, from memory).
-        self.on_event: Callable[[pb.Decision], None] = lambda decision: None
-        #: Called with each alert that must be delivered from memory (no Redis to queue it).
-        self.on_memory_alert: Callable[[Pending], None] = lambda item: None
+        self.on_event = on_event
+        #: Per receiver, alerts to deliver from memory (no Redis to queue them in).
+        self.memory_alerts: dict[str, asyncio.Queue[Pending]] = {r: asyncio.Queue() for r in self.receivers}
         self._backlog: deque[Pending] = deque()
         self._writing = 0  # entries taken from the backlog whose write has not answered yet
         self._wake = asyncio.Event()
@@ -301,10 +325,12 @@ class AuditStore:
         if self.enabled:
             self._append(Pending("dead_letter", model, fields))
 
-    def append_dedup(self, model: str, key: str, value: str, ttl_ms: int) -> None:
-        """A delivery claim made from memory, to be known in Redis once it is back."""
+    def remember_delivery(self, receiver: str, notification: Notification, entry_id: str, ttl_ms: int) -> None:
+        """A notification delivered from memory, to be known in Redis once it is back (so the
+        consumer group does not notify the incident again)."""
         if self.enabled:
-            self._append(Pending("dedup", model, (key, value, ttl_ms, time.monotonic())))
+            key = self.keys.dedup(notification.model_name, receiver, notification)
+            self._append(Pending("dedup", notification.model_name, (key, f"sent:{entry_id}", ttl_ms, time.monotonic())))
 
     def _append(self, item: Pending) -> None:
         if not self.enabled:
@@ -326,7 +352,8 @@ class AuditStore:
         if item.kind == "event":
             self.on_event(item.payload)
         elif item.kind == "alert":
-            self.on_memory_alert(item)
+            for queue in self.memory_alerts.values():
+                queue.put_nowait(item)
 
     # -- the writer ----------------------------------------------------------------------
 
@@ -432,6 +459,117 @@ class AuditStore:
                 if "BUSYGROUP" not in str(exc):
                     raise
         self._groups_ready.add(model)
+
+    # -- the alert queue: what delivery reads, claims, acknowledges, dead-letters ----------
+    #
+    # One consumer group per receiver on each model's alerts stream. Every method raises
+    # StoreUnavailable (after switching the store to memory mode) when Redis is unreachable.
+
+    async def pending_alerts(self, receiver: str, model: str, consumer: str) -> AlertRead:
+        """What ``consumer`` read but did not acknowledge (before a restart or an outage)."""
+        return await self._read_alerts(receiver, model, consumer, "0", None, counted=True)
+
+    async def new_alerts(self, receiver: str, model: str, consumer: str, block_ms: int | None) -> AlertRead:
+        """Alerts no consumer of the receiver has read yet, waiting up to ``block_ms``."""
+        return await self._read_alerts(receiver, model, consumer, ">", block_ms, counted=False)
+
+    async def stale_alerts(self, receiver: str, model: str, consumer: str, idle_seconds: float) -> AlertRead:
+        """Entries other consumers left pending longer than ``idle_seconds``, taken over."""
+        async with self._redis_for("deliver") as redis:
+            await self.ensure_groups(model)
+            claimed = await redis.xautoclaim(
+                self.keys.alerts(model), group_name(receiver), consumer, int(idle_seconds * 1000), "0-0",
+                count=READ_COUNT,
+            )  # fmt: skip
+            entries = [(i, f) for i, f in claimed[1] if f]
+            return await self._parse_alerts(redis, receiver, model, entries, counted=True)
+
+    async def _read_alerts(
+        self, receiver: str, model: str, consumer: str, start: str, block_ms: int | None, *, counted: bool
+    ) -> AlertRead:
+        async with self._redis_for("deliver") as redis:
+            await self.ensure_groups(model)
+            reply = await redis.xreadgroup(
+                group_name(receiver), consumer, {self.keys.alerts(model): start}, count=READ_COUNT, block=block_ms
+            )
+            # RESP2: [[stream, [(id, fields), ...]]]; an entry trimmed away while pending has no fields.
+            entries = [(i, f) for _, items in reply or [] for i, f in items if f]
+            return await self._parse_alerts(redis, receiver, model, entries, counted=counted)
+
+    async def _parse_alerts(self, redis: Any, receiver: str, model: str, entries: list, *, counted: bool) -> AlertRead:
+        counts: dict[str, int] = {}
+        if counted and entries:
+            ids = [i for i, _ in entries]
+            pending = await redis.xpending_range(
+                self.keys.alerts(model), group_name(receiver), min=ids[0], max=ids[-1], count=len(ids) * 4
+            )
+            counts = {p["message_id"]: p["times_delivered"] for p in pending}
+        alerts, malformed = [], []
+        for entry_id, fields in entries:
+            try:
+                notification = Notification.from_fields(fields)
+            except (KeyError, ValueError) as exc:
+                malformed.append((entry_id, fields, str(exc)))
+                continue
+            delivered_to = frozenset(filter(None, fields.get("delivered_to", "").split(",")))
+            alerts.append(QueuedAlert(entry_id, notification, delivered_to, counts.get(entry_id, 1)))
+        return AlertRead(alerts, malformed)
+
+    async def claim_delivery(self, receiver: str, alert: QueuedAlert, ttl_ms: int) -> bool:
+        """Claim the right to notify ``receiver`` of this incident and status (SET NX PX).
+
+        True for a fresh claim, and for a claim this same entry made before a restart (it
+        stopped mid-send: send again, at least once); False when the incident was already
+        notified through another entry or from memory (a duplicate)."""
+        key = self.keys.dedup(alert.notification.model_name, receiver, alert.notification)
+        mine = f"claimed:{alert.entry_id}"
+        async with self._redis_for("deliver") as redis:
+            if await redis.set(key, mine, nx=True, px=ttl_ms):
+                return True
+            return await redis.get(key) == mine
+
+    async def acknowledge(self, receiver: str, model: str, entry_ids: Sequence[str]) -> None:
+        """Done with these entries without sending (already delivered, not wanted, duplicates)."""
+        if entry_ids:
+            async with self._redis_for("deliver") as redis:
+                await redis.xack(self.keys.alerts(model), group_name(receiver), *entry_ids)
+
+    async def delivered(self, receiver: str, model: str, alerts: Sequence[QueuedAlert]) -> None:
+        """The receiver accepted these: mark their claims sent, then acknowledge them.
+
+        One round trip but not one transaction: if the ack fails (or we die before it), the
+        mark alone stops a second notification when the entry is handed out again."""
+        async with self._redis_for("deliver") as redis:
+            pipe = redis.pipeline(transaction=False)
+            for alert in alerts:
+                key = self.keys.dedup(model, receiver, alert.notification)
+                pipe.set(key, f"sent:{alert.entry_id}", xx=True, keepttl=True)
+            pipe.xack(self.keys.alerts(model), group_name(receiver), *(a.entry_id for a in alerts))
+            await pipe.execute()
+
+    async def release_claims(self, receiver: str, model: str, alerts: Sequence[QueuedAlert]) -> None:
+        """Forget the claims of alerts that were not delivered: a later re-send may try again."""
+        async with self._redis_for("deliver") as redis:
+            await redis.delete(*(self.keys.dedup(model, receiver, a.notification) for a in alerts))
+
+    async def dead_letter(self, receiver: str, model: str, entry_id: str, record: dict[str, str]) -> None:
+        """Move an entry the receiver will never accept to the dead-letter stream (one transaction)."""
+        async with self._redis_for("deliver") as redis:
+            pipe = redis.pipeline(transaction=True)
+            pipe.xadd(self.keys.dead_letter(model), record, maxlen=self.settings.events_maxlen, approximate=True)
+            pipe.xack(self.keys.alerts(model), group_name(receiver), entry_id)
+            await pipe.execute()
+
+    @contextlib.asynccontextmanager
+    async def _redis_for(self, operation: str) -> AsyncIterator[aioredis.Redis]:
+        """The client, with "Redis is unreachable" turned into StoreUnavailable (and memory mode)."""
+        if not self.enabled or not self.up or self.redis is None:
+            raise StoreUnavailable("no Redis audit store")
+        try:
+            yield self.redis
+        except UNREACHABLE:
+            self.unreachable(operation)
+            raise StoreUnavailable("Redis is unreachable") from None
 
     # -- reads ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.sidecar.client import SidecarClient
+from monitor.vllm.client import SidecarClient
 from monitor.vllm.batch import Segment
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import torch
 
 from monitor.config import Settings, flatten, load_settings
 from monitor.errors import SaemonError
-from monitor.probes.pack import ProbePack, load_pack
+from monitor.pack import ProbePack, load_pack
 from monitor.vllm import adapter
 from monitor.vllm.batch import Planner, StepPlan
 from monitor.vllm.shipper import Shipper, StepResult
@@ -92,7 +92,7 @@ class WorkerMonitor:
         )  # fmt: skip
 
     def _client(self):
-        from monitor.sidecar.client import SidecarClient
+        from monitor.vllm.client import SidecarClient
 
         plugin = self.settings.plugin
         token = None

@@ -67,7 +67,7 @@ class IngestRequest(_message.Message):
     def __init__(self, batches: _Optional[_Iterable[_Union[StepBatch, _Mapping]]] = ..., client_dropped: _Optional[int] = ...) -> None: ...
 
 class StepBatch(_message.Message):
-    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends")
+    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends", "columns")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PACK_FIELD_NUMBER: _ClassVar[int]
     PACK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class StepBatch(_message.Message):
     PRODUCED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ENDS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     pack: str
     pack_version: str
@@ -82,7 +83,28 @@ class StepBatch(_message.Message):
     produced_unix_nanos: int
     requests: _containers.RepeatedCompositeFieldContainer[RequestSummary]
     ends: _containers.RepeatedCompositeFieldContainer[RequestEnd]
-    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ...) -> None: ...
+    columns: SummaryColumns
+    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ..., columns: _Optional[_Union[SummaryColumns, _Mapping]] = ...) -> None: ...
+
+class SummaryColumns(_message.Message):
+    __slots__ = ("request_id", "scope", "first_position", "num_tokens", "max", "argmax_position", "sum", "count_above")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_POSITION_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    ARGMAX_POSITION_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_ABOVE_FIELD_NUMBER: _ClassVar[int]
+    request_id: _containers.RepeatedScalarFieldContainer[str]
+    scope: _containers.RepeatedScalarFieldContainer[TokenScope]
+    first_position: _containers.RepeatedScalarFieldContainer[int]
+    num_tokens: _containers.RepeatedScalarFieldContainer[int]
+    max: bytes
+    argmax_position: bytes
+    sum: bytes
+    count_above: bytes
+    def __init__(self, request_id: _Optional[_Iterable[str]] = ..., scope: _Optional[_Iterable[_Union[TokenScope, str]]] = ..., first_position: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[_Iterable[int]] = ..., max: _Optional[bytes] = ..., argmax_position: _Optional[bytes] = ..., sum: _Optional[bytes] = ..., count_above: _Optional[bytes] = ...) -> None: ...
 
 class RequestSummary(_message.Message):
     __slots__ = ("request_id", "scope", "first_position", "num_tokens", "max", "argmax_position", "sum", "count_above")

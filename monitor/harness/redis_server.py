@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 
 from monitor.errors import DependencyError, SaemonError
-from monitor.vllm_server import free_port
+from monitor.harness import free_port
 
 
 def redis_server_binary() -> str | None:

@@ -181,7 +181,7 @@ def _rotation(items: Sequence, start: int, count: int) -> list:
 
 def deception() -> list[Example]:
     """True vs false statements, honest vs instructed-deceptive answers, roleplay."""
-    from monitor.probes import facts, roleplay
+    from monitor.lab import facts, roleplay
 
     examples: list[Example] = []
     tables = facts.tables()
@@ -255,7 +255,7 @@ CODE_ENTITIES_PER_TEMPLATE = {"train": 24, "calib": 16, "test": 10}
 
 def insecure_code() -> list[Example]:
     """Secure vs insecure answers to the same request, from CWE-style templates."""
-    from monitor.probes import insecure_code as code
+    from monitor.lab import insecure_code as code
 
     template_split = _deal_by_family([(t.id, t.cwe) for t in code.TEMPLATES])
     entity_split = deal((e.noun for e in code.ENTITIES), "code:entities")
@@ -285,7 +285,7 @@ CONTROL_ENTITIES_PER_TEMPLATE = {"train": 16, "calib": 24, "test": 12}
 
 def control() -> list[Example]:
     """Benign conversations (label 0) for thresholds at a stated false-positive rate."""
-    from monitor.probes import controls
+    from monitor.lab import controls
 
     template_split = deal((t.id for t in controls.CONTROL_TEMPLATES), "controls:templates", CONTROL_SPLITS)
     keys = [_entity_key(row) for row in controls.CONTROL_ENTITIES]

@@ -21,16 +21,10 @@ from pathlib import Path
 
 from monitor.config import VllmSettings
 from monitor.errors import DependencyError, VllmServerError
+from monitor.harness import free_port
 from monitor.model import offline_environment
 
 log = logging.getLogger(__name__)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class VllmServer:

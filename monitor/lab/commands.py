@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) -> int:
-    from monitor.probes import datasets
+    from monitor.lab import datasets
 
     if args.probes_command == "generate":
         for concept, (path, count, sha) in datasets.generate_all(Path(args.out), args.concept or tuple(datasets.GENERATORS)).items():
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
 
     assert model_dir is not None
     if args.probes_command == "discover":
-        from monitor.probes.discover import discover, format_discovery
+        from monitor.lab.discover import discover, format_discovery
         from monitor.sae import load_sae
 
         examples = datasets.read_jsonl(Path(args.data))
@@ -38,13 +38,13 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
         print(json.dumps(report, indent=2) if args.json else format_discovery(report, args.select))
         return 0
 
-    from monitor.probes.pack import load_pack
+    from monitor.pack import load_pack
 
     paths = [Path(p) for p in args.data]
     examples = datasets.read_datasets(paths)
     model, tokenizer, _ = load_model(model_dir)
     if args.probes_command == "train":
-        from monitor.probes.train import TrainSettings, train_pack
+        from monitor.lab.train import TrainSettings, train_pack
 
         layers = _layers(args.layers)
         severity = dict(_pair(item) for item in args.severity)
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
 
 
 def _calibrate(model, tokenizer, pack, examples, fpr: float, split: str):
-    from monitor.probes.calibrate import calibrate, format_calibration
+    from monitor.lab.calibrate import calibrate, format_calibration
 
     pack, report = calibrate(model, tokenizer, pack, examples, fpr, split)
     print(format_calibration(report, fpr))
@@ -79,9 +79,9 @@ def _calibrate(model, tokenizer, pack, examples, fpr: float, split: str):
 
 
 def _evaluate(model, tokenizer, pack, examples, split: str, paths, *, record: bool, as_json: bool) -> None:
-    from monitor.probes.datasets import file_digests
-    from monitor.probes.evaluate import evaluate, format_report, to_json
-    from monitor.probes.evaluate import record as write_record
+    from monitor.lab.datasets import file_digests
+    from monitor.lab.evaluate import evaluate, format_report, to_json
+    from monitor.lab.evaluate import record as write_record
 
     report = evaluate(model, tokenizer, pack, examples, split)
     if as_json:

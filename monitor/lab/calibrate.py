@@ -1,7 +1,7 @@
 """``saemon probes calibrate``: thresholds at a stated false-positive rate on benign data.
 
 Each probe's threshold is set on the calib split of benign control conversations, scored
-exactly as the monitor scores (:mod:`monitor.probes.scoring`): at most ``fpr`` of them
+exactly as the monitor scores (:mod:`monitor.lab.scoring`): at most ``fpr`` of them
 would fire. The threshold sits halfway between the lowest score still allowed to fire and
 the highest that must not, so a rounding difference cannot flip a decision.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from monitor.errors import ProbeDataError
-from monitor.probes.datasets import CONTROL, Example
-from monitor.probes.pack import ProbePack, save_pack
+from monitor.lab.datasets import CONTROL, Example
+from monitor.pack import ProbePack, save_pack
 
 DEFAULT_FPR = 0.01
 
@@ -61,7 +61,7 @@ def calibrate(model, tokenizer, pack: ProbePack, examples: Sequence[Example], fp
               split: str = "calib", out: Path | None = None) -> tuple[ProbePack, list[Calibration]]:  # fmt: skip
     """Set every probe's threshold on the ``split`` controls; write the pack (to ``out`` or
     in place) and return it with what each probe flags at its new threshold."""
-    from monitor.probes.scoring import score_examples
+    from monitor.lab.scoring import score_examples
 
     controls = [e for e in examples if e.concept == CONTROL and e.split == split]
     if not controls:

@@ -10,7 +10,7 @@ Two kinds, both scored the way the monitor aggregates (``mean`` over the respons
   train split, then the best two layers together (one feature per layer, summed by the
   probe's weights), and the one with the best AUROC on the calib split is kept.
 - **SAE-latent probe**: the SAE latents ranked by AUROC on the train split
-  (:mod:`monitor.probes.discover`), the best few kept, and an L2 logistic regression over
+  (:mod:`monitor.lab.discover`), the best few kept, and an L2 logistic regression over
   their mean activations; the pack carries each latent's encoder row as a feature and the
   regression as the probe's ``weights`` and ``intercept``. The score is a sum of a handful
   of named latents: the interpretable explanation of an alert beside the linear probe.
@@ -20,8 +20,8 @@ By default the probes are judged on the whole response when the request ends
 on running means at several prefix lengths instead (see :class:`TrainSettings`).
 
 Thresholds are then calibrated on benign control conversations at the target
-false-positive rate (:mod:`monitor.probes.calibrate`) and the figures measured on the test
-split (:mod:`monitor.probes.evaluate`) are recorded in the pack.
+false-positive rate (:mod:`monitor.lab.calibrate`) and the figures measured on the test
+split (:mod:`monitor.lab.evaluate`) are recorded in the pack.
 """
 
 from __future__ import annotations
@@ -36,16 +36,16 @@ import numpy as np
 import torch
 
 from monitor.errors import ProbeDataError
-from monitor.probes.datasets import CONTROL, Example
-from monitor.probes.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, save_pack
-from monitor.probes.scoring import residuals
+from monitor.lab.datasets import CONTROL, Example
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, save_pack
+from monitor.lab.discover import rank_latents
+from monitor.lab.latents import gate_threshold, latent_bank
+from monitor.lab.pooling import MIN_TOKENS, Pooled, pool
 
 log = logging.getLogger(__name__)
 
 #: L2 strengths tried (scikit-learn's C = 1 / lambda; Apollo used 0.1 on standardised inputs).
 C_GRID = (0.001, 0.01, 0.1, 1.0)
-#: Tokens a response needs before a probe may fire: a mean over fewer moves too much per token.
-MIN_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -71,69 +71,6 @@ class TrainSettings:
     control_weight: float = 0.05
     """Total weight of those controls relative to the concept's train examples: enough to
     push ordinary chat below deceptive answers, little enough not to dominate the fit."""
-
-
-@dataclass
-class Pooled:
-    """Running means over each example's response tokens, at a few prefix lengths and the
-    whole response: rows ``[R, d]`` per layer (SAE latents ``[R, n]``); ``owner[r]`` is the
-    example of row ``r``, ``full[i]`` the row of example ``i``'s whole-response mean."""
-
-    owner: np.ndarray
-    full: np.ndarray
-    layers: dict[int, np.ndarray] = field(default_factory=dict)
-    latents: np.ndarray | None = None
-    latent_peaks: np.ndarray | None = None  # [N, n] max over the response tokens
-    latent_peak_positions: np.ndarray | None = None  # [N, n] absolute position of that max
-
-
-def prefix_lengths(n: int, min_tokens: int, prefixes: int) -> list[int]:
-    """The running-mean lengths sampled for an ``n``-token response: up to ``prefixes``
-    evenly spaced from ``min_tokens`` (where the monitor may first fire), always ``n``."""
-    if prefixes <= 0 or n <= min_tokens:
-        return [n]
-    return sorted({int(round(v)) for v in np.linspace(min_tokens, n, prefixes)} | {n})
-
-
-def pool(model, tokenizer, examples: Sequence[Example], layers: Sequence[int], latents=None,
-         prefixes: int = 0, min_tokens: int = MIN_TOKENS) -> Pooled:  # fmt: skip
-    """Running means at ``layers`` and, with ``latents`` (a :class:`LatentBank`), the
-    latents' running means, peaks and peak positions at the SAE's layer, in one forward pass."""
-    wanted = set(layers) | ({latents.layer} if latents is not None else set())
-    n = len(examples)
-    rows: dict[int, list[np.ndarray]] = {layer: [None] * n for layer in layers}  # type: ignore[list-item]
-    latent_rows: list = [None] * n
-    owners: list = [None] * n
-    peaks = np.zeros((n, latents.size), np.float32) if latents is not None else None
-    peak_positions = np.zeros((n, latents.size), np.int32) if latents is not None else None
-    for item in residuals(model, tokenizer, examples, sorted(wanted)):
-        count = len(item.positions["response"])
-        if not count:
-            raise ProbeDataError(f"example {item.index} has no response tokens to score (empty final turn?)")
-        ends = torch.tensor(prefix_lengths(count, min_tokens, prefixes)) - 1
-
-        def running(values: torch.Tensor) -> np.ndarray:
-            return (values.cumsum(0)[ends] / (ends + 1).unsqueeze(1)).numpy()
-
-        for layer in layers:
-            rows[layer][item.index] = running(item.rows[("response", layer)])
-        if latents is not None:
-            z = latents.values(item.rows[("response", latents.layer)])
-            latent_rows[item.index] = running(z)
-            peak, where = z.max(0)
-            peaks[item.index] = peak.numpy()
-            peak_positions[item.index] = item.positions["response"][where.numpy()]
-        owners[item.index] = np.full(len(ends), item.index)
-    owner = np.concatenate(owners)
-    full = np.flatnonzero(np.r_[owner[1:] != owner[:-1], True])  # the last row of each example
-    return Pooled(
-        owner=owner,
-        full=full,
-        layers={layer: np.concatenate(rows[layer]).astype(np.float32) for layer in layers},
-        latents=np.concatenate(latent_rows).astype(np.float32) if latents is not None else None,
-        latent_peaks=peaks,
-        latent_peak_positions=peak_positions,
-    )
 
 
 @dataclass(frozen=True)
@@ -184,74 +121,6 @@ def group_first(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return values[np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])]
 
 
-@dataclass(frozen=True)
-class LatentBank:
-    """SAE latents as the monitor computes them: ``act(x . W_enc[:, i] + b_i)`` per latent.
-
-    ReLU and JumpReLU SAEs are exact this way. A TopK latent is only non-zero among its
-    token's k largest, which needs the full encode; the pack uses the standard inference
-    conversion instead (as for BatchTopK): JumpReLU with one threshold, the median k-th
-    largest pre-activation on the data (:func:`gate_threshold`)."""
-
-    layer: int
-    directions: np.ndarray  # [n, d]
-    bias: np.ndarray  # [n]
-    activation: str  # relu | jumprelu
-    threshold: np.ndarray  # [n]
-    sae_name: str
-
-    @property
-    def size(self) -> int:
-        return self.directions.shape[0]
-
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() @ torch.from_numpy(self.directions).T + torch.from_numpy(self.bias)
-
-    def values(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.pre_activations(x)
-        if self.activation == "relu":
-            return pre.clamp_min(0.0)
-        return torch.where(pre > torch.from_numpy(self.threshold), pre, 0.0)
-
-
-def latent_bank(sae, name: str, gate: float | None = None) -> LatentBank:
-    """The SAE's latents as pack features (affine encoder rows); refuses what the monitor's
-    per-latent projection cannot express."""
-    from monitor.errors import SaeError
-
-    if sae.layer is None:
-        raise SaeError(f"{sae.source}: the SAE does not say which layer it reads; it cannot become pack features")
-    if sae.normalisation not in ("none", "scale"):
-        raise SaeError(
-            f"{sae.source}: input normalisation {sae.normalisation!r} depends on each token's norm, which the "
-            "monitor's per-latent projection does not compute; use an SAE without it (or with a fixed scale)"
-        )
-    if sae.activation == "gated":
-        raise SaeError(f"{sae.source}: gated SAEs cannot be expressed as pack features (gate and magnitude differ)")
-    W = sae.W_enc.float() * (sae.input_scale if sae.normalisation == "scale" else 1.0)  # [d, n]
-    bias = sae.b_enc.float() - (sae.b_dec.float() @ sae.W_enc.float() if sae.subtract_b_dec else 0.0)
-    directions = W.T.contiguous().numpy()
-    if sae.activation == "relu":
-        return LatentBank(sae.layer, directions, bias.numpy(), "relu", np.zeros(sae.d_sae, np.float32), name)
-    if sae.activation == "jumprelu":
-        return LatentBank(sae.layer, directions, bias.numpy(), "jumprelu", sae.threshold.float().numpy(), name)
-    if gate is None:
-        raise ProbeDataError("a TopK SAE needs its gate threshold (gate_threshold) to become pack features")
-    return LatentBank(sae.layer, directions, bias.numpy(), "jumprelu", np.full(sae.d_sae, gate, np.float32), name)
-
-
-def gate_threshold(model, tokenizer, sae, examples: Sequence[Example], limit: int = 400) -> float:
-    """For a TopK SAE: the median over response tokens of the k-th largest pre-activation,
-    the one threshold that keeps about k latents per token."""
-    bank = latent_bank(sae, "gate", gate=0.0)
-    sample = list(examples[:: max(1, len(examples) // limit)][:limit])  # spread over every concept
-    kth = []
-    for item in residuals(model, tokenizer, sample, [bank.layer]):
-        pre = bank.pre_activations(item.rows[("response", bank.layer)])
-        kth.append(pre.topk(sae.k, dim=1).values[:, -1])
-    return float(torch.cat(kth).median().clamp_min(0.0))
-
-
 def _split(examples: Sequence[Example], concept: str, split: str, with_controls: bool = False) -> np.ndarray:
     return np.array([
         i for i, e in enumerate(examples)
@@ -276,8 +145,6 @@ def train_pack(
 ) -> ProbePack:
     """Fit a linear probe (and, with ``sae``, an SAE-latent probe) per concept on the train
     split and write one pack (thresholds not yet calibrated: 0)."""
-    from monitor.probes.discover import rank_latents
-
     # only what fitting reads: the concepts' train and calib splits, the train controls
     examples = [
         e for e in examples

@@ -10,8 +10,8 @@ requested layer (``hidden_states[layer + 1]``, what the tap reads).
 
 :func:`monitor_scores` then goes through the monitor's own code: the pack's feature banks
 and :func:`monitor.kernels.projection` (the path the plugin runs on CPU), one summary per
-decode step (the prompt as one prefill chunk), folded by the sidecar's ``ProbeTrack`` and
-judged by its firing rule. An example's *score* for a probe is the score the rule judges:
+decode step (the prompt as one prefill chunk), folded and judged by the same probe rule the
+sidecar runs (:mod:`monitor.probe`). An example's *score* for a probe is the score the rule judges:
 the final score for ``decide: end``, the highest running score once ``min_tokens`` were in
 scope for ``decide: running``; so "flagged" is exactly ``score >= threshold``, and a
 threshold calibrated on these scores is the one the monitor applies.
@@ -19,7 +19,6 @@ threshold calibrated on these scores is the one the monitor applies.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,8 +26,9 @@ import numpy as np
 import torch
 
 from monitor.errors import ProbeDataError
-from monitor.probes.datasets import Example
-from monitor.probes.pack import ProbePack
+from monitor.lab.datasets import Example
+from monitor.pack import ProbePack
+from monitor.probe import FIRED, SCOPE_LABELS, ProbeTracks, Step, probe_groups
 
 SCOPES = ("prompt", "response")
 #: Tokens per forward batch (padded); about 1000 tokens/s on 2 cores for SmolLM2.
@@ -130,77 +130,61 @@ class ProbeResult:
 
 
 class PackScorer:
-    """A pack's features and probes, run through the monitor's projection and sidecar code."""
+    """A pack's features and probes, run through the monitor's projection and probe rule."""
 
     def __init__(self, pack: ProbePack) -> None:
-        from monitor.sidecar.state import CompiledProbe
-
         if pack.directions is None:
             raise ProbeDataError(f"probe pack {pack.path}: loaded without weights; load it with its safetensors")
         self.pack = pack
         self.banks = pack.feature_banks()
-        self.probes = [CompiledProbe.from_pack(pack, spec) for spec in pack.spec.probes]
+        self.groups = probe_groups(pack)
         self.layers = tuple(sorted({layer for layer, _, _ in self.banks}))
-        self.scopes = tuple(sorted({p.spec.scope for p in self.probes}))
+        self.scopes = tuple(sorted(SCOPE_LABELS[scope] for scope in self.groups))
+
+    def steps(self, example: Residuals, scope: str) -> list[Step]:
+        """The summaries the plugin would ship for ``scope``: the prompt as one prefill chunk,
+        the response one decode step per token."""
+        from monitor.kernels import projection
+
+        positions = example.positions[scope]
+        n = len(positions)
+        if n == 0:
+            return []
+        starts = np.arange(n + 1) if scope == "response" else np.array([0, n])
+        seg_starts = torch.from_numpy(starts.astype(np.int32))
+        segments, features = len(starts) - 1, len(self.pack.spec.features)
+        maxima = np.zeros((segments, features), np.float32)
+        argmax = np.zeros((segments, features), np.int64)
+        sums = np.zeros((segments, features), np.float32)
+        counts = np.zeros((segments, features), np.int64)
+        for layer, bank, columns in self.banks:
+            result = projection(example.rows[(scope, layer)], bank, seg_starts, torch.ones(n, dtype=torch.bool))
+            maxima[:, columns] = result.max.numpy()
+            sums[:, columns] = result.sum.numpy()
+            counts[:, columns] = result.count.numpy()
+            argmax[:, columns] = positions[result.argmax.numpy()]  # row -> absolute position
+        return [
+            Step(int(positions[starts[s]]), int(starts[s + 1] - starts[s]), maxima[s], argmax[s], sums[s], counts[s])
+            for s in range(segments)
+        ]
 
     def score(self, example: Residuals) -> dict[str, ProbeResult]:
-        from monitor.kernels import projection
-        from monitor.proto.saemon.v1 import monitor_pb2 as pb
-        from monitor.sidecar.rules import decide, decide_at_end
-        from monitor.sidecar.state import ProbeTrack
-
-        num_features = len(self.pack.spec.features)
-        summaries: dict[str, list[pb.RequestSummary]] = {}
-        for scope in self.scopes:
-            positions = example.positions[scope]
-            n = len(positions)
-            summaries[scope] = []
-            if n == 0:
-                continue
-            # decode: one row per step; the prompt: one prefill chunk. Every segment is non-empty.
-            starts = np.arange(n + 1) if scope == "response" else np.array([0, n])
-            seg_starts = torch.from_numpy(starts.astype(np.int32))
-            arrays = {key: np.zeros((len(starts) - 1, num_features), dtype) for key, dtype in
-                      (("max", np.float32), ("argmax", np.int64), ("sum", np.float32), ("count", np.int64))}  # fmt: skip
-            for layer, bank, columns in self.banks:
-                result = projection(example.rows[(scope, layer)], bank, seg_starts, torch.ones(n, dtype=torch.bool))
-                arrays["max"][:, columns] = result.max.numpy()
-                arrays["sum"][:, columns] = result.sum.numpy()
-                arrays["count"][:, columns] = result.count.numpy()
-                arrays["argmax"][:, columns] = positions[result.argmax.numpy()]  # row -> absolute position
-            code = pb.TOKEN_SCOPE_PROMPT if scope == "prompt" else pb.TOKEN_SCOPE_RESPONSE
-            summaries[scope] = [
-                pb.RequestSummary(
-                    scope=code,
-                    first_position=int(positions[starts[s]]),
-                    num_tokens=int(starts[s + 1] - starts[s]),
-                    max=arrays["max"][s].tolist(),
-                    argmax_position=arrays["argmax"][s].tolist(),
-                    sum=arrays["sum"][s].tolist(),
-                    count_above=arrays["count"][s].tolist(),
-                )
-                for s in range(len(starts) - 1)
-            ]
         results = {}
-        for probe in self.probes:
-            spec, track = probe.spec, ProbeTrack(probe)
-            best, fired = -math.inf, False
-            for summary in summaries[spec.scope]:
-                track.update(summary)
-                if spec.decide == "end":
-                    continue
-                if track.tokens >= spec.min_tokens:
-                    best = max(best, track.score)
-                decision = decide(track)
-                if decision == pb.DECISION_KIND_FIRED:
-                    track.firing = track.fired = fired = True
-                elif decision == pb.DECISION_KIND_RESOLVED:
-                    track.firing = False
-            if spec.decide == "end":
-                best = track.score if track.tokens >= spec.min_tokens else -math.inf
-                fired = decide_at_end(track) is not None
-            results[probe.name] = ProbeResult(best, fired, track.score, track.tokens)
-        return results
+        for scope, group in self.groups.items():
+            tracks = ProbeTracks(group)
+            fired = np.zeros(len(group), dtype=bool)
+            for step in self.steps(example, SCOPE_LABELS[scope]):
+                for transition in tracks.observe(step):
+                    fired[transition.index] |= transition.kind == FIRED
+            final = tracks.scores()
+            judged = tracks.judged
+            for transition in tracks.close():
+                fired[transition.index] |= transition.kind == FIRED
+            for index, probe in enumerate(group.probes):
+                results[probe.name] = ProbeResult(
+                    float(judged[index]), bool(fired[index]), float(final[index]), tracks.tokens
+                )
+        return {spec.name: results[spec.name] for spec in self.pack.spec.probes}
 
 
 def score_examples(model, tokenizer, pack: ProbePack, examples: Sequence[Example]) -> list[dict[str, ProbeResult]]:

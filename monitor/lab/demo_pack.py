@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.probes.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, QualitySpec, save_pack
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, QualitySpec, save_pack
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ def chat(system: str, question: str, answer: str) -> list[dict[str, str]]:
 def _answer_means(model, tokenizer, examples: list[list[dict[str, str]]]) -> np.ndarray:
     """Mean residual after LAYER over each example's answer tokens, [N, d], as the monitor
     sees the answer (the probe library's scoring path)."""
-    from monitor.probes.datasets import Example, Message
-    from monitor.probes.train import pool
+    from monitor.lab.datasets import Example, Message
+    from monitor.lab.pooling import pool
 
     rows = [Example(messages=tuple(Message(**m) for m in messages), label=0, concept="deception", split="train")
             for messages in examples]  # fmt: skip

@@ -1,7 +1,7 @@
 """``saemon probes discover``: which SAE latents respond to a concept.
 
 Every latent's mean activation over each example's response tokens (as the monitor
-computes the latent, see :class:`monitor.probes.train.LatentBank`) is compared between the
+computes the latent, see :class:`monitor.lab.latents.LatentBank`) is compared between the
 concept's label-1 and label-0 examples of the train split: AUROC (ties averaged, so a
 latent that never fires scores 0.5), Cohen's d (difference of means over the pooled
 standard deviation) and how often it fires on each side. The ranking is by AUROC, then
@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from monitor.errors import ProbeDataError
-from monitor.probes.datasets import Example
+from monitor.lab.datasets import Example
+from monitor.lab.latents import gate_threshold, latent_bank
+from monitor.lab.pooling import pool
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class LatentContext:
 def top_contexts(tokenizer, examples: Sequence[Example], peaks: np.ndarray, positions: np.ndarray,
                  latent: int, count: int = 3) -> list[LatentContext]:  # fmt: skip
     """The ``count`` examples where ``latent`` peaks hardest, as text around the peak."""
-    from monitor.probes.scoring import token_view
+    from monitor.lab.scoring import token_view
     from monitor.sae.browse import window_text
 
     column = peaks[:, latent]
@@ -84,8 +86,6 @@ def top_contexts(tokenizer, examples: Sequence[Example], peaks: np.ndarray, posi
 def discover(model, tokenizer, sae, sae_name: str, examples: Sequence[Example], concept: str,
              top: int = 20, contexts: int = 3, limit: int | None = None) -> dict:  # fmt: skip
     """Rank the SAE's latents for ``concept`` on the train split; the report as a dict."""
-    from monitor.probes.train import gate_threshold, latent_bank, pool
-
     train = [e for e in examples if e.concept == concept and e.split == "train"]
     if limit is not None:
         train = train[:limit]

@@ -16,7 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.errors import SaemonError
-from monitor.vllm_server import free_port
+from monitor.harness import free_port
 
 
 class SidecarProcessError(SaemonError):

@@ -6,9 +6,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.config import SidecarSettings
-from monitor.probes.pack import load_pack_dir
+from monitor.pack import load_pack_dir
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.sidecar.engine import Engine, Rejected
+from monitor.sidecar.scorer import Scorer, Rejected
 from monitor.sidecar.metrics import SidecarMetrics
 from synthetic import batch, end, summary, write_pack
 
@@ -28,19 +28,19 @@ def clock():
     return Clock()
 
 
-def make_engine(tmp_path, clock, probes=None, **settings) -> Engine:
+def make_engine(tmp_path, clock, probes=None, **settings) -> Scorer:
     write_pack(tmp_path, probes=probes)
-    engine = Engine(SidecarSettings(**settings), SidecarMetrics(CollectorRegistry()), clock)
-    engine.set_packs(load_pack_dir(tmp_path))
-    return engine
+    scorer = Scorer(SidecarSettings(**settings), SidecarMetrics(CollectorRegistry()), clock)
+    scorer.set_packs(load_pack_dir(tmp_path))
+    return scorer
 
 
-def sample(engine: Engine, name: str, labels: dict | None = None) -> float | None:
-    return engine.metrics.registry.get_sample_value(name, labels or {})
+def sample(scorer: Scorer, name: str, labels: dict | None = None) -> float | None:
+    return scorer.metrics.registry.get_sample_value(name, labels or {})
 
 
-def scores(engine: Engine, request_id: str) -> dict[str, pb.ProbeScore]:
-    return {s.probe: s for s in engine.report(request_id).scores}
+def scores(scorer: Scorer, request_id: str) -> dict[str, pb.ProbeScore]:
+    return {s.probe: s for s in scorer.report(request_id).scores}
 
 
 def probe(name, aggregation, threshold=0.5, **extra):
@@ -48,11 +48,11 @@ def probe(name, aggregation, threshold=0.5, **extra):
 
 
 def test_max_and_mean_are_exact_over_prefill_chunks_and_decode_steps(tmp_path, clock):
-    engine = make_engine(tmp_path, clock)
-    engine.apply(batch([summary("r", [0.2, 0.0], 0, n=10, sums=[1.0, 0.5])]))
-    engine.apply(batch([summary("r", [0.6, 0.1], 10, n=1)]))
-    engine.apply(batch([summary("r", [0.3, 0.9], 11, n=1)]))
-    got = scores(engine, "r")
+    scorer = make_engine(tmp_path, clock)
+    scorer.apply(batch([summary("r", [0.2, 0.0], 0, n=10, sums=[1.0, 0.5])]))
+    scorer.apply(batch([summary("r", [0.6, 0.1], 10, n=1)]))
+    scorer.apply(batch([summary("r", [0.3, 0.9], 11, n=1)]))
+    got = scores(scorer, "r")
     assert got["safety_max"].score == pytest.approx(0.6)
     assert got["safety_max"].peak_position == 10
     # mean of f0 = (1.0 + 0.6 + 0.3) / 12; of f1 = (0.5 + 0.1 + 0.9) / 12; probe = max of both
@@ -66,10 +66,10 @@ def test_weighted_probe_scores_intercept_plus_weighted_feature_scores(tmp_path, 
     weighted contribution."""
     weighted = {"name": "lr", "concept": "c", "features": ["f0", "f1"], "aggregation": "mean", "threshold": 0.0,
                 "weights": [2.0, -0.5], "intercept": -1.0}  # fmt: skip
-    engine = make_engine(tmp_path, clock, probes=[weighted])
-    engine.apply(batch([summary("r", [0.2, 0.0], 0, n=10, sums=[1.0, 0.5])]))
-    engine.apply(batch([summary("r", [0.6, 3.0], 10, n=1)]))
-    got = scores(engine, "r")["lr"]
+    scorer = make_engine(tmp_path, clock, probes=[weighted])
+    scorer.apply(batch([summary("r", [0.2, 0.0], 0, n=10, sums=[1.0, 0.5])]))
+    scorer.apply(batch([summary("r", [0.6, 3.0], 10, n=1)]))
+    got = scores(scorer, "r")["lr"]
     assert got.score == pytest.approx(-1.0 + 2.0 * 1.6 / 11 - 0.5 * 3.5 / 11)
     assert got.top_tokens[0].feature == "f0" and got.top_tokens[0].value == pytest.approx(1.2)
 
@@ -78,44 +78,44 @@ def test_a_probe_decided_at_the_end_judges_the_final_score_once(tmp_path, clock)
     """decide: end ignores a running mean that crosses early and fires (then resolves) on
     the final score when the request ends, if min_tokens were reached."""
     at_end = probe("end", "mean", threshold=0.5, decide="end", min_tokens=3)
-    engine = make_engine(tmp_path, clock, probes=[at_end])
-    assert engine.apply(batch([summary("a", [0.9, 0], 0)])) == []  # running mean 0.9: not judged yet
-    engine.apply(batch([summary("a", [0.1, 0], 1), summary("a", [0.1, 0], 2)]))
-    assert [d.kind for d in engine.apply(batch([], ends=[end("a")]))] == []  # final mean 0.37
-    engine.apply(batch([summary("b", [0.2, 0], 0), summary("b", [0.8, 0], 1), summary("b", [0.9, 0], 2)]))
-    decisions = engine.apply(batch([], ends=[end("b")]))
+    scorer = make_engine(tmp_path, clock, probes=[at_end])
+    assert scorer.apply(batch([summary("a", [0.9, 0], 0)])) == []  # running mean 0.9: not judged yet
+    scorer.apply(batch([summary("a", [0.1, 0], 1), summary("a", [0.1, 0], 2)]))
+    assert [d.kind for d in scorer.apply(batch([], ends=[end("a")]))] == []  # final mean 0.37
+    scorer.apply(batch([summary("b", [0.2, 0], 0), summary("b", [0.8, 0], 1), summary("b", [0.9, 0], 2)]))
+    decisions = scorer.apply(batch([], ends=[end("b")]))
     assert [d.kind for d in decisions] == [pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED]
     assert decisions[0].score == pytest.approx(1.9 / 3) and decisions[0].tokens == 3
-    assert sample(engine, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "end", "severity": "warning"}) == 1
-    engine.apply(batch([summary("c", [0.9, 0], 0), summary("c", [0.9, 0], 1)]))  # too short to judge
-    assert engine.apply(batch([], ends=[end("c")])) == []
+    assert sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "end", "severity": "warning"}) == 1
+    scorer.apply(batch([summary("c", [0.9, 0], 0), summary("c", [0.9, 0], 1)]))  # too short to judge
+    assert scorer.apply(batch([], ends=[end("c")])) == []
 
 
 def test_ema_folds_a_chunk_as_n_tokens_of_its_mean(tmp_path, clock):
-    engine = make_engine(tmp_path, clock, probes=[probe("e", "ema", ema_alpha=0.25)])
-    engine.apply(batch([summary("r", [1.0, 0], 0, n=1)]))  # first token initialises: 1.0
-    engine.apply(batch([summary("r", [0.0, 0], 1, n=2, sums=[0.0, 0])]))  # two zeros
-    assert scores(engine, "r")["e"].score == pytest.approx(0.75**2)
-    engine.apply(batch([summary("r", [1.0, 0], 3, n=1)]))
-    assert scores(engine, "r")["e"].score == pytest.approx(0.75**3 + 0.25)
+    scorer = make_engine(tmp_path, clock, probes=[probe("e", "ema", ema_alpha=0.25)])
+    scorer.apply(batch([summary("r", [1.0, 0], 0, n=1)]))  # first token initialises: 1.0
+    scorer.apply(batch([summary("r", [0.0, 0], 1, n=2, sums=[0.0, 0])]))  # two zeros
+    assert scores(scorer, "r")["e"].score == pytest.approx(0.75**2)
+    scorer.apply(batch([summary("r", [1.0, 0], 3, n=1)]))
+    assert scores(scorer, "r")["e"].score == pytest.approx(0.75**3 + 0.25)
 
 
 def test_window_count_counts_tokens_above_threshold_in_the_last_window(tmp_path, clock):
-    engine = make_engine(tmp_path, clock, probes=[probe("w", "window_count", threshold=3, window_tokens=4)])
+    scorer = make_engine(tmp_path, clock, probes=[probe("w", "window_count", threshold=3, window_tokens=4)])
     for position, above in enumerate([1, 1, 0, 1, 1, 0, 0, 0]):
-        engine.apply(batch([summary("r", [0.9 if above else 0.1, 0], position, counts=[above, 0])]))
+        scorer.apply(batch([summary("r", [0.9 if above else 0.1, 0], position, counts=[above, 0])]))
         if position == 4:  # window = positions 1..4 -> 1 + 0 + 1 + 1
-            assert scores(engine, "r")["w"].score == 3
-            assert scores(engine, "r")["w"].firing
-    assert scores(engine, "r")["w"].score == 1  # positions 4..7 -> 1 + 0 + 0 + 0
-    assert not scores(engine, "r")["w"].firing
+            assert scores(scorer, "r")["w"].score == 3
+            assert scores(scorer, "r")["w"].firing
+    assert scores(scorer, "r")["w"].score == 1  # positions 4..7 -> 1 + 0 + 0 + 0
+    assert not scores(scorer, "r")["w"].firing
 
 
 def test_fires_once_after_min_tokens_with_provenance(tmp_path, clock):
-    engine = make_engine(tmp_path, clock)
+    scorer = make_engine(tmp_path, clock)
     decisions = []
     for position in range(6):
-        decisions += engine.apply(batch([summary("r", [0.7, 0.0], position)], produced=123))
+        decisions += scorer.apply(batch([summary("r", [0.7, 0.0], position)], produced=123))
     fired = [d for d in decisions if d.probe == "safety_mean"]
     assert [d.kind for d in fired] == [pb.DECISION_KIND_FIRED]
     decision = fired[0]
@@ -126,77 +126,77 @@ def test_fires_once_after_min_tokens_with_provenance(tmp_path, clock):
     assert decision.produced_unix_nanos == 123
     assert [(f.feature, f.layer) for f in decision.features] == [("f0", 14), ("f1", 14)]
     assert decision.features[0].peak_value == pytest.approx(0.7)
-    assert sample(engine, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "safety_mean", "severity": "warning"}) == 1
+    assert sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "safety_mean", "severity": "warning"}) == 1
     # the max probe (threshold 0.8) never fired
     assert not any(d.probe == "safety_max" for d in decisions)
 
 
 def test_hysteresis_keeps_a_hovering_score_from_flapping(tmp_path, clock):
-    engine = make_engine(tmp_path, clock, probes=[probe("e", "ema", threshold=0.5, ema_alpha=1.0, hysteresis=0.1)])
+    scorer = make_engine(tmp_path, clock, probes=[probe("e", "ema", threshold=0.5, ema_alpha=1.0, hysteresis=0.1)])
     kinds = []
     for position, value in enumerate([0.55, 0.45, 0.52, 0.41, 0.39, 0.6]):
-        kinds += [d.kind for d in engine.apply(batch([summary("r", [value, 0], position)]))]
+        kinds += [d.kind for d in scorer.apply(batch([summary("r", [value, 0], position)]))]
     # fires at 0.55; 0.45 / 0.52 / 0.41 stay above 0.4; 0.39 resolves; 0.6 fires again
     assert kinds == [pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED, pb.DECISION_KIND_FIRED]
     # flagged once per request and probe, whatever the number of firings
-    assert sample(engine, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "e", "severity": "warning"}) == 1
+    assert sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "e", "severity": "warning"}) == 1
 
 
 def test_end_resolves_firing_probes_and_records_final_scores(tmp_path, clock):
-    engine = make_engine(tmp_path, clock)
-    engine.apply(batch([summary("r", [0.9, 0.0], 0)]))
-    decisions = engine.apply(batch([], ends=[end("r", pb.FINISH_REASON_LENGTH)]))
+    scorer = make_engine(tmp_path, clock)
+    scorer.apply(batch([summary("r", [0.9, 0.0], 0)]))
+    decisions = scorer.apply(batch([], ends=[end("r", pb.FINISH_REASON_LENGTH)]))
     assert [(d.probe, d.kind) for d in decisions] == [("safety_max", pb.DECISION_KIND_RESOLVED)]
-    report = engine.report("r")
+    report = scorer.report("r")
     assert report.finished and report.finish_reason == pb.FINISH_REASON_LENGTH
     assert [d.kind for d in report.decisions] == [pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED]
-    assert sample(engine, "saemon_requests_scored_total", {"model_name": MODEL}) == 1
-    assert sample(engine, "saemon_probe_score_count", {"model_name": MODEL, "probe": "safety_max"}) == 1
+    assert sample(scorer, "saemon_requests_scored_total", {"model_name": MODEL}) == 1
+    assert sample(scorer, "saemon_probe_score_count", {"model_name": MODEL, "probe": "safety_max"}) == 1
     # (no _sum: the buckets include negative scores, and OpenMetrics then omits it)
     labels = {"model_name": MODEL, "probe": "safety_max"}
-    assert sample(engine, "saemon_probe_score_bucket", {**labels, "le": "0.8"}) == 0
-    assert sample(engine, "saemon_probe_score_bucket", {**labels, "le": "0.9"}) == 1
+    assert sample(scorer, "saemon_probe_score_bucket", {**labels, "le": "0.8"}) == 0
+    assert sample(scorer, "saemon_probe_score_bucket", {**labels, "le": "0.9"}) == 1
     # a late row after the end does not reopen the request
-    assert engine.apply(batch([summary("r", [0.95, 0.0], 1)])) == []
-    assert engine.report("r").finished
+    assert scorer.apply(batch([summary("r", [0.95, 0.0], 1)])) == []
+    assert scorer.report("r").finished
 
 
 def test_prompt_and_response_scopes_are_separate(tmp_path, clock):
-    engine = make_engine(tmp_path, clock, probes=[probe("p", "max", scope="prompt"), probe("q", "max")])
-    engine.apply(batch([summary("r", [0.9, 0], 0, n=5, scope=pb.TOKEN_SCOPE_PROMPT)]))
-    engine.apply(batch([summary("r", [0.2, 0], 5)]))
-    got = scores(engine, "r")
+    scorer = make_engine(tmp_path, clock, probes=[probe("p", "max", scope="prompt"), probe("q", "max")])
+    scorer.apply(batch([summary("r", [0.9, 0], 0, n=5, scope=pb.TOKEN_SCOPE_PROMPT)]))
+    scorer.apply(batch([summary("r", [0.2, 0], 5)]))
+    got = scores(scorer, "r")
     assert (got["p"].score, got["p"].tokens, got["p"].firing) == (pytest.approx(0.9), 5, True)
     assert (got["q"].score, got["q"].tokens, got["q"].firing) == (pytest.approx(0.2), 1, False)
-    assert sample(engine, "saemon_tokens_scored_total", {"model_name": MODEL, "scope": "prompt"}) == 5
-    assert sample(engine, "saemon_tokens_scored_total", {"model_name": MODEL, "scope": "response"}) == 1
+    assert sample(scorer, "saemon_tokens_scored_total", {"model_name": MODEL, "scope": "prompt"}) == 5
+    assert sample(scorer, "saemon_tokens_scored_total", {"model_name": MODEL, "scope": "response"}) == 1
 
 
 def test_idle_requests_are_evicted_and_resolved(tmp_path, clock):
-    engine = make_engine(tmp_path, clock, request_idle_seconds=10)
-    engine.apply(batch([summary("old", [0.9, 0], 0)]))
+    scorer = make_engine(tmp_path, clock, request_idle_seconds=10)
+    scorer.apply(batch([summary("old", [0.9, 0], 0)]))
     clock.now += 6
-    engine.apply(batch([summary("new", [0.1, 0], 0)]))
+    scorer.apply(batch([summary("new", [0.1, 0], 0)]))
     clock.now += 5
-    decisions = engine.sweep()
+    decisions = scorer.sweep()
     assert [(d.request_id, d.kind) for d in decisions] == [("old", pb.DECISION_KIND_RESOLVED)]
-    assert list(engine.table.active) == ["new"]
-    assert not engine.report("old").finished  # kept, marked as not properly finished
-    assert sample(engine, "saemon_requests_evicted_total", {"reason": "idle"}) == 1
-    assert sample(engine, "saemon_requests_active") == 1
+    assert list(scorer.table.active) == ["new"]
+    assert not scorer.report("old").finished  # kept, marked as not properly finished
+    assert sample(scorer, "saemon_requests_evicted_total", {"reason": "idle"}) == 1
+    assert sample(scorer, "saemon_requests_active") == 1
 
 
 def test_memory_is_bounded_by_the_caps(tmp_path, clock):
-    engine = make_engine(tmp_path, clock, max_active_requests=100, max_finished_requests=50, finished_retention_seconds=60)
+    scorer = make_engine(tmp_path, clock, max_active_requests=100, max_finished_requests=50, finished_retention_seconds=60)
     for i in range(1_000):
-        engine.apply(batch([summary(f"r{i}", [0.1, 0], 0)]))
-    assert len(engine.table.active) == 100
-    assert list(engine.table.active)[0] == "r900"  # least recently seen went first
-    assert len(engine.table.finished) == 50
-    assert sample(engine, "saemon_requests_evicted_total", {"reason": "capacity"}) == 900
+        scorer.apply(batch([summary(f"r{i}", [0.1, 0], 0)]))
+    assert len(scorer.table.active) == 100
+    assert list(scorer.table.active)[0] == "r900"  # least recently seen went first
+    assert len(scorer.table.finished) == 50
+    assert sample(scorer, "saemon_requests_evicted_total", {"reason": "capacity"}) == 900
     clock.now += 61
-    engine.sweep()
-    assert len(engine.table.finished) == 0
+    scorer.sweep()
+    assert len(scorer.table.finished) == 0
 
 
 @pytest.mark.parametrize(
@@ -215,18 +215,18 @@ def test_memory_is_bounded_by_the_caps(tmp_path, clock):
     ],
 )
 def test_bad_batches_are_rejected_with_a_reason(tmp_path, clock, bad, reason):
-    engine = make_engine(tmp_path, clock)
+    scorer = make_engine(tmp_path, clock)
     with pytest.raises(Rejected) as err:
-        engine.validate(bad)
+        scorer.validate(bad)
     assert err.value.reason == reason and str(err.value)
 
 
 def test_reloaded_probe_starts_a_fresh_track(tmp_path, clock):
-    engine = make_engine(tmp_path, clock)
-    engine.apply(batch([summary("r", [0.9, 0], 0)]))
+    scorer = make_engine(tmp_path, clock)
+    scorer.apply(batch([summary("r", [0.9, 0], 0)]))
     write_pack(tmp_path, version="2")
-    engine.set_packs(load_pack_dir(tmp_path))
+    scorer.set_packs(load_pack_dir(tmp_path))
     with pytest.raises(Rejected):
-        engine.validate(batch([summary("r", [0.1, 0], 1)]))  # the old version is gone
-    engine.apply(batch([summary("r", [0.1, 0], 1)], version="2"))
-    assert scores(engine, "r")["safety_max"].score == pytest.approx(0.1)
+        scorer.validate(batch([summary("r", [0.1, 0], 1)]))  # the old version is gone
+    scorer.apply(batch([summary("r", [0.1, 0], 1)], version="2"))
+    assert scores(scorer, "r")["safety_max"].score == pytest.approx(0.1)

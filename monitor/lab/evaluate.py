@@ -1,7 +1,7 @@
 """``saemon probes eval``: detection quality of a pack, measured the way the monitor decides.
 
 For every probe: its concept's examples of the chosen split (label 1 against label 0) and
-the benign controls, scored through the monitor's code (:mod:`monitor.probes.scoring`).
+the benign controls, scored through the monitor's code (:mod:`monitor.lab.scoring`).
 Reported: AUROC (concept examples), recall (label-1 examples the rule fires on at the
 pack's threshold), the false-positive rate on held-out controls (what ``target_fpr``
 promised) and on the concept's own label-0 examples (honest answers, secure code: the hard
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from monitor.errors import ProbeDataError
-from monitor.probes.datasets import CONTROL, Example
-from monitor.probes.pack import ProbePack, QualitySpec, save_pack
+from monitor.lab.datasets import CONTROL, Example
+from monitor.pack import ProbePack, QualitySpec, save_pack
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def evaluate(model, tokenizer, pack: ProbePack, examples: Sequence[Example], split: str = "test") -> list[ProbeQuality]:
-    from monitor.probes.scoring import score_examples
+    from monitor.lab.scoring import score_examples
 
     concepts = {p.concept for p in pack.spec.probes}
     chosen = [e for e in examples if e.split == split and (e.concept in concepts or e.concept == CONTROL)]

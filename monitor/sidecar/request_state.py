@@ -1,0 +1,138 @@
+"""What the sidecar knows about each request, in bounded tables.
+
+A request's probe state lives in :class:`monitor.probe.ProbeTracks`, one per pack and scope;
+this module adds the request's identity, timestamps, decisions and end-of-request facts,
+and keeps requests in an LRU table ordered by last activity, so idle eviction and the
+capacity cap cost O(evicted).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from monitor.probe import ProbeGroup, ProbeTracks
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.sidecar.token_text import apply_texts
+
+#: Decisions kept per request in its report (a flapping probe must not grow memory).
+MAX_DECISIONS_PER_REQUEST = 32
+
+
+class RequestState:
+    """Everything the sidecar knows about one request."""
+
+    __slots__ = (
+        "request_id", "model_name", "first_seen", "last_seen", "tracks", "tokens",
+        "decisions", "finished", "finish_reason", "prompt_tokens", "response_tokens",
+        "token_ids", "texts",
+    )  # fmt: skip
+
+    def __init__(self, request_id: str, model_name: str, now: float) -> None:
+        self.request_id = request_id
+        self.model_name = model_name
+        self.first_seen = now
+        self.last_seen = now
+        self.tracks: dict[tuple[str, int], ProbeTracks] = {}
+        self.tokens = {pb.TOKEN_SCOPE_PROMPT: 0, pb.TOKEN_SCOPE_RESPONSE: 0}
+        self.decisions: list[pb.Decision] = []
+        self.finished = False
+        self.finish_reason = pb.FINISH_REASON_UNSPECIFIED
+        self.prompt_tokens = 0
+        self.response_tokens = 0
+        #: From the end marker (plugin.send_token_ids), until the sidecar made the texts.
+        self.token_ids: list[int] | None = None
+        #: {probe: {position: text}} of the top tokens, when the audit trail keeps token text.
+        self.texts: dict[str, dict[str, str]] = {}
+
+    def tracks_for(self, pack: str, group: ProbeGroup) -> ProbeTracks:
+        """This request's state for a pack's probes of one scope; a reloaded pack starts afresh."""
+        key = (pack, group.scope)
+        tracks = self.tracks.get(key)
+        if tracks is None or tracks.group is not group:
+            tracks = self.tracks[key] = ProbeTracks(group)
+        return tracks
+
+    def record(self, decision: pb.Decision) -> None:
+        if len(self.decisions) < MAX_DECISIONS_PER_REQUEST:
+            self.decisions.append(decision)
+
+    def to_proto(self) -> pb.RequestReport:
+        report = pb.RequestReport(
+            request_id=self.request_id,
+            model_name=self.model_name,
+            finished=self.finished,
+            finish_reason=self.finish_reason,
+            prompt_tokens=self.prompt_tokens or self.tokens[pb.TOKEN_SCOPE_PROMPT],
+            response_tokens=self.response_tokens or self.tokens[pb.TOKEN_SCOPE_RESPONSE],
+            scores=[score for tracks in self.tracks.values() for score in tracks.to_protos()],
+            decisions=self.decisions,
+            first_seen_unix_nanos=int(self.first_seen * 1e9),
+            last_seen_unix_nanos=int(self.last_seen * 1e9),
+        )
+        if self.texts:
+            apply_texts(report, self.texts)
+        return report
+
+
+class RequestTable:
+    """Active requests (LRU by last activity) and recently finished ones (FIFO, TTL)."""
+
+    def __init__(self, max_active: int, max_finished: int, finished_retention: float) -> None:
+        self.max_active = max_active
+        self.max_finished = max_finished
+        self.finished_retention = finished_retention
+        self.active: OrderedDict[str, RequestState] = OrderedDict()
+        self.finished: OrderedDict[str, tuple[float, RequestState]] = OrderedDict()
+
+    def touch(self, request_id: str, model_name: str, now: float) -> RequestState | None:
+        """The active state for ``request_id`` (created if new); None if it already finished."""
+        state = self.active.get(request_id)
+        if state is None:
+            if request_id in self.finished:
+                return None  # a late row (one more step after EOS): the report is closed
+            state = self.active[request_id] = RequestState(request_id, model_name, now)
+        else:
+            self.active.move_to_end(request_id)
+        state.last_seen = now
+        return state
+
+    def over_capacity(self) -> list[RequestState]:
+        evicted = []
+        while len(self.active) > self.max_active:
+            evicted.append(self.active.popitem(last=False)[1])
+        return evicted
+
+    def idle(self, now: float, idle_seconds: float) -> list[RequestState]:
+        evicted = []
+        horizon = now - idle_seconds
+        while self.active:
+            state = next(iter(self.active.values()))
+            if state.last_seen > horizon:
+                break
+            evicted.append(self.active.popitem(last=False)[1])
+        return evicted
+
+    def finish(self, state: RequestState, now: float) -> None:
+        self.active.pop(state.request_id, None)
+        if self.max_finished == 0:
+            return
+        self.finished[state.request_id] = (now, state)
+        self.finished.move_to_end(state.request_id)
+        while len(self.finished) > self.max_finished:
+            self.finished.popitem(last=False)
+
+    def expire(self, now: float) -> None:
+        horizon = now - self.finished_retention
+        while self.finished:
+            finished_at, _ = next(iter(self.finished.values()))
+            if finished_at > horizon:
+                break
+            self.finished.popitem(last=False)
+
+    def get(self, request_id: str) -> RequestState | None:
+        state = self.active.get(request_id)
+        if state is not None:
+            return state
+        entry = self.finished.get(request_id)
+        return entry[1] if entry else None
+

@@ -1,0 +1,360 @@
+"""The scorer: validates step batches, folds them into request state, emits decisions.
+
+Synchronous and single-threaded: the server feeds it from one asyncio task, so it needs no
+locks. Validation is separate from application so the ingest stream can reject a bad batch
+(and say why in its response) before it is queued; a batch is applied whole or not at all.
+Validation decodes the batch's summaries into arrays once (:class:`Columns`, from either
+wire form); applying folds each row into the request's :class:`monitor.probe.ProbeTracks`
+and turns the transitions the rule reports into decisions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.config import SidecarSettings
+from monitor.pack import PackSet
+from monitor.probe import SCOPE_LABELS, CompiledProbe, ProbeGroup, ProbeTracks, Step, Transition, finite, probe_groups
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.sidecar.metrics import SidecarMetrics
+from monitor.sidecar.request_state import RequestState, RequestTable
+
+SEVERITY_LABELS = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_CRITICAL: "critical"}
+KIND_LABELS = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND_RESOLVED: "resolved"}
+
+
+class Rejected(Exception):
+    """A batch that cannot be scored; ``reason`` is a saemon_events_dropped_total label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CompiledPack:
+    name: str
+    version: str
+    feature_count: int
+    groups: dict[int, ProbeGroup]  # by scope
+    probes: tuple[CompiledProbe, ...]  # in the pack's order
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A batch's summaries as arrays: row i is one request and scope."""
+
+    request_ids: list[str]
+    scopes: np.ndarray  # int [S]
+    first_positions: np.ndarray  # int64 [S]
+    num_tokens: np.ndarray  # int64 [S]
+    max: np.ndarray  # float32 [S, F]
+    argmax: np.ndarray  # int64 [S, F]
+    sum: np.ndarray  # float32 [S, F]
+    count: np.ndarray  # uint32 [S, F]
+
+    def step(self, row: int) -> Step:
+        return Step(
+            int(self.first_positions[row]), int(self.num_tokens[row]),
+            self.max[row], self.argmax[row], self.sum[row], self.count[row],
+        )  # fmt: skip
+
+
+_EMPTY = Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                 np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32),
+                 np.zeros((0, 0), np.uint32))  # fmt: skip
+
+
+def decode(batch: pb.StepBatch, features: int) -> Columns:
+    """The batch's summaries as arrays (either wire form), or Rejected naming the problem."""
+    if batch.requests and batch.HasField("columns"):
+        raise Rejected("malformed", "StepBatch carries both requests and columns; send one form")
+    if batch.HasField("columns"):
+        return _from_columns(batch.columns, features)
+    if not batch.requests:
+        return _EMPTY
+    for summary in batch.requests:
+        if not (len(summary.max) == len(summary.sum) == len(summary.argmax_position)
+                == len(summary.count_above) == features):  # fmt: skip
+            raise Rejected(
+                "malformed",
+                f"request {summary.request_id}: feature arrays have lengths "
+                f"{len(summary.max)}/{len(summary.argmax_position)}/{len(summary.sum)}/"
+                f"{len(summary.count_above)}, pack {batch.pack!r} has {features} features",
+            )
+    summaries = batch.requests
+    return _checked(
+        Columns(
+            request_ids=[s.request_id for s in summaries],
+            scopes=np.array([s.scope for s in summaries], dtype=np.int64),
+            first_positions=np.array([s.first_position for s in summaries], dtype=np.int64),
+            num_tokens=np.array([s.num_tokens for s in summaries], dtype=np.int64),
+            max=np.array([s.max for s in summaries], dtype=np.float32),
+            argmax=np.array([s.argmax_position for s in summaries], dtype=np.int64),
+            sum=np.array([s.sum for s in summaries], dtype=np.float32),
+            count=np.array([s.count_above for s in summaries], dtype=np.uint32),
+        )
+    )
+
+
+def _from_columns(columns: pb.SummaryColumns, features: int) -> Columns:
+    rows = len(columns.request_id)
+    lengths = (len(columns.scope), len(columns.first_position), len(columns.num_tokens))
+    if lengths != (rows,) * 3:
+        raise Rejected(
+            "malformed",
+            f"SummaryColumns: {rows} request ids but {lengths[0]} scopes, {lengths[1]} first positions "
+            f"and {lengths[2]} token counts; give one of each per row",
+        )
+    arrays = {}
+    for name, dtype in (("max", "<f4"), ("argmax_position", "<i8"), ("sum", "<f4"), ("count_above", "<u4")):
+        data = getattr(columns, name)
+        expected = rows * features * np.dtype(dtype).itemsize
+        if len(data) != expected:
+            raise Rejected(
+                "malformed",
+                f"SummaryColumns.{name} has {len(data)} bytes; {rows} rows x {features} features of "
+                f"{np.dtype(dtype).name} need {expected}",
+            )
+        arrays[name] = np.frombuffer(data, dtype=dtype).reshape(rows, features)
+    return _checked(
+        Columns(
+            request_ids=list(columns.request_id),
+            scopes=np.array(columns.scope, dtype=np.int64),
+            first_positions=np.array(columns.first_position, dtype=np.int64),
+            num_tokens=np.array(columns.num_tokens, dtype=np.int64),
+            max=arrays["max"],
+            argmax=arrays["argmax_position"],
+            sum=arrays["sum"],
+            count=arrays["count_above"],
+        )
+    )
+
+
+def _checked(columns: Columns) -> Columns:
+    """Row checks shared by both wire forms; the first bad row is named."""
+    ids = columns.request_ids
+    if not all(ids):
+        raise Rejected("malformed", "RequestSummary.request_id is empty")
+    scoped = np.isin(columns.scopes, list(SCOPE_LABELS))
+    if not scoped.all():
+        raise Rejected("malformed", f"request {ids[int(np.argmin(scoped))]}: scope is unspecified")
+    counted = columns.num_tokens > 0
+    if not counted.all():
+        raise Rejected("malformed", f"request {ids[int(np.argmin(counted))]}: num_tokens is 0")
+    finite_rows = np.isfinite(columns.max).all(axis=1) & np.isfinite(columns.sum).all(axis=1)
+    if not finite_rows.all():
+        raise Rejected("non_finite", f"request {ids[int(np.argmin(finite_rows))]}: NaN or infinite score")
+    return columns
+
+
+class Scorer:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        metrics: SidecarMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.table = RequestTable(
+            settings.max_active_requests,
+            settings.max_finished_requests,
+            settings.finished_retention_seconds,
+        )
+        self.packs = PackSet()
+        self._compiled: dict[str, CompiledPack] = {}
+        #: Requests closed (finished or evicted) since the last drain_closed().
+        self._closed: list[RequestState] = []
+
+    # -- probe packs ---------------------------------------------------------------------
+
+    def set_packs(self, packs: PackSet) -> None:
+        compiled = {}
+        for pack in packs.packs:
+            groups = probe_groups(pack)
+            by_name = {probe.name: probe for group in groups.values() for probe in group.probes}
+            probes = tuple(by_name[spec.name] for spec in pack.spec.probes)
+            compiled[pack.name] = CompiledPack(pack.name, pack.version, len(pack.spec.features), groups, probes)
+        self.packs, self._compiled = packs, compiled
+        self.metrics.probes_loaded.set(sum(len(p.spec.probes) for p in packs.packs))
+
+    def probe_infos(self) -> list[pb.ProbeInfo]:
+        infos = []
+        for pack in self._compiled.values():
+            model_name = self.packs.get(pack.name).spec.model.name
+            for probe in pack.probes:
+                spec = probe.spec
+                infos.append(
+                    pb.ProbeInfo(
+                        name=spec.name,
+                        concept=spec.concept,
+                        pack=probe.pack,
+                        pack_version=probe.pack_version,
+                        model_name=model_name,
+                        features=probe.feature_names,
+                        layers=sorted(set(probe.feature_layers)),
+                        aggregation=spec.aggregation,
+                        scope=probe.scope,
+                        threshold=spec.threshold,
+                        target_fpr=spec.target_fpr or 0.0,
+                        min_tokens=spec.min_tokens,
+                        hysteresis=spec.hysteresis,
+                        severity=probe.severity,
+                        action=probe.action,
+                    )
+                )
+        return infos
+
+    # -- ingest --------------------------------------------------------------------------
+
+    def validate(self, batch: pb.StepBatch) -> Columns:
+        """The batch's summaries decoded; Rejected if it cannot be scored as a whole."""
+        if not batch.model_name:
+            raise Rejected("malformed", "StepBatch.model_name is empty")
+        pack = self._compiled.get(batch.pack)
+        if pack is None:
+            loaded = sorted(self._compiled) or ["none"]
+            raise Rejected(
+                "unknown_pack",
+                f"StepBatch.pack {batch.pack!r} is not loaded (loaded: {', '.join(loaded)})",
+            )
+        if batch.pack_version != pack.version:
+            raise Rejected(
+                "unknown_pack",
+                f"pack {batch.pack!r} version {batch.pack_version!r} is not the loaded version "
+                f"{pack.version!r}: the plugin and the sidecar must load the same pack",
+            )
+        columns = decode(batch, pack.feature_count)
+        for end in batch.ends:
+            if not end.request_id:
+                raise Rejected("malformed", "RequestEnd.request_id is empty")
+        return columns
+
+    def apply(self, batch: pb.StepBatch, columns: Columns | None = None) -> list[pb.Decision]:
+        """Fold a validated batch into request state; returns the decisions it caused."""
+        now = self.clock()
+        pack = self._compiled.get(batch.pack)
+        decisions: list[pb.Decision] = []
+        if pack is None or pack.version != batch.pack_version:
+            # The pack was reloaded away between validation and now.
+            self.metrics.dropped.labels("unknown_pack").inc()
+            return decisions
+        if columns is None:
+            columns = decode(batch, pack.feature_count)
+        model = batch.model_name
+        produced = batch.produced_unix_nanos
+        groups = pack.groups
+        scored = dict.fromkeys(SCOPE_LABELS, 0)
+        for row, (request_id, scope, tokens) in enumerate(
+            zip(columns.request_ids, columns.scopes.tolist(), columns.num_tokens.tolist())
+        ):
+            state = self.table.touch(request_id, model, now)
+            if state is None:
+                continue  # a late row (one more step after EOS): the report is closed
+            state.tokens[scope] += tokens
+            scored[scope] += tokens
+            group = groups.get(scope)
+            if group is None:
+                continue
+            tracks = state.tracks_for(pack.name, group)
+            for transition in tracks.observe(columns.step(row)):
+                decisions.append(self._decide(state, tracks, transition, produced, now))
+        for scope, tokens in scored.items():
+            if tokens:
+                self.metrics.tokens_scored.labels(model, SCOPE_LABELS[scope]).inc(tokens)
+        for end in batch.ends:
+            state = self.table.touch(end.request_id, model, now)
+            if state is not None:
+                state.finish_reason = end.finish_reason
+                state.prompt_tokens = end.prompt_tokens
+                state.response_tokens = end.response_tokens
+                if end.token_ids:
+                    state.token_ids = list(end.token_ids)
+                decisions += self._close(state, now, produced)
+        for state in self.table.over_capacity():
+            self.metrics.requests_evicted.labels("capacity").inc()
+            decisions += self._close(state, now, produced, finished=False)
+        self.metrics.requests_active.set(len(self.table.active))
+        if produced > 0:
+            self.metrics.ingest_latency.observe(max(0.0, now - produced / 1e9))
+        return decisions
+
+    def sweep(self) -> list[pb.Decision]:
+        """Evict idle requests and expire old reports; call about once a second."""
+        now = self.clock()
+        decisions = []
+        for state in self.table.idle(now, self.settings.request_idle_seconds):
+            self.metrics.requests_evicted.labels("idle").inc()
+            decisions += self._close(state, now, 0, finished=False)
+        self.table.expire(now)
+        self.metrics.requests_active.set(len(self.table.active))
+        return decisions
+
+    def report(self, request_id: str, *, active_only: bool = False) -> pb.RequestReport | None:
+        """A request's report from memory: live while active, then until retention ends."""
+        state = self.table.active.get(request_id) if active_only else self.table.get(request_id)
+        return state.to_proto() if state is not None else None
+
+    def drain_closed(self) -> list[RequestState]:
+        """Requests closed since the last call (their reports go to the audit store)."""
+        closed, self._closed = self._closed, []
+        return closed
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _decide(
+        self, state: RequestState, tracks: ProbeTracks, transition: Transition, produced: int, now: float
+    ) -> pb.Decision:
+        index, kind = transition.index, transition.kind
+        probe = tracks.group.probes[index]
+        severity = SEVERITY_LABELS[probe.severity]
+        if transition.first:
+            self.metrics.requests_flagged.labels(state.model_name, probe.name, severity).inc()
+        self.metrics.decisions.labels(state.model_name, probe.name, severity, KIND_LABELS[kind]).inc()
+        decision = pb.Decision(
+            id=uuid.uuid4().hex,
+            kind=kind,
+            request_id=state.request_id,
+            model_name=state.model_name,
+            probe=probe.name,
+            concept=probe.spec.concept,
+            pack=probe.pack,
+            pack_version=probe.pack_version,
+            scope=probe.scope,
+            severity=probe.severity,
+            action=probe.action,
+            score=finite(float(tracks.scores()[index])),
+            threshold=probe.spec.threshold,
+            tokens=tracks.tokens,
+            features=tracks.contributions(index),
+            decided_unix_nanos=int(now * 1e9),
+            produced_unix_nanos=produced,
+        )
+        state.record(decision)
+        return decision
+
+    def _close(self, state: RequestState, now: float, produced: int, *, finished: bool = True) -> list[pb.Decision]:
+        """End a request: the rule judges and resolves its probes; observe final scores,
+        keep its report."""
+        decisions = []
+        for tracks in state.tracks.values():
+            for transition in tracks.close(judge=finished):
+                decisions.append(self._decide(state, tracks, transition, produced, now))
+        state.finished = finished
+        if finished:
+            if any(state.tokens.values()):
+                self.metrics.requests_scored.labels(state.model_name).inc()
+            for tracks in state.tracks.values():
+                if tracks.tokens:
+                    for probe, score in zip(tracks.group.probes, tracks.scores().tolist()):
+                        self.metrics.probe_score.labels(state.model_name, probe.name).observe(finite(score))
+        self.table.finish(state, now)
+        self._closed.append(state)
+        return decisions
