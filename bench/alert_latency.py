@@ -27,12 +27,13 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from monitor.proto.saemon.v1 import monitor_pb2 as pb  # noqa: E402
-from monitor.proto.saemon.v1 import monitor_pb2_grpc  # noqa: E402
-from monitor.harness.sidecar import SidecarProcess  # noqa: E402
-from receivers import HttpReceiver  # noqa: E402
-from monitor.harness.redis_server import RedisServer  # noqa: E402
-from synthetic import write_pack  # noqa: E402
+from receivers import HttpReceiver
+from synthetic import write_pack
+
+from monitor.harness.redis_server import RedisServer
+from monitor.harness.sidecar import SidecarProcess
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
 
 FEATURES = 24
 PROBES = 20
@@ -72,11 +73,18 @@ def steps(args, stop: threading.Event, model: str):
         requests = []
         if args.steps_per_second:
             for r in range(args.requests_per_step):
-                requests.append(pb.RequestSummary(
-                    request_id=f"load{r}-{step // 256}", scope=pb.TOKEN_SCOPE_RESPONSE, first_position=step,
-                    num_tokens=1, max=[0.1] * FEATURES, argmax_position=[step] * FEATURES,
-                    sum=[0.1] * FEATURES, count_above=[0] * FEATURES,
-                ))  # fmt: skip
+                requests.append(
+                    pb.RequestSummary(
+                        request_id=f"load{r}-{step // 256}",
+                        scope=pb.TOKEN_SCOPE_RESPONSE,
+                        first_position=step,
+                        num_tokens=1,
+                        max=[0.1] * FEATURES,
+                        argmax_position=[step] * FEATURES,
+                        sum=[0.1] * FEATURES,
+                        count_above=[0] * FEATURES,
+                    )
+                )
         ends = [pb.RequestEnd(request_id=rid) for rid, due in list(ending.items()) if due <= step]
         for end in ends:
             del ending[end.request_id]
@@ -85,17 +93,34 @@ def steps(args, stop: threading.Event, model: str):
             values = [0.1] * FEATURES
             values[k] = 0.95
             rid = f"fire{fired}"
-            requests.append(pb.RequestSummary(
-                request_id=rid, scope=pb.TOKEN_SCOPE_RESPONSE, first_position=0, num_tokens=1,
-                max=values, argmax_position=[0] * FEATURES, sum=values, count_above=[0] * FEATURES,
-            ))  # fmt: skip
+            requests.append(
+                pb.RequestSummary(
+                    request_id=rid,
+                    scope=pb.TOKEN_SCOPE_RESPONSE,
+                    first_position=0,
+                    num_tokens=1,
+                    max=values,
+                    argmax_position=[0] * FEATURES,
+                    sum=values,
+                    count_above=[0] * FEATURES,
+                )
+            )
             ending[rid] = step + 2
             fired += 1
             next_fire += args.fire_every
-        yield pb.IngestRequest(batches=[pb.StepBatch(
-            model_name=model, pack="bench", pack_version="1", step=step, produced_unix_nanos=time.time_ns(),
-            requests=requests, ends=ends,
-        )])  # fmt: skip
+        yield pb.IngestRequest(
+            batches=[
+                pb.StepBatch(
+                    model_name=model,
+                    pack="bench",
+                    pack_version="1",
+                    step=step,
+                    produced_unix_nanos=time.time_ns(),
+                    requests=requests,
+                    ends=ends,
+                )
+            ]
+        )
         step += 1
         wait = start + step * (period or 0.01) - time.monotonic()
         if wait > 0:
@@ -143,11 +168,21 @@ def main() -> None:
         packs = tmp / "packs"
         packs.mkdir()
         write_pack(
-            packs, name="bench",
+            packs,
+            name="bench",
             features=[{"name": f"f{i}", "layer": 14, "threshold": 0.5} for i in range(FEATURES)],
-            probes=[{"name": f"p{k}", "concept": f"concept_{k}", "features": [f"f{k}"], "aggregation": "max",
-                     "threshold": 0.8, "severity": "critical"} for k in range(PROBES)],
-        )  # fmt: skip
+            probes=[
+                {
+                    "name": f"p{k}",
+                    "concept": f"concept_{k}",
+                    "features": [f"f{k}"],
+                    "aggregation": "max",
+                    "threshold": 0.8,
+                    "severity": "critical",
+                }
+                for k in range(PROBES)
+            ],
+        )
         with RedisServer(tmp / "redis") as redis_server:
             runs = [
                 scenario(args, tmp, packs, "redis-idle", redis_server.url, 0.0, load=False),
@@ -156,18 +191,24 @@ def main() -> None:
                 scenario(args, tmp, packs, "redis-load-gw0.1", redis_server.url, 0.1, load=True),
             ]
     load = args.steps_per_second * args.requests_per_step * FEATURES
-    print(f"load: {args.steps_per_second:.0f} steps/s x {args.requests_per_step} requests x {FEATURES} features "
-          f"= {load / 1e3:.0f}k feature summaries/s; one incident every {args.fire_every} s over {PROBES} probes")  # fmt: skip
+    print(
+        f"load: {args.steps_per_second:.0f} steps/s x {args.requests_per_step} requests x {FEATURES} features "
+        f"= {load / 1e3:.0f}k feature summaries/s; one incident every {args.fire_every} s over {PROBES} probes"
+    )
     print(f"{'scenario':<18} {'receiver':<12} {'alerts':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'dropped':>8}")
     for run in runs:
         for receiver in ("hook", "am"):
             values = run[receiver]
-            print(f"{run['name']:<18} {receiver:<12} {len(values):>6} {quantile(values, 0.5) * 1e3:>8.1f} "
-                  f"{quantile(values, 0.99) * 1e3:>8.1f} {max(values, default=float('nan')) * 1e3:>8.1f} "
-                  f"{run['dropped']:>8.0f}")  # fmt: skip
+            print(
+                f"{run['name']:<18} {receiver:<12} {len(values):>6} {quantile(values, 0.5) * 1e3:>8.1f} "
+                f"{quantile(values, 0.99) * 1e3:>8.1f} {max(values, default=float('nan')) * 1e3:>8.1f} "
+                f"{run['dropped']:>8.0f}"
+            )
     base = quantile(runs[0]["hook"], 0.99)
-    print(f"webhook p99 under load / idle: {quantile(runs[1]['hook'], 0.99) / base:.2f}x; "
-          f"Redis path / memory path under load: {quantile(runs[1]['hook'], 0.99) / quantile(runs[2]['hook'], 0.99):.2f}x")
+    print(
+        f"webhook p99 under load / idle: {quantile(runs[1]['hook'], 0.99) / base:.2f}x; "
+        f"Redis path / memory path under load: {quantile(runs[1]['hook'], 0.99) / quantile(runs[2]['hook'], 0.99):.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -25,11 +25,12 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from monitor.proto.saemon.v1 import monitor_pb2 as pb  # noqa: E402
-from monitor.proto.saemon.v1 import monitor_pb2_grpc  # noqa: E402
-from monitor.harness.watcher import DecisionWatcher  # noqa: E402
-from monitor.harness.sidecar import SidecarProcess  # noqa: E402
-from synthetic import write_pack  # noqa: E402
+from synthetic import write_pack
+
+from monitor.harness.sidecar import SidecarProcess
+from monitor.harness.watcher import DecisionWatcher
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
 
 
 def make_pack(directory: Path, features: int) -> None:
@@ -39,11 +40,31 @@ def make_pack(directory: Path, features: int) -> None:
         features=[{"name": f"f{i}", "layer": 14, "threshold": 0.5} for i in range(features)],
         probes=[
             {"name": "spike", "concept": "c", "features": ["f0"], "aggregation": "max", "threshold": 0.8},
-            {"name": "mean", "concept": "c", "features": [f"f{i}" for i in range(min(4, features))], "aggregation": "mean", "threshold": 0.9, "min_tokens": 4},
-            {"name": "ema", "concept": "c", "features": ["f1" if features > 1 else "f0"], "aggregation": "ema", "threshold": 0.9},
-            {"name": "window", "concept": "c", "features": ["f0"], "aggregation": "window_count", "threshold": 8, "window_tokens": 16},
+            {
+                "name": "mean",
+                "concept": "c",
+                "features": [f"f{i}" for i in range(min(4, features))],
+                "aggregation": "mean",
+                "threshold": 0.9,
+                "min_tokens": 4,
+            },
+            {
+                "name": "ema",
+                "concept": "c",
+                "features": ["f1" if features > 1 else "f0"],
+                "aggregation": "ema",
+                "threshold": 0.9,
+            },
+            {
+                "name": "window",
+                "concept": "c",
+                "features": ["f0"],
+                "aggregation": "window_count",
+                "threshold": 8,
+                "window_tokens": 16,
+            },
         ],
-    )  # fmt: skip
+    )
 
 
 def step_batch(step: int, requests: int, features: int, fire: bool, produced: int) -> pb.StepBatch:
@@ -54,13 +75,19 @@ def step_batch(step: int, requests: int, features: int, fire: bool, produced: in
         value = 0.95 if fire and r == 0 else 0.2
         summaries.append(
             pb.RequestSummary(
-                request_id=request_id, scope=pb.TOKEN_SCOPE_RESPONSE, first_position=step,
-                num_tokens=1, max=[value] * features, argmax_position=[step] * features,
-                sum=[value] * features, count_above=[0] * features,
-            )  # fmt: skip
+                request_id=request_id,
+                scope=pb.TOKEN_SCOPE_RESPONSE,
+                first_position=step,
+                num_tokens=1,
+                max=[value] * features,
+                argmax_position=[step] * features,
+                sum=[value] * features,
+                count_above=[0] * features,
+            )
         )
-    return pb.StepBatch(model_name="bench", pack="bench", pack_version="1", step=step,
-                        produced_unix_nanos=produced, requests=summaries)  # fmt: skip
+    return pb.StepBatch(
+        model_name="bench", pack="bench", pack_version="1", step=step, produced_unix_nanos=produced, requests=summaries
+    )
 
 
 def saturation(stub, batches: int, requests: int, features: int, sidecar: SidecarProcess) -> float:
@@ -86,9 +113,7 @@ def latency(channel, stub, rate_batches: float, seconds: float, requests: int, f
             delay = target - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            yield pb.IngestRequest(
-                batches=[step_batch(step, requests, features, step % 10 == 0, time.time_ns())]
-            )
+            yield pb.IngestRequest(batches=[step_batch(step, requests, features, step % 10 == 0, time.time_ns())])
             step += 1
 
     stub.Ingest(paced())
@@ -123,10 +148,14 @@ def main() -> None:
             stub = monitor_pb2_grpc.MonitorServiceStub(channel)
             per_batch = args.requests_per_step * args.features
             rate = saturation(stub, args.batches, args.requests_per_step, args.features, sidecar)
-            print(f"shape: {args.requests_per_step} requests/step x {args.features} features = "
-                  f"{per_batch} feature summaries per step batch, 4 probes")  # fmt: skip
-            print(f"saturation: {rate:,.0f} feature summaries/s "
-                  f"= {rate / args.features:,.0f} request-tokens/s = {rate / per_batch:,.0f} steps/s")  # fmt: skip
+            print(
+                f"shape: {args.requests_per_step} requests/step x {args.features} features = "
+                f"{per_batch} feature summaries per step batch, 4 probes"
+            )
+            print(
+                f"saturation: {rate:,.0f} feature summaries/s "
+                f"= {rate / args.features:,.0f} request-tokens/s = {rate / per_batch:,.0f} steps/s"
+            )
             print()
             print("offered load   steps/s   decisions   p50 ms   p99 ms   max ms")
             for fraction in (0.1, 0.5, 0.8):
@@ -135,8 +164,10 @@ def main() -> None:
                 if not lat:
                     print(f"{fraction:>11.0%}   {steps:7.0f}   no decisions")
                     continue
-                print(f"{fraction:>11.0%}   {steps:7.0f}   {len(lat):9d}   {percentile(lat, 50):6.2f}   "
-                      f"{percentile(lat, 99):6.2f}   {max(lat):6.2f}")  # fmt: skip
+                print(
+                    f"{fraction:>11.0%}   {steps:7.0f}   {len(lat):9d}   {percentile(lat, 50):6.2f}   "
+                    f"{percentile(lat, 99):6.2f}   {max(lat):6.2f}"
+                )
             sidecar.stop()
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from monitor import model
 from monitor.config import load_settings
-from monitor.lab import demo_pack
 from monitor.harness.sidecar import SidecarProcess
 from monitor.harness.vllm_server import VllmServer
+from monitor.lab import demo_pack
 
 
 def workload(server: VllmServer, requests: int, tokens: int) -> tuple[float, list[float]]:
@@ -37,8 +37,10 @@ def workload(server: VllmServer, requests: int, tokens: int) -> tuple[float, lis
         response = client.chat.completions.create(
             model=server.served_name,
             messages=[{"role": "user", "content": f"Write a short story about robot number {i}."}],
-            max_tokens=tokens, temperature=0, extra_body={"ignore_eos": True},
-        )  # fmt: skip
+            max_tokens=tokens,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
         return time.perf_counter() - started, response.usage.completion_tokens
 
     one(0)  # warm-up request, not measured
@@ -62,7 +64,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         pack = demo_pack.build(path, work / "packs", settings.model.name)
-        sidecar = SidecarProcess(work / "sidecar", {"grpc_listen": f"unix://{work}/s.sock", "probes_dir": str(pack.path.parent)})
+        sidecar = SidecarProcess(
+            work / "sidecar", {"grpc_listen": f"unix://{work}/s.sock", "probes_dir": str(pack.path.parent)}
+        )
         plugin = {"pack": str(pack.path), "sidecar": f"unix://{work}/s.sock"}
         runs = []
         with sidecar:
@@ -70,18 +74,25 @@ def main() -> None:
                 extra = ["--no-enable-prefix-caching"]
                 if monitored:
                     extra += ["--additional-config", json.dumps({"saemon": plugin})]
-                server = VllmServer(path, settings.model.name, settings.vllm, work / f"vllm-{len(runs)}.log", extra_args=extra)
+                server = VllmServer(
+                    path, settings.model.name, settings.vllm, work / f"vllm-{len(runs)}.log", extra_args=extra
+                )
                 with server:
                     rate, latencies = workload(server, args.requests, args.tokens)
                 runs.append((monitored, rate, latencies))
-                print(f"monitor {'on ' if monitored else 'off'}: {rate:7.1f} tokens/s, "
-                      f"p50 {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s", flush=True)  # fmt: skip
+                print(
+                    f"monitor {'on ' if monitored else 'off'}: {rate:7.1f} tokens/s, "
+                    f"p50 {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s",
+                    flush=True,
+                )
             scored = sidecar.metric("saemon_tokens_scored_total", model_name=settings.model.name, scope="response")
     off = [r for r in runs if not r[0]]
     on = next(r for r in runs if r[0])
     off_rate = statistics.mean(r[1] for r in off)
     off_p50 = statistics.mean(statistics.median(r[2]) for r in off)
-    print(f"\nworkload: {args.requests} concurrent chats x {args.tokens} tokens, greedy, compiled, dtype {settings.vllm.dtype}")
+    print(
+        f"\nworkload: {args.requests} concurrent chats x {args.tokens} tokens, greedy, compiled, dtype {settings.vllm.dtype}"
+    )
     print(f"throughput on/off: {on[1] / off_rate:.3f}   (off/off noise: {off[1][1] / off[0][1]:.3f})")
     print(f"p50 latency on/off: {statistics.median(on[2]) / off_p50:.3f}")
     # each request feeds back all but its last generated token; special tokens are not scored

@@ -86,11 +86,21 @@ def run(mode: str, requests: int, tokens: int, work: Path, pack: Path) -> None:
     settings = load_settings()
     path = model.model_path(settings)
     engine = {"additional_config": {"saemon": {"pack": str(pack), "sidecar": f"unix://{work}/s.sock"}}}
-    sidecar = SidecarProcess(work / f"sidecar-{mode}", {"grpc_listen": f"unix://{work}/s.sock", "probes_dir": str(pack.parent)})
+    sidecar = SidecarProcess(
+        work / f"sidecar-{mode}", {"grpc_listen": f"unix://{work}/s.sock", "probes_dir": str(pack.parent)}
+    )
     with sidecar:
-        llm = LLM(model=str(path), dtype=settings.vllm.dtype, max_model_len=1024, enable_prefix_caching=False,
-                  distributed_executor_backend="uni", **(engine if mode == "on" else {}))  # fmt: skip
-        prompts = [[{"role": "user", "content": f"Write a short story about robot number {i}."}] for i in range(requests)]
+        llm = LLM(
+            model=str(path),
+            dtype=settings.vllm.dtype,
+            max_model_len=1024,
+            enable_prefix_caching=False,
+            distributed_executor_backend="uni",
+            **(engine if mode == "on" else {}),
+        )
+        prompts = [
+            [{"role": "user", "content": f"Write a short story about robot number {i}."}] for i in range(requests)
+        ]
         llm.chat(prompts[:2], SamplingParams(temperature=0, max_tokens=8))  # warm-up
         spent.update(seconds=0.0, steps=0)
         threads_before = _thread_cpu()
@@ -107,8 +117,15 @@ def run(mode: str, requests: int, tokens: int, work: Path, pack: Path) -> None:
     for tid, (name, seconds) in threads_after.items():
         group = _classify(name)
         cpu[group] = cpu.get(group, 0.0) + seconds - threads_before.get(tid, (name, 0.0))[1]
-    result = {"mode": mode, "rate": requests * tokens / elapsed, "elapsed": elapsed, "hook": spent["seconds"],
-              "steps": spent["steps"], "cpu": cpu, "sidecar_cpu": sidecar_cpu}  # fmt: skip
+    result = {
+        "mode": mode,
+        "rate": requests * tokens / elapsed,
+        "elapsed": elapsed,
+        "hook": spent["seconds"],
+        "steps": spent["steps"],
+        "cpu": cpu,
+        "sidecar_cpu": sidecar_cpu,
+    }
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -142,25 +159,46 @@ def main() -> None:
             results: dict[str, list[dict]] = {}
             for mode in ("off", "on", "off"):  # each engine in a fresh process
                 out = subprocess.run(
-                    [sys.executable, __file__, "--mode", mode, "--work", str(work), "--pack", str(pack),
-                     "--requests", str(args.requests), "--tokens", str(args.tokens)],
-                    capture_output=True, text=True, check=True,
-                ).stdout  # fmt: skip
+                    [
+                        sys.executable,
+                        __file__,
+                        "--mode",
+                        mode,
+                        "--work",
+                        str(work),
+                        "--pack",
+                        str(pack),
+                        "--requests",
+                        str(args.requests),
+                        "--tokens",
+                        str(args.tokens),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
                 line = next(li for li in out.splitlines() if li.startswith("RESULT"))
                 result = json.loads(line[len("RESULT ") :])
                 results.setdefault(mode, []).append(result)
-                print(f"run {number} monitor {mode:3}: {result['rate']:7.1f} tokens/s over {result['elapsed']:.2f} s", flush=True)
+                print(
+                    f"run {number} monitor {mode:3}: {result['rate']:7.1f} tokens/s over {result['elapsed']:.2f} s",
+                    flush=True,
+                )
             off = sum(r["rate"] for r in results["off"]) / len(results["off"])
             on = results["on"][0]
             noise = results["off"][1]["rate"] / results["off"][0]["rate"]
             cpu = on["cpu"]
             print(f"run {number} throughput on/off: {on['rate'] / off:.3f}   (off/off noise: {noise:.3f})")
-            print(f"run {number} plugin hook: {on['hook'] * 1000 / on['steps']:.2f} ms per step over {on['steps']} steps"
-                  f" = {on['hook'] / on['elapsed']:.1%} of the run")  # fmt: skip
-            print(f"run {number} CPU during the run, as a share of its wall time: saemon threads in the worker "
-                  f"{cpu.get('saemon threads', 0.0) / on['elapsed']:.1%}, gRPC C threads {cpu.get('grpc C threads', 0.0) / on['elapsed']:.1%}, "
-                  f"sidecar process {on['sidecar_cpu'] / on['elapsed']:.1%} (off: sidecar {results['off'][0]['sidecar_cpu'] / results['off'][0]['elapsed']:.1%})\n",
-                  flush=True)  # fmt: skip
+            print(
+                f"run {number} plugin hook: {on['hook'] * 1000 / on['steps']:.2f} ms per step over {on['steps']} steps"
+                f" = {on['hook'] / on['elapsed']:.1%} of the run"
+            )
+            print(
+                f"run {number} CPU during the run, as a share of its wall time: saemon threads in the worker "
+                f"{cpu.get('saemon threads', 0.0) / on['elapsed']:.1%}, gRPC C threads {cpu.get('grpc C threads', 0.0) / on['elapsed']:.1%}, "
+                f"sidecar process {on['sidecar_cpu'] / on['elapsed']:.1%} (off: sidecar {results['off'][0]['sidecar_cpu'] / results['off'][0]['elapsed']:.1%})\n",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

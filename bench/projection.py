@@ -94,13 +94,19 @@ def main() -> None:
         limit_note = f"limit = roofline max(bytes / {args.bandwidth:.3g} B/s, FLOPs / {args.peak_flops:.3g} FLOP/s)"
     else:
         limit_note = f"limit = bare torch matmul [T, d] x [d, F] in float32 ({torch.get_num_threads()} threads)"
-    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; dtype {dtype}; "
-          f"fused = {fused_name}; {limit_note}")  # fmt: skip
-    print("fwd est = the model's forward for T tokens, estimated: 2*params*T FLOPs at this device's "
-          "[T, d] x [d, 4d] matmul throughput (not measured)")  # fmt: skip
+    print(
+        f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; dtype {dtype}; "
+        f"fused = {fused_name}; {limit_note}"
+    )
+    print(
+        "fwd est = the model's forward for T tokens, estimated: 2*params*T FLOPs at this device's "
+        "[T, d] x [d, 4d] matmul throughput (not measured)"
+    )
     print()
-    header = (f"{'d':>5} {'F':>6} {'T':>5} {'S':>5} | {'ref ms':>9} {'fused ms':>9} {'speed-up':>8} | "
-              f"{'limit ms':>9} {'of limit':>8} | {'fwd est ms':>10} {'proj/fwd':>8}")  # fmt: skip
+    header = (
+        f"{'d':>5} {'F':>6} {'T':>5} {'S':>5} | {'ref ms':>9} {'fused ms':>9} {'speed-up':>8} | "
+        f"{'limit ms':>9} {'of limit':>8} | {'fwd est ms':>10} {'proj/fwd':>8}"
+    )
     print(header)
     print("-" * len(header))
 
@@ -117,10 +123,13 @@ def main() -> None:
             for num_features in args.features:
                 directions = torch.randn(num_features, d, generator=gen) / d**0.5
                 bank = FeatureBank.from_numpy(
-                    directions.numpy(), torch.zeros(num_features).numpy(),
+                    directions.numpy(),
+                    torch.zeros(num_features).numpy(),
                     ["identity", "relu", "jumprelu"] * (num_features // 3) + ["relu"] * (num_features % 3),
-                    torch.full((num_features,), 0.5).numpy(), device=device, dtype=dtype,
-                )  # fmt: skip
+                    torch.full((num_features,), 0.5).numpy(),
+                    device=device,
+                    dtype=dtype,
+                )
                 inputs = (x, bank, seg_starts, row_mask)
                 if device.type == "cuda":  # steady state of a serving step: preallocated out
                     out = Summaries.empty(seg_starts.shape[0] - 1, num_features, device=device)
@@ -136,10 +145,13 @@ def main() -> None:
                     limit_s = max(moved / args.bandwidth, flops / args.peak_flops)
                 else:
                     limit_s = time_it(torch.matmul, (x.float(), bank.weight.float()), device, args.repeats)
-                print(f"{d:>5} {num_features:>6} {num_rows:>5} {seg_starts.shape[0] - 1:>5} | "
-                      f"{ref_s * 1e3:>9.3f} {fused_s * 1e3:>9.3f} {ref_s / fused_s:>7.1f}x | "
-                      f"{limit_s * 1e3:>9.3f} {limit_s / fused_s:>8.0%} | "
-                      f"{forward_s * 1e3:>10.3f} {fused_s / forward_s:>8.1%}", flush=True)  # fmt: skip
+                print(
+                    f"{d:>5} {num_features:>6} {num_rows:>5} {seg_starts.shape[0] - 1:>5} | "
+                    f"{ref_s * 1e3:>9.3f} {fused_s * 1e3:>9.3f} {ref_s / fused_s:>7.1f}x | "
+                    f"{limit_s * 1e3:>9.3f} {limit_s / fused_s:>8.0%} | "
+                    f"{forward_s * 1e3:>10.3f} {fused_s / forward_s:>8.1%}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

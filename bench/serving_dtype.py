@@ -24,8 +24,14 @@ def run(model: str, dtype: str) -> tuple[str, float, float]:
     started = time.perf_counter()
     llm = LLM(model=model, dtype=dtype, max_model_len=1024)
     startup = time.perf_counter() - started
-    answer = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
-                      SamplingParams(temperature=0, max_tokens=20))[0].outputs[0].text  # fmt: skip
+    answer = (
+        llm.chat(
+            [{"role": "user", "content": "What is the capital of France?"}],
+            SamplingParams(temperature=0, max_tokens=20),
+        )[0]
+        .outputs[0]
+        .text
+    )
     prompts = [[{"role": "user", "content": f"Write a short story about robot number {i}."}] for i in range(WORKLOAD)]
     started = time.perf_counter()
     outputs = llm.chat(prompts, SamplingParams(temperature=0, max_tokens=TOKENS, ignore_eos=True))

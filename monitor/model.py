@@ -76,8 +76,7 @@ def model_path(settings: Settings) -> Path:
     path = default_model_dir(settings)
     if read_marker(path) is None:
         raise ModelError(
-            f"the default model is not provisioned at {path}. Run `saemon model pull` "
-            "(or `make setup`) first."
+            f"the default model is not provisioned at {path}. Run `saemon model pull` (or `make setup`) first."
         )
     return path
 
@@ -223,13 +222,11 @@ def check_answer(path: Path) -> str:
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     messages = [{"role": "user", "content": CHECK_QUESTION}]
-    ids = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )["input_ids"]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+        "input_ids"
+    ]
     with torch.no_grad():
-        generated = model.generate(
-            ids, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
+        generated = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     answer = tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
     if CHECK_ANSWER not in answer:
         raise ModelError(
@@ -243,9 +240,9 @@ def check_answer(path: Path) -> str:
 
 def _import_model_libraries():
     try:
+        import gguf  # noqa: F401  (transformers needs it to read GGUF files)
         import torch
         import transformers
-        import gguf  # noqa: F401  (transformers needs it to read GGUF files)
     except ImportError as exc:
         raise DependencyError(
             f"converting the default model needs torch, transformers and gguf ({exc}). "

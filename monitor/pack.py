@@ -257,8 +257,7 @@ def load_pack(path: Path, *, with_weights: bool = True) -> ProbePack:
         spec = PackSpec.model_validate(raw)
     except ValidationError as exc:
         details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise PackError(f"probe pack {path}: {details}") from None
 
@@ -282,8 +281,7 @@ def _read_weights(weights_path: Path, spec: PackSpec, path: Path) -> tuple[np.nd
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise PackError(
-            f"probe pack {path}: cannot read {weights_path} as safetensors with float32/float16 "
-            f"tensors ({exc})."
+            f"probe pack {path}: cannot read {weights_path} as safetensors with float32/float16 tensors ({exc})."
         ) from None
     want_f, want_d = len(spec.features), spec.model.hidden_size
     missing = [name for name in ("directions", "bias") if name not in tensors]

@@ -159,7 +159,9 @@ class ProbeGroup:
             else:
                 self.top_scale[row, columns] = 1.0
         kinds = [p.spec.aggregation for p in self.probes]
-        self.by_kind = {kind: np.array([i for i, k in enumerate(kinds) if k == kind], dtype=np.int64) for kind in set(kinds)}
+        self.by_kind = {
+            kind: np.array([i for i, k in enumerate(kinds) if k == kind], dtype=np.int64) for kind in set(kinds)
+        }
         ema = self.by_kind.get("ema")
         self.ema_keep = None if ema is None else np.array([1.0 - self.probes[i].spec.ema_alpha for i in ema])[:, None]
         self.windows = tuple(self.probes[i].spec.window_tokens for i in self.by_kind.get("window_count", ()))
@@ -173,9 +175,21 @@ class ProbeTracks:
     """All of one :class:`ProbeGroup`'s probes on one request: aggregates, scores, firing state."""
 
     __slots__ = (
-        "group", "tokens", "peak", "peak_position", "total", "ema", "window", "window_sum",
-        "firing", "fired", "best", "top", "_score", "_fresh",
-    )  # fmt: skip
+        "_fresh",
+        "_score",
+        "best",
+        "ema",
+        "fired",
+        "firing",
+        "group",
+        "peak",
+        "peak_position",
+        "tokens",
+        "top",
+        "total",
+        "window",
+        "window_sum",
+    )
 
     def __init__(self, group: ProbeGroup) -> None:
         self.group = group

@@ -43,10 +43,7 @@ def prometheus_rule() -> str:
 
 
 def dashboards_configmap() -> str:
-    data = {
-        path.name: path.read_text()
-        for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
-    }
+    data = {path.name: path.read_text() for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))}
     document = {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -13,10 +13,10 @@ across programs) and tiles hit both reductions (a few long segments / many short
 
 import pytest
 import torch
+from test_kernels import DTYPES, Case, assert_summaries_match, check_ties, make_case, tie_case
 
 from monitor.kernels import Summaries
 from monitor.kernels.projection import projection_ref, projection_triton, triton_interpreted
-from test_kernels import DTYPES, Case, assert_summaries_match, check_ties, make_case, tie_case
 
 
 def test_the_kernel_runs_in_triton_interpreter():

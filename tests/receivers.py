@@ -33,12 +33,12 @@ class HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._cond:
-                    receiver.received.append(Received(
-                        self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time_ns()
-                    ))  # fmt: skip
+                    receiver.received.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time_ns())
+                    )
                     status = receiver.responses.pop(0) if receiver.responses else 200
                     receiver._cond.notify_all()
                 if receiver.hold is not None:

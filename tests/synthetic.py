@@ -23,11 +23,34 @@ def write_pack(
     """A pack with features f0, f1 (layer 14) and the given probes (defaults: one of each kind)."""
     features = features or [
         {"name": "f0", "layer": 14, "threshold": 0.5},
-        {"name": "f1", "layer": 14, "threshold": 0.5, "activation": "relu", "source": "sae_latent", "sae": "test", "latent": 7},
+        {
+            "name": "f1",
+            "layer": 14,
+            "threshold": 0.5,
+            "activation": "relu",
+            "source": "sae_latent",
+            "sae": "test",
+            "latent": 7,
+        },
     ]
     probes = probes or [
-        {"name": f"{name}_max", "concept": "deception", "features": ["f0"], "aggregation": "max", "threshold": 0.8, "severity": "critical"},
-        {"name": f"{name}_mean", "concept": "deception", "features": ["f0", "f1"], "aggregation": "mean", "threshold": 0.5, "min_tokens": 4, "hysteresis": 0.1},
+        {
+            "name": f"{name}_max",
+            "concept": "deception",
+            "features": ["f0"],
+            "aggregation": "max",
+            "threshold": 0.8,
+            "severity": "critical",
+        },
+        {
+            "name": f"{name}_mean",
+            "concept": "deception",
+            "features": ["f0", "f1"],
+            "aggregation": "mean",
+            "threshold": 0.5,
+            "min_tokens": 4,
+            "hysteresis": 0.1,
+        },
     ]
     spec = PackSpec(
         pack=name,
@@ -74,9 +97,14 @@ def batch(
     model: str = "SmolLM2-135M-Instruct",
 ) -> pb.StepBatch:
     return pb.StepBatch(
-        model_name=model, pack=pack, pack_version=version, step=step,
-        produced_unix_nanos=produced, requests=requests, ends=list(ends),
-    )  # fmt: skip
+        model_name=model,
+        pack=pack,
+        pack_version=version,
+        step=step,
+        produced_unix_nanos=produced,
+        requests=requests,
+        ends=list(ends),
+    )
 
 
 def end(request_id: str, reason: int = pb.FINISH_REASON_STOP) -> pb.RequestEnd:

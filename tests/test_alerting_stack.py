@@ -19,15 +19,15 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-
-from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.sidecar.alerts import fingerprint
-from monitor.harness.sidecar import SidecarProcess
-from monitor.harness import free_port
 from polling import wait_for
 from receivers import HttpReceiver
 from synthetic import batch, summary
+
+from monitor.harness import free_port
+from monitor.harness.sidecar import SidecarProcess
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.alerts import fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS = shutil.which("prometheus")
@@ -108,21 +108,35 @@ def test_shipped_rule_fires_and_alertmanager_delivers_both_paths_to_the_webhook(
     with HttpReceiver() as receiver:
         (tmp_path / "am.yml").write_text(yaml.safe_dump(alertmanager_config(receiver.url + "/alerts")))
         alertmanager = Daemon(
-            [ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
-             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
-            f"{am_url}/-/ready", tmp_path / "alertmanager.log",
-        )  # fmt: skip
+            [
+                ALERTMANAGER,
+                f"--config.file={tmp_path / 'am.yml'}",
+                f"--storage.path={tmp_path / 'am'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",
+            ],
+            f"{am_url}/-/ready",
+            tmp_path / "alertmanager.log",
+        )
         sidecar = SidecarProcess(
-            tmp_path / "sidecar", {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(packs)},
+            tmp_path / "sidecar",
+            {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(packs)},
             alerts={"alertmanagers": [{"name": "am", "url": am_url}], "runbook_url": "https://runbooks.example/saemon"},
-        )  # fmt: skip
+        )
         with alertmanager, sidecar:
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(f"127.0.0.1:{sidecar.http_port}", f"127.0.0.1:{am_port}")))
+            (tmp_path / "prometheus.yml").write_text(
+                yaml.safe_dump(prometheus_config(f"127.0.0.1:{sidecar.http_port}", f"127.0.0.1:{am_port}"))
+            )
             prometheus = Daemon(
-                [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}"],
-                f"{prom_url}/-/ready", tmp_path / "prometheus.log",
-            )  # fmt: skip
+                [
+                    PROMETHEUS,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                f"{prom_url}/-/ready",
+                tmp_path / "prometheus.log",
+            )
             with prometheus:
                 query = f"{prom_url}/api/v1/query?query=" + urllib.parse.quote(
                     f'saemon_requests_flagged_total{{probe="safety_max", model_name="{MODEL}"}}'
@@ -132,7 +146,9 @@ def test_shipped_rule_fires_and_alertmanager_delivers_both_paths_to_the_webhook(
                 stub = monitor_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(f"unix://{tmp_path}/s.sock"))
                 stub.Ingest(iter([pb.IngestRequest(batches=[batch([summary("r1", [0.9, 0.1], 5)])])]), timeout=10)
 
-                rule = wait_for(lambda: payloads(receiver, "SaemonProbeDetections"), 30, "the rule's alert at the webhook", 0.2)
+                rule = wait_for(
+                    lambda: payloads(receiver, "SaemonProbeDetections"), 30, "the rule's alert at the webhook", 0.2
+                )
                 pushed = wait_for(lambda: payloads(receiver, "SaemonDeceptionDetected"), what="the pushed alert")
                 rules = get_json(f"{prom_url}/api/v1/rules?type=alert")["data"]["groups"]
                 states = {r["name"]: r["state"] for g in rules for r in g["rules"]}
@@ -144,14 +160,22 @@ def test_shipped_rule_fires_and_alertmanager_delivers_both_paths_to_the_webhook(
     assert payload["version"] == "4" and payload["receiver"] == "saemon-oncall" and payload["status"] == "firing"
     (alert,) = [a for a in payload["alerts"] if a["labels"]["alertname"] == "SaemonProbeDetections"]
     assert {k: alert["labels"][k] for k in ("model_name", "probe", "severity")} == {
-        "model_name": MODEL, "probe": "safety_max", "severity": "critical"}  # fmt: skip
+        "model_name": MODEL,
+        "probe": "safety_max",
+        "severity": "critical",
+    }
     assert alert["annotations"]["runbook_url"] == "deploy/RUNBOOK.md#saemonprobedetections"
     assert alert["annotations"]["summary"] == f"probe safety_max flagged requests on {MODEL}"
     assert "fired on about " in alert["annotations"]["description"]
     assert alert["generatorURL"].startswith("http://") and alert["fingerprint"] == fingerprint(alert["labels"])
 
     (direct,) = [a for a in pushed[0]["alerts"] if a["labels"]["alertname"] == "SaemonDeceptionDetected"]
-    labels = {"alertname": "SaemonDeceptionDetected", "severity": "critical", "model_name": MODEL, "probe": "safety_max"}
+    labels = {
+        "alertname": "SaemonDeceptionDetected",
+        "severity": "critical",
+        "model_name": MODEL,
+        "probe": "safety_max",
+    }
     assert direct["labels"] == labels and direct["status"] == "firing"
     assert direct["fingerprint"] == fingerprint(labels)  # Alertmanager's own computation agrees with ours
     assert direct["annotations"]["request_id"] == "r1"

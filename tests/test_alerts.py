@@ -44,10 +44,20 @@ def test_group_key_and_times_are_formatted_as_alertmanager_does():
 
 def decision(request_id: str, kind=pb.DECISION_KIND_FIRED, probe="p", action=pb.ACTION_ALERT, at=0) -> pb.Decision:
     return pb.Decision(
-        id=f"d-{request_id}-{kind}", kind=kind, request_id=request_id, model_name="m", probe=probe,
-        concept="deception", pack="pk", pack_version="1", severity=pb.SEVERITY_CRITICAL, action=action,
-        score=0.9, threshold=0.8, decided_unix_nanos=at,
-    )  # fmt: skip
+        id=f"d-{request_id}-{kind}",
+        kind=kind,
+        request_id=request_id,
+        model_name="m",
+        probe=probe,
+        concept="deception",
+        pack="pk",
+        pack_version="1",
+        severity=pb.SEVERITY_CRITICAL,
+        action=action,
+        score=0.9,
+        threshold=0.8,
+        decided_unix_nanos=at,
+    )
 
 
 class Clock:
@@ -63,7 +73,12 @@ def test_an_incident_fires_once_for_many_requests_and_resolves_when_the_last_end
     book = IncidentBook(AlertSettings(resend_interval_seconds=60, runbook_url="https://runbooks.example/saemon"), clock)
     first = book.on_decision(decision("r1", at=int(1000e9)))
     assert first is not None and first.status == "firing"
-    assert first.labels == {"alertname": "SaemonDeceptionDetected", "severity": "critical", "model_name": "m", "probe": "p"}
+    assert first.labels == {
+        "alertname": "SaemonDeceptionDetected",
+        "severity": "critical",
+        "model_name": "m",
+        "probe": "p",
+    }
     assert first.fingerprint == fingerprint(first.labels)
     assert first.starts_at == int(1000e9) and first.ends_at == 0
     assert first.annotations["request_id"] == "r1"
@@ -100,11 +115,21 @@ def test_webhook_payload_has_alertmanagers_version_4_shape():
     book = IncidentBook(AlertSettings(external_url="http://saemon:9464"), Clock())
     a = book.on_decision(decision("r1", probe="a", at=int(1e18)))
     b = book.on_decision(decision("r2", probe="b", at=int(1e18)))
-    payload = webhook_payload("hook", [a, b], {"alertname": "SaemonDeceptionDetected"}, "http://saemon:9464", max_alerts=1)
+    payload = webhook_payload(
+        "hook", [a, b], {"alertname": "SaemonDeceptionDetected"}, "http://saemon:9464", max_alerts=1
+    )
     assert set(payload) == {
-        "version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
-        "commonLabels", "commonAnnotations", "externalURL", "alerts",
-    }  # fmt: skip
+        "version",
+        "groupKey",
+        "truncatedAlerts",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    }
     assert payload["version"] == "4" and payload["status"] == "firing" and payload["receiver"] == "hook"
     assert payload["groupKey"] == '{}:{alertname="SaemonDeceptionDetected"}'
     assert payload["truncatedAlerts"] == 1 and len(payload["alerts"]) == 1

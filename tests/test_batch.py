@@ -82,7 +82,12 @@ def test_special_tokens_are_masked_and_not_counted():
 
 def test_end_markers_carry_token_counts_and_length_finishes():
     planner = Planner()
-    planner.plan(layout({"A-aaaaaaaa": [0, 1], "B-bbbbbbbb": [0]}, {"A-aaaaaaaa": info(2, outputs=4, max_tokens=4), "B-bbbbbbbb": info(1, outputs=2)}))
+    planner.plan(
+        layout(
+            {"A-aaaaaaaa": [0, 1], "B-bbbbbbbb": [0]},
+            {"A-aaaaaaaa": info(2, outputs=4, max_tokens=4), "B-bbbbbbbb": info(1, outputs=2)},
+        )
+    )
     ends = {e.request_id: e for e in planner.finish(["A-aaaaaaaa", "B-bbbbbbbb", "never-seen-xxxxxxxx"])}
     assert set(ends) == {"A", "B"}
     assert ends["A"].finish_reason == pb.FINISH_REASON_LENGTH

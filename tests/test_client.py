@@ -64,9 +64,7 @@ class RecordingServicer(monitor_pb2_grpc.MonitorServiceServicer):
         self.calls = 0
         self.authorization: list[str | None] = []
 
-    def Ingest(
-        self, request_iterator: Iterator[pb.IngestRequest], context: grpc.ServicerContext
-    ) -> pb.IngestResponse:
+    def Ingest(self, request_iterator: Iterator[pb.IngestRequest], context: grpc.ServicerContext) -> pb.IngestResponse:
         authorization = dict(context.invocation_metadata()).get("authorization")
         with self.lock:
             self.calls += 1
@@ -114,9 +112,7 @@ def serve() -> Iterator[Callable[..., Served]]:
     """Start real gRPC servers with a servicer on an address; stops them all at the end."""
     running: list[Served] = []
 
-    def start(
-        servicer: RecordingServicer, address: str, credentials: grpc.ServerCredentials | None = None
-    ) -> Served:
+    def start(servicer: RecordingServicer, address: str, credentials: grpc.ServerCredentials | None = None) -> Served:
         executor = ThreadPoolExecutor(max_workers=4)
         server = grpc.server(executor)
         monitor_pb2_grpc.add_MonitorServiceServicer_to_server(servicer, server)
@@ -236,9 +232,12 @@ def test_the_client_reconnects_when_the_sidecar_restarts_on_the_same_socket(tmp_
     first_server = serve(first, target)
     # A long stream_max keeps the first stream open, so the restart breaks it mid-stream.
     client = make_client(
-        target, stream_max_seconds=20, rpc_timeout_seconds=60,
-        backoff_initial_seconds=0.01, backoff_max_seconds=0.1,
-    )  # fmt: skip
+        target,
+        stream_max_seconds=20,
+        rpc_timeout_seconds=60,
+        backoff_initial_seconds=0.01,
+        backoff_max_seconds=0.1,
+    )
     for i in range(50):
         client.submit(batch(i))
     wait_until(lambda: len(first.received()) == 50)

@@ -14,15 +14,15 @@ import time
 
 import grpc
 import pytest
-
-from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.sidecar.alerts import fingerprint
-from monitor.harness.sidecar import SidecarProcess
 from polling import wait_for
 from receivers import HttpReceiver
 from redis_server import RedisServer, requires_redis
 from synthetic import batch, summary
+
+from monitor.harness.sidecar import SidecarProcess
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.alerts import fingerprint
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
@@ -135,16 +135,27 @@ def test_decisions_and_reports_are_kept_in_redis_and_served_after_a_restart(tmp_
 def test_a_webhook_gets_one_signed_notification_per_incident_and_one_resolution(tmp_path, packs, redis_server):
     with HttpReceiver() as hook:
         process = sidecar(
-            tmp_path, packs, redis_server.url, resend_interval_seconds=0.2, external_url="http://saemon.example",
+            tmp_path,
+            packs,
+            redis_server.url,
+            resend_interval_seconds=0.2,
+            external_url="http://saemon.example",
             webhooks=[webhook(hook, secret_file=str(tmp_path / "hook.secret"))],
-        )  # fmt: skip
+        )
         with process:
             ingest(process, fire=["r1", "r2"])
             ingest(process, fire=["r3"])
             (firing,) = hook.wait(1)
             # Re-sends every 0.2 s reach the stream; the claim (repeat interval 4 h) holds them back.
-            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="hook",
-                                            status="firing", result="deduplicated") >= 3, what="re-sends deduplicated")  # fmt: skip
+            wait_for(
+                lambda: (
+                    process.metric(
+                        "saemon_alert_deliveries_total", receiver="hook", status="firing", result="deduplicated"
+                    )
+                    >= 3
+                ),
+                what="re-sends deduplicated",
+            )
             ingest(process, end=["r1", "r2", "r3"])
             received = hook.wait(2)
             assert process.stop() == 0, process.log()
@@ -155,7 +166,12 @@ def test_a_webhook_gets_one_signed_notification_per_incident_and_one_resolution(
         body = firing.json
         assert body["status"] == "firing" and body["version"] == "4" and body["receiver"] == "hook"
         (alert,) = body["alerts"]
-        labels = {"alertname": "SaemonDeceptionDetected", "severity": "critical", "model_name": MODEL, "probe": "safety_max"}
+        labels = {
+            "alertname": "SaemonDeceptionDetected",
+            "severity": "critical",
+            "model_name": MODEL,
+            "probe": "safety_max",
+        }
         assert alert["labels"] == labels and alert["fingerprint"] == fingerprint(labels)
         assert body["groupKey"] == f'{{}}:{{alertname="SaemonDeceptionDetected", model_name="{MODEL}"}}'
         assert body["externalURL"] == "http://saemon.example" and alert["endsAt"] == "0001-01-01T00:00:00Z"
@@ -168,15 +184,23 @@ def test_a_webhook_gets_one_signed_notification_per_incident_and_one_resolution(
 def test_alertmanager_push_re_sends_while_active_and_resolves_with_the_end_time(tmp_path, packs, redis_server):
     with HttpReceiver() as alertmanager:
         process = sidecar(
-            tmp_path, packs, redis_server.url, resend_interval_seconds=0.3,
+            tmp_path,
+            packs,
+            redis_server.url,
+            resend_interval_seconds=0.3,
             alertmanagers=[{"name": "am", "url": alertmanager.url}],
-        )  # fmt: skip
+        )
         with process:
             ingest(process, fire=["r1"])
             posts = alertmanager.wait(2)  # the first push and one re-send
             ingest(process, end=["r1"])
-            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="am", status="resolved",
-                                            result="success") == 1, what="the resolution")  # fmt: skip
+            wait_for(
+                lambda: (
+                    process.metric("saemon_alert_deliveries_total", receiver="am", status="resolved", result="success")
+                    == 1
+                ),
+                what="the resolution",
+            )
             assert process.stop() == 0, process.log()
         posts = alertmanager.received
         assert all(p.path == "/api/v2/alerts" for p in posts)
@@ -190,39 +214,70 @@ def test_alertmanager_push_re_sends_while_active_and_resolves_with_the_end_time(
 
 
 def test_5xx_is_retried_until_2xx_and_4xx_is_dead_lettered_without_retry(tmp_path, packs, redis_server):
-    with HttpReceiver(responses=[500, 503]) as flaky, HttpReceiver(responses=[400]) as broken, \
-            HttpReceiver(responses=[503] * 3) as down:  # fmt: skip
-        process = sidecar(tmp_path, packs, redis_server.url, max_attempts=3,
-                          webhooks=[webhook(flaky, "flaky"), webhook(broken, "broken", send_resolved=False),
-                                    webhook(down, "down", send_resolved=False)])  # fmt: skip
+    with (
+        HttpReceiver(responses=[500, 503]) as flaky,
+        HttpReceiver(responses=[400]) as broken,
+        HttpReceiver(responses=[503] * 3) as down,
+    ):
+        process = sidecar(
+            tmp_path,
+            packs,
+            redis_server.url,
+            max_attempts=3,
+            webhooks=[
+                webhook(flaky, "flaky"),
+                webhook(broken, "broken", send_resolved=False),
+                webhook(down, "down", send_resolved=False),
+            ],
+        )
         with process:
             ingest(process, fire=["r1"])
             attempts = flaky.wait(3)
-            wait_for(lambda: process.metric("saemon_alert_dead_letters_total", receiver="down",
-                                            reason="retries_exhausted") == 1, what="the 503s dead-lettered")  # fmt: skip
+            wait_for(
+                lambda: (
+                    process.metric("saemon_alert_dead_letters_total", receiver="down", reason="retries_exhausted") == 1
+                ),
+                what="the 503s dead-lettered",
+            )
             assert len(down.received) == 3
-            wait_for(lambda: process.metric("saemon_alert_dead_letters_total", receiver="broken", reason="rejected") == 1,
-                     what="the 400 dead-lettered")  # fmt: skip
+            wait_for(
+                lambda: process.metric("saemon_alert_dead_letters_total", receiver="broken", reason="rejected") == 1,
+                what="the 400 dead-lettered",
+            )
             assert len(broken.received) == 1
             assert len({a.headers["x-saemon-delivery"] for a in attempts}) == 1  # one notification, three tries
-            m = {r: process.metric("saemon_alert_deliveries_total", receiver="flaky", status="firing", result=r)
-                 for r in ("retry", "success")}  # fmt: skip
+            m = {
+                r: process.metric("saemon_alert_deliveries_total", receiver="flaky", status="firing", result=r)
+                for r in ("retry", "success")
+            }
             assert m == {"retry": 2, "success": 1}
-            assert process.metric("saemon_alert_deliveries_total", receiver="broken", status="firing", result="rejected") == 1
+            assert (
+                process.metric("saemon_alert_deliveries_total", receiver="broken", status="firing", result="rejected")
+                == 1
+            )
             dead = {e[1]["receiver"]: e[1] for e in redis_server.admin().xrange(f"{KEY}:dead_letter")}
             assert set(dead) == {"broken", "down"}
             assert dead["broken"]["reason"] == "rejected" and dead["broken"]["detail"].startswith("HTTP 400")
             assert dead["down"]["reason"] == "retries_exhausted" and dead["down"]["detail"].startswith("HTTP 503")
             assert dead["broken"]["status"] == "firing" and dead["broken"]["fingerprint"] == dead["down"]["fingerprint"]
-            wait_for(lambda: all(pending(redis_server, r) == 0 for r in ("broken", "flaky", "down")),
-                     what="every entry acknowledged")  # fmt: skip
+            wait_for(
+                lambda: all(pending(redis_server, r) == 0 for r in ("broken", "flaky", "down")),
+                what="every entry acknowledged",
+            )
             # Resolutions are not sent where send_resolved is off.
             ingest(process, end=["r1"])
             flaky.wait(4)
-            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="down", status="resolved",
-                                            result="success") == 0 and pending(redis_server, "down") == 0
-                     and redis_server.admin().xinfo_groups(f"{KEY}:alerts")[0]["lag"] == 0,
-                     what="the resolution acknowledged without sending")  # fmt: skip
+            wait_for(
+                lambda: (
+                    process.metric(
+                        "saemon_alert_deliveries_total", receiver="down", status="resolved", result="success"
+                    )
+                    == 0
+                    and pending(redis_server, "down") == 0
+                    and redis_server.admin().xinfo_groups(f"{KEY}:alerts")[0]["lag"] == 0
+                ),
+                what="the resolution acknowledged without sending",
+            )
             assert len(down.received) == 3 and len(broken.received) == 1
             assert process.stop() == 0, process.log()
 
@@ -232,36 +287,57 @@ def test_alerts_of_one_group_within_the_window_share_one_payload(tmp_path, packs
         process = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook, group_wait_seconds=0.3)])
         with process:
             # Four tokens at 0.9: safety_max (critical) and safety_mean (warning) fire together.
-            stub(process).Ingest(iter([pb.IngestRequest(batches=[batch([summary("r1", [0.9, 0.9], 5, n=4)])])]), timeout=10)
+            stub(process).Ingest(
+                iter([pb.IngestRequest(batches=[batch([summary("r1", [0.9, 0.9], 5, n=4)])])]), timeout=10
+            )
             (payload,) = [r.json for r in hook.wait(1)]
             assert process.stop() == 0, process.log()
         assert sorted(a["labels"]["probe"] for a in payload["alerts"]) == ["safety_max", "safety_mean"]
         assert payload["groupLabels"] == {"alertname": "SaemonDeceptionDetected", "model_name": MODEL}
-        assert "severity" not in payload["commonLabels"] and payload["commonLabels"]["alertname"] == "SaemonDeceptionDetected"
+        assert (
+            "severity" not in payload["commonLabels"]
+            and payload["commonLabels"]["alertname"] == "SaemonDeceptionDetected"
+        )
 
 
 def test_exactly_once_per_incident_when_the_sidecar_dies_between_send_and_ack(tmp_path, packs):
     # The first sidecar's Redis user may not XACK: it sends, records the incident as sent,
     # and cannot acknowledge, which leaves it exactly between send and ack when it is killed.
-    acl = ["user default on nopass ~* &* +@all", "user noack on >pw ~* &* +@all -xack",
-           "user saemon on >pw ~* &* +@all"]  # fmt: skip
+    acl = [
+        "user default on nopass ~* &* +@all",
+        "user noack on >pw ~* &* +@all -xack",
+        "user saemon on >pw ~* &* +@all",
+    ]
     (tmp_path / "redis.password").write_text("pw")
     with RedisServer(tmp_path / "redis", acl=acl) as redis_server, HttpReceiver() as hook:
         auth = {"password_file": str(tmp_path / "redis.password")}
-        first = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook)], redis={**auth, "username": "noack"})
+        first = sidecar(
+            tmp_path, packs, redis_server.url, webhooks=[webhook(hook)], redis={**auth, "username": "noack"}
+        )
         with first:
             ingest(first, fire=["r1"])
             hook.wait(1)
             admin = redis_server.admin()
-            wait_for(lambda: any(admin.get(k).startswith("sent:") for k in admin.keys(f"{KEY}:dedup:*")),
-                     what="the incident recorded as sent")  # fmt: skip
+            wait_for(
+                lambda: any(admin.get(k).startswith("sent:") for k in admin.keys(f"{KEY}:dedup:*")),
+                what="the incident recorded as sent",
+            )
             assert pending(redis_server) == 1
             first.kill()
-        second = sidecar(tmp_path, packs, redis_server.url, name="second", webhooks=[webhook(hook)],
-                         redis={**auth, "username": "saemon"})  # fmt: skip
+        second = sidecar(
+            tmp_path,
+            packs,
+            redis_server.url,
+            name="second",
+            webhooks=[webhook(hook)],
+            redis={**auth, "username": "saemon"},
+        )
         with second:
             wait_for(lambda: pending(redis_server) == 0, what="the pending entry acknowledged by the restarted sidecar")
-            assert second.metric("saemon_alert_deliveries_total", receiver="hook", status="firing", result="deduplicated") == 1
+            assert (
+                second.metric("saemon_alert_deliveries_total", receiver="hook", status="firing", result="deduplicated")
+                == 1
+            )
             assert len(hook.received) == 1
             assert second.stop() == 0, second.log()
 
@@ -277,8 +353,15 @@ def test_a_sidecar_killed_mid_send_is_taken_over_and_delivers_again_with_the_sam
             hook.wait(1)
             first.kill()  # the receiver has the request; the sidecar never saw an answer
         hold.set()
-        second = sidecar(tmp_path, packs, redis_server.url, name="second", webhooks=[webhook(hook)],
-                         consumer_name="pod-1", claim_idle_seconds=0.5)  # fmt: skip
+        second = sidecar(
+            tmp_path,
+            packs,
+            redis_server.url,
+            name="second",
+            webhooks=[webhook(hook)],
+            consumer_name="pod-1",
+            claim_idle_seconds=0.5,
+        )
         with second:
             again = hook.wait(2)
             owner = redis_server.admin().xpending_range(f"{KEY}:alerts", "deliver:hook", "-", "+", 10)
@@ -306,8 +389,10 @@ def test_redis_outage_keeps_scoring_and_alerting_and_loses_no_event(tmp_path, pa
             hook.wait(4)
             assert process.metric("saemon_redis_backlog") > 0
             redis_server.start()
-            wait_for(lambda: process.metric("saemon_redis_up") == 1 and process.metric("saemon_redis_backlog") == 0,
-                     what="the backlog written after Redis returned")  # fmt: skip
+            wait_for(
+                lambda: process.metric("saemon_redis_up") == 1 and process.metric("saemon_redis_backlog") == 0,
+                what="the backlog written after Redis returned",
+            )
             admin = redis_server.admin()
             decided = sum(v for (name, _), v in process.metrics().items() if name == "saemon_decisions_total")
             assert decided == 4 and admin.xlen(f"{KEY}:events") == 4
@@ -315,8 +400,10 @@ def test_redis_outage_keeps_scoring_and_alerting_and_loses_no_event(tmp_path, pa
             # The outage's notifications are in the stream, marked as delivered: not sent twice.
             alerts = admin.xrange(f"{KEY}:alerts")
             assert [a[1].get("delivered_to") for a in alerts] == [None, None, "hook", "hook"]
-            wait_for(lambda: pending(redis_server) == 0 and admin.xinfo_groups(f"{KEY}:alerts")[0]["lag"] == 0,
-                     what="the consumer group caught up")  # fmt: skip
+            wait_for(
+                lambda: pending(redis_server) == 0 and admin.xinfo_groups(f"{KEY}:alerts")[0]["lag"] == 0,
+                what="the consumer group caught up",
+            )
             assert len(hook.received) == 4
             assert process.stop() == 0, process.log()
 
@@ -338,15 +425,24 @@ def test_without_redis_alerts_are_delivered_from_memory(tmp_path, packs):
 # -- token text ----------------------------------------------------------------------------
 
 
-def test_token_text_is_kept_redacted_under_its_own_ttl_only_when_configured(tmp_path, packs, redis_server, default_model):
+def test_token_text_is_kept_redacted_under_its_own_ttl_only_when_configured(
+    tmp_path, packs, redis_server, default_model
+):
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(default_model / "tokenizer.json"))
     ids = tokenizer.encode("Sure. Write to alice.smith@example.com and I will wire the money today.").ids
     position = len(ids) - 3
-    process = sidecar(tmp_path, packs, redis_server.url, redis={
-        "store_token_text": True, "tokenizer": str(default_model), "token_text_ttl_seconds": 600,
-    })  # fmt: skip
+    process = sidecar(
+        tmp_path,
+        packs,
+        redis_server.url,
+        redis={
+            "store_token_text": True,
+            "tokenizer": str(default_model),
+            "token_text_ttl_seconds": 600,
+        },
+    )
     with process:
         summaries = [summary("r1", [0.9, 0.1], position)]
         ends = [pb.RequestEnd(request_id="r1", token_ids=ids)]
@@ -365,7 +461,16 @@ def test_token_text_is_kept_redacted_under_its_own_ttl_only_when_configured(tmp_
 
     plain = sidecar(tmp_path, packs, redis_server.url, name="plain")
     with plain:
-        stub(plain).Ingest(iter([pb.IngestRequest(batches=[batch([summary("r2", [0.9, 0.1], 1)], [pb.RequestEnd(request_id="r2", token_ids=ids)])])]), timeout=10)
+        stub(plain).Ingest(
+            iter(
+                [
+                    pb.IngestRequest(
+                        batches=[batch([summary("r2", [0.9, 0.1], 1)], [pb.RequestEnd(request_id="r2", token_ids=ids)])]
+                    )
+                ]
+            ),
+            timeout=10,
+        )
         plain.wait_idle()
         report = stub(plain).GetRequestReport(pb.GetRequestReportRequest(request_id="r2"), timeout=5).report
         assert report.scores[0].top_tokens[0].text == ""
@@ -384,18 +489,35 @@ def test_saemon_receive_alerts_prints_signed_alerts_and_refuses_bad_signatures(t
     (tmp_path / "hook.secret").write_text(SECRET)
     port = free_port()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "receive-alerts", "--listen", f"127.0.0.1:{port}",
-         "--secret-file", str(tmp_path / "hook.secret")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "receive-alerts",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--secret-file",
+            str(tmp_path / "hook.secret"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/alerts"
         wait_for(lambda: _answers(url), what="the receiver listening")
-        process = sidecar(tmp_path, packs, None, webhooks=[{"name": "hook", "url": url, "secret_file": str(tmp_path / "hook.secret")}])
+        process = sidecar(
+            tmp_path, packs, None, webhooks=[{"name": "hook", "url": url, "secret_file": str(tmp_path / "hook.secret")}]
+        )
         with process:
             ingest(process, fire=["r1"])
-            wait_for(lambda: process.metric("saemon_alert_deliveries_total", receiver="hook", status="firing",
-                                            result="success") == 1, what="the delivery")  # fmt: skip
+            wait_for(
+                lambda: (
+                    process.metric("saemon_alert_deliveries_total", receiver="hook", status="firing", result="success")
+                    == 1
+                ),
+                what="the delivery",
+            )
             assert process.stop() == 0, process.log()
         request = urllib.request.Request(url, data=b'{"alerts": []}', headers={"X-Saemon-Signature": "t=1,v1=00"})
         with pytest.raises(urllib.error.HTTPError) as refused:

@@ -12,16 +12,19 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 def test_demo_serves_the_default_model_and_prints_its_answer(default_model):
     result = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "demo", "--eager"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "assistant: The capital of France is Paris." in result.stdout
     assert "saemon demo: OK" in result.stdout
     # On-call heard about it once per incident, signed; the audit trail kept the evidence.
     # One firing and one resolved per incident: the deceptive requests share one when they
     # overlap in time, and make one each when a request ends before the next one fires.
-    got = re.search(r"webhook 'oncall' got (\d+) notification\(s\) in Alertmanager's v4 payload, signatures verified",
-                    result.stdout)  # fmt: skip
+    got = re.search(
+        r"webhook 'oncall' got (\d+) notification\(s\) in Alertmanager's v4 payload, signatures verified", result.stdout
+    )
     assert got and int(got[1]) >= 2 and int(got[1]) % 2 == 0, result.stdout
     assert "FIRING   SaemonDeceptionDetected" in result.stdout and "RESOLVED SaemonDeceptionDetected" in result.stdout
     assert "strongest token at position" in result.stdout and "⟦" in result.stdout

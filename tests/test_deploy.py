@@ -21,9 +21,14 @@ DEPLOY = REPO / "deploy"
 RULES = DEPLOY / "prometheus" / "rules" / "saemon.rules.yml"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 SHIPPED_ALERTS = {
-    "SaemonMonitorDown", "SaemonProbeDetections", "SaemonEventsDropped", "SaemonPipelineStalled",
-    "SaemonRedisDown", "SaemonAlertDeliveryFailing", "SaemonCoverageLow",
-}  # fmt: skip
+    "SaemonMonitorDown",
+    "SaemonProbeDetections",
+    "SaemonEventsDropped",
+    "SaemonPipelineStalled",
+    "SaemonRedisDown",
+    "SaemonAlertDeliveryFailing",
+    "SaemonCoverageLow",
+}
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
 needs_amtool = pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool (prometheus-alertmanager) missing")
@@ -92,11 +97,27 @@ def test_every_shipped_alert_is_unit_tested_documented_and_uses_known_metrics():
 @needs_amtool
 def test_alertmanager_config_routes_saemon_alerts_to_the_webhook():
     run("amtool", "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml"))
-    out = run("amtool", "config", "routes", "test", "--config.file", str(DEPLOY / "alertmanager" / "alertmanager.yml"),
-              "alertname=SaemonDeceptionDetected", "severity=critical", "probe=deception")  # fmt: skip
+    out = run(
+        "amtool",
+        "config",
+        "routes",
+        "test",
+        "--config.file",
+        str(DEPLOY / "alertmanager" / "alertmanager.yml"),
+        "alertname=SaemonDeceptionDetected",
+        "severity=critical",
+        "probe=deception",
+    )
     assert out.splitlines()[0] == "saemon-oncall"
-    out = run("amtool", "config", "routes", "test", "--config.file", str(DEPLOY / "alertmanager" / "alertmanager.yml"),
-              "alertname=SomethingElse")  # fmt: skip
+    out = run(
+        "amtool",
+        "config",
+        "routes",
+        "test",
+        "--config.file",
+        str(DEPLOY / "alertmanager" / "alertmanager.yml"),
+        "alertname=SomethingElse",
+    )
     assert out.splitlines()[0] == "blackhole"
 
 
@@ -139,10 +160,18 @@ def test_dashboards_are_file_provisionable_and_query_real_metrics(path):
                 assert metric in known or metric.startswith("vllm:"), (panel["title"], metric)
     assert queries >= 20
     used = {m for p in panels(dashboard) for t in p.get("targets", []) for m in promql_metrics(t["expr"])}
-    for wanted in ("saemon_tokens_scored_total", "saemon_requests_flagged_total", "saemon_probe_score_bucket",
-                   "saemon_events_dropped_total", "saemon_ingest_queue_depth", "saemon_redis_up",
-                   "saemon_alert_deliveries_total", "saemon:request_coverage:ratio_rate15m",
-                   "vllm:request_success_total", "vllm:num_requests_running"):  # fmt: skip
+    for wanted in (
+        "saemon_tokens_scored_total",
+        "saemon_requests_flagged_total",
+        "saemon_probe_score_bucket",
+        "saemon_events_dropped_total",
+        "saemon_ingest_queue_depth",
+        "saemon_redis_up",
+        "saemon_alert_deliveries_total",
+        "saemon:request_coverage:ratio_rate15m",
+        "vllm:request_success_total",
+        "vllm:num_requests_running",
+    ):
         assert wanted in used, wanted
 
 
@@ -183,8 +212,11 @@ def test_compose_wires_vllm_saemon_redis_prometheus_alertmanager_and_grafana():
     socket = settings.grpc_listen.removeprefix("unix://")
     for vllm in ("vllm-cpu", "vllm-gpu"):
         service = services[vllm]
-        plugin = json.loads(service["command"][service["command"].index("--additional-config") + 1]
-                            .replace("${SAEMON_PACK:-demo-deception.yaml}", "demo-deception.yaml"))  # fmt: skip
+        plugin = json.loads(
+            service["command"][service["command"].index("--additional-config") + 1].replace(
+                "${SAEMON_PACK:-demo-deception.yaml}", "demo-deception.yaml"
+            )
+        )
         assert plugin["saemon"]["sidecar"] == settings.grpc_listen
         assert "--no-enable-prefix-caching" in service["command"]
         assert "saemon-socket:" + str(Path(socket).parent) in service["volumes"]
@@ -263,7 +295,9 @@ def test_kubernetes_manifests_wire_the_native_sidecar_socket_probes_and_monitors
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
     dashboards = objects[("ConfigMap", "saemon-grafana-dashboards")]
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert {k: json.loads(v) for k, v in dashboards["data"].items()} == {p.name: json.loads(p.read_text()) for p in DASHBOARDS}
+    assert {k: json.loads(v) for k, v in dashboards["data"].items()} == {
+        p.name: json.loads(p.read_text()) for p in DASHBOARDS
+    }
 
 
 def test_kustomization_lists_existing_files_and_labels_what_the_operator_selects():

@@ -11,13 +11,13 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
+from test_security import DEADLINE, TOKEN, RecordingService, bearer, call_kind, run, serving
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.grpc_metrics import MetricsInterceptor
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.security import BearerTokenInterceptor
-from test_security import DEADLINE, TOKEN, RecordingService, bearer, call_kind, run, serving
 
 SERVICE = "saemon.v1.MonitorService"
 HEALTH = "grpc.health.v1.Health"
@@ -56,10 +56,7 @@ class Samples:
 
     def total(self, name: str) -> float:
         return sum(
-            sample.value
-            for metric in self.registry.collect()
-            for sample in metric.samples
-            if sample.name == name
+            sample.value for metric in self.registry.collect() for sample in metric.samples if sample.name == name
         )
 
 

@@ -38,9 +38,7 @@ def test_pull_is_idempotent_and_leaves_the_checkpoint_untouched(settings, defaul
     assert weights.stat().st_mtime_ns == before
 
 
-def test_an_incomplete_checkpoint_is_not_taken_for_a_provisioned_one(
-    default_model: Path, tmp_path: Path, clean_env
-):
+def test_an_incomplete_checkpoint_is_not_taken_for_a_provisioned_one(default_model: Path, tmp_path: Path, clean_env):
     home = tmp_path / "home"
     copy = home / "models" / default_model.name
     copy.mkdir(parents=True)
@@ -93,9 +91,7 @@ def test_a_wheel_without_the_gguf_is_refused(tmp_path: Path):
 
 
 def test_cli_model_path_prints_the_checkpoint(default_model: Path):
-    result = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "model", "path"], capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "monitor.cli", "model", "path"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(default_model)
 
@@ -105,8 +101,10 @@ def test_cli_reports_a_missing_model_with_the_fix(tmp_path: Path):
     env["SAEMON_HOME"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "model", "path"],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 1
     assert "not provisioned" in result.stderr and "saemon model pull" in result.stderr
     assert "Traceback" not in result.stderr

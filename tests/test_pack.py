@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import save_file
+from synthetic import write_pack
 
 from monitor.errors import PackError
 from monitor.pack import load_pack, load_pack_dir
-from synthetic import write_pack
 
 
 def edit_yaml(path: Path, change) -> None:

@@ -65,8 +65,12 @@ def test_the_folded_regression_reads_raw_inputs():
     fitted = fit_logistic(x[:300], y[:300], x[300:], y[300:], grid=(0.1,))
     mean, scale = x[:300].mean(0), x[:300].std(0)
     reference = LogisticRegression(C=0.1, max_iter=5000).fit((x[:300] - mean) / scale, y[:300])
-    np.testing.assert_allclose(x[300:] @ fitted.weights + fitted.bias,
-                               reference.decision_function((x[300:] - mean) / scale), rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        x[300:] @ fitted.weights + fitted.bias,
+        reference.decision_function((x[300:] - mean) / scale),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     assert fitted.calib_auroc > 0.95
 
 

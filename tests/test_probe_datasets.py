@@ -27,11 +27,14 @@ def test_generators_are_deterministic_across_interpreters(generated):
     """Same bytes in a fresh interpreter with another hash seed (no set or dict-order luck)."""
     here = {concept: datasets.digest(examples) for concept, examples in generated.items()}
     again = {concept: datasets.digest(datasets.generate(concept)) for concept in CONCEPTS}
-    code = "import json; from monitor.lab import datasets as d; " \
-           f"print(json.dumps({{c: d.digest(d.generate(c)) for c in {CONCEPTS!r}}}))"  # fmt: skip
+    code = (
+        "import json; from monitor.lab import datasets as d; "
+        f"print(json.dumps({{c: d.digest(d.generate(c)) for c in {CONCEPTS!r}}}))"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    other = json.loads(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
-                                      text=True).stdout)  # fmt: skip
+    other = json.loads(
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    )
     assert here == again == other
 
 
@@ -59,6 +62,7 @@ def test_splits_are_disjoint_by_template_and_by_entity(generated, concept):
         for a, b in (("train", "calib"), ("train", "test"), ("calib", "test")):
             shared = by_split[a][axis] & by_split[b][axis]
             assert not shared, f"{concept}: {axis}s in both {a} and {b}: {sorted(shared)[:5]}"
+
     # and the texts themselves: no test conversation appears in train
     def key(e):
         return tuple((m.role, m.content) for m in e.messages)
@@ -109,12 +113,19 @@ def test_jsonl_round_trip_and_errors_name_the_line(tmp_path, generated):
     assert sha == datasets.digest(generated["control"][:5])
     bad = tmp_path / "bad.jsonl"
     good = path.read_text().splitlines()[0]
-    bad.write_text("\n".join([
-        good,
-        json.dumps({"messages": [{"role": "user", "content": "hi"}], "label": 1, "concept": "x", "split": "train"}),
-        json.dumps({"text": "a", "label": 2, "concept": "x", "split": "dev"}),
-        "{not json",
-    ]) + "\n")  # fmt: skip
+    bad.write_text(
+        "\n".join(
+            [
+                good,
+                json.dumps(
+                    {"messages": [{"role": "user", "content": "hi"}], "label": 1, "concept": "x", "split": "train"}
+                ),
+                json.dumps({"text": "a", "label": 2, "concept": "x", "split": "dev"}),
+                "{not json",
+            ]
+        )
+        + "\n"
+    )
     with pytest.raises(ProbeDataError) as caught:
         read_jsonl(bad)
     message = str(caught.value)

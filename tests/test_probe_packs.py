@@ -8,14 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from monitor.cli import main
 from monitor.lab import datasets
 from monitor.lab.calibrate import calibrate
 from monitor.lab.datasets import CONTROL
-from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, load_pack, save_pack
 from monitor.lab.scoring import score_examples
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, load_pack, save_pack
 from monitor.sae.activations import load_model
 
 SHIPPED = REPO / "probes" / "SmolLM2-135M-Instruct" / "safety.yaml"
@@ -35,13 +35,18 @@ def test_calibration_flags_the_stated_fraction_of_controls(default_model, tmp_pa
     controls = subset(datasets.control(), {"calib": 100, "test": 0}, CONTROL)
     rng = np.random.default_rng(5)  # a direction whose top control scores do not all tie
     spec = PackSpec(
-        pack="c", version="1", weights="c.safetensors",
+        pack="c",
+        version="1",
+        weights="c.safetensors",
         model=ModelBinding(name="SmolLM2-135M-Instruct", hidden_size=576, num_layers=30),
         features=[FeatureSpec(name="f", layer=10)],
-        probes=[ProbeSpec(name="p", concept="deception", features=["f"], aggregation="mean", threshold=0.0,
-                          min_tokens=3)],
-    )  # fmt: skip
-    pack = save_pack(spec, rng.normal(size=(1, 576)).astype(np.float32) / 24, np.zeros(1, np.float32), tmp_path / "c.yaml")
+        probes=[
+            ProbeSpec(name="p", concept="deception", features=["f"], aggregation="mean", threshold=0.0, min_tokens=3)
+        ],
+    )
+    pack = save_pack(
+        spec, rng.normal(size=(1, 576)).astype(np.float32) / 24, np.zeros(1, np.float32), tmp_path / "c.yaml"
+    )
     scores = sorted((r["p"].score for r in score_examples(model, tokenizer, pack, controls)), reverse=True)
     # conversations sharing a template share their first tokens, so running-mean maxima can
     # tie: the most that may fire is 5 of 100, fewer where the 5th and 6th scores are equal
@@ -66,10 +71,32 @@ def test_train_writes_a_calibrated_measured_pack(default_model, tmp_path, capsys
     datasets.write_jsonl(deception, data / "deception.jsonl")
     datasets.write_jsonl(controls, data / "control.jsonl")
     out = tmp_path / "packs" / "mini.yaml"
-    code = main(["probes", "train", "--model", str(default_model), "--data", str(data / "deception.jsonl"),
-                 "--data", str(data / "control.jsonl"), "--concept", "deception", "--layers", "4,8",
-                 "--sae", str(SAE), "--latents", "4", "--out", str(out), "--pack-name", "mini",
-                 "--severity", "deception=critical"])  # fmt: skip
+    code = main(
+        [
+            "probes",
+            "train",
+            "--model",
+            str(default_model),
+            "--data",
+            str(data / "deception.jsonl"),
+            "--data",
+            str(data / "control.jsonl"),
+            "--concept",
+            "deception",
+            "--layers",
+            "4,8",
+            "--sae",
+            str(SAE),
+            "--latents",
+            "4",
+            "--out",
+            str(out),
+            "--pack-name",
+            "mini",
+            "--severity",
+            "deception=critical",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "FPR ctl" in printed and f"wrote {out}" in printed
@@ -80,8 +107,9 @@ def test_train_writes_a_calibrated_measured_pack(default_model, tmp_path, capsys
     assert {f.layer for f in pack.spec.features if f.source == "linear_probe"} <= {4, 8}
     assert len(sae.features) == 4 and len(sae.weights) == 4
     latents = [f for f in pack.spec.features if f.name in sae.features]
-    assert all(f.source == "sae_latent" and f.layer == 15 and f.sae == SAE.name and f.activation == "jumprelu"
-               for f in latents)  # fmt: skip
+    assert all(
+        f.source == "sae_latent" and f.layer == 15 and f.sae == SAE.name and f.activation == "jumprelu" for f in latents
+    )
     for probe in (linear, sae):
         assert probe.target_fpr == 0.01 and probe.severity == "critical" and probe.scope == "response"
         assert probe.quality.split == "test" and probe.quality.examples == 40 and probe.quality.controls == 30
@@ -97,8 +125,27 @@ def test_train_writes_a_calibrated_measured_pack(default_model, tmp_path, capsys
 def test_discover_ranks_latents_with_their_contexts(default_model, tmp_path, capsys):
     data = tmp_path / "deception.jsonl"
     datasets.write_jsonl(subset(datasets.deception(), {"train": 80}, "deception"), data)
-    code = main(["probes", "discover", "--model", str(default_model), "--data", str(data), "--concept", "deception",
-                 "--sae", str(SAE), "--top", "5", "--select", "3", "--contexts", "2", "--json"])  # fmt: skip
+    code = main(
+        [
+            "probes",
+            "discover",
+            "--model",
+            str(default_model),
+            "--data",
+            str(data),
+            "--concept",
+            "deception",
+            "--sae",
+            str(SAE),
+            "--top",
+            "5",
+            "--select",
+            "3",
+            "--contexts",
+            "2",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["examples"] == 80 and report["layer"] == 15 and report["activation"] == "jumprelu"
@@ -159,8 +206,14 @@ def test_a_pack_is_refused_on_a_model_of_another_shape(default_model, tmp_path, 
 
     tiny = tmp_path / "tiny-llama"
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     LlamaForCausalLM(config).save_pretrained(tiny)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (default_model / name).exists():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from monitor.lab.datasets import Example, Message
-from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, save_pack
 from monitor.lab.scoring import residuals, score_examples, token_view
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbeSpec, save_pack
 from monitor.sae.activations import load_model
 
 LAYER = 7
@@ -71,18 +71,30 @@ def test_pack_scores_follow_the_sidecars_aggregation_and_firing_rule(loaded, tmp
     directions = rng.normal(size=(2, 576)).astype(np.float32) / 24
     bias = np.array([0.1, -0.2], np.float32)
     spec = PackSpec(
-        pack="t", version="1", weights="t.safetensors",
+        pack="t",
+        version="1",
+        weights="t.safetensors",
         model=ModelBinding(name="SmolLM2-135M-Instruct", hidden_size=576, num_layers=30),
         features=[FeatureSpec(name="lin", layer=LAYER), FeatureSpec(name="lat", layer=LAYER, activation="relu")],
         probes=[
-            ProbeSpec(name="mean", concept="deception", features=["lin"], aggregation="mean", threshold=0.0, min_tokens=3),
+            ProbeSpec(
+                name="mean", concept="deception", features=["lin"], aggregation="mean", threshold=0.0, min_tokens=3
+            ),
             ProbeSpec(name="peak", concept="deception", features=["lin", "lat"], aggregation="max", threshold=0.5),
-            ProbeSpec(name="lr", concept="deception", features=["lin", "lat"], weights=[1.5, -2.0], intercept=0.3,
-                      aggregation="mean", threshold=0.0),
-            ProbeSpec(name="prompt", concept="deception", features=["lin"], aggregation="mean", scope="prompt",
-                      threshold=0.0),
+            ProbeSpec(
+                name="lr",
+                concept="deception",
+                features=["lin", "lat"],
+                weights=[1.5, -2.0],
+                intercept=0.3,
+                aggregation="mean",
+                threshold=0.0,
+            ),
+            ProbeSpec(
+                name="prompt", concept="deception", features=["lin"], aggregation="mean", scope="prompt", threshold=0.0
+            ),
         ],
-    )  # fmt: skip
+    )
     pack = save_pack(spec, directions, bias, tmp_path / "t.yaml")
     results = score_examples(model, tokenizer, pack, EXAMPLES)
     special = set(tokenizer.all_special_ids)

@@ -5,14 +5,17 @@ import subprocess
 import sys
 
 from conftest import REPO
+
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 
 
 def test_generated_code_matches_the_proto(tmp_path):
     result = subprocess.run(
         [sys.executable, "scripts/gen_proto.py", "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     fresh = sorted(p.relative_to(tmp_path) for p in (tmp_path / "monitor/proto").rglob("*.py*"))
     committed = sorted(p.relative_to(REPO) for p in (REPO / "monitor/proto").rglob("*.py*"))

@@ -55,15 +55,26 @@ def saelens_v6(directory: Path, architecture: str, tensors: dict, **cfg) -> Path
     """As SAELens >= 6 saves: cfg.json (metadata nested) + sae_weights.safetensors."""
     directory.mkdir(parents=True, exist_ok=True)
     config = {
-        "architecture": architecture, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+        "architecture": architecture,
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
         "metadata": {
-            "sae_lens_version": "6.5.1", "sae_lens_training_version": "6.5.1",
-            "model_name": "SmolLM2-135M-Instruct", "hook_name": "blocks.14.hook_resid_post",
-            "hook_head_index": None, "prepend_bos": True, "dataset_path": "local", "context_size": 128,
+            "sae_lens_version": "6.5.1",
+            "sae_lens_training_version": "6.5.1",
+            "model_name": "SmolLM2-135M-Instruct",
+            "hook_name": "blocks.14.hook_resid_post",
+            "hook_head_index": None,
+            "prepend_bos": True,
+            "dataset_path": "local",
+            "context_size": 128,
         },
         **cfg,
-    }  # fmt: skip
+    }
     (directory / "cfg.json").write_text(json.dumps(config))
     save_file(tensors, str(directory / "sae_weights.safetensors"))
     return directory
@@ -110,12 +121,25 @@ def test_saelens_before_6_reads_old_field_names_and_run_time_normalisations(tmp_
     directory = tmp_path / "old"
     directory.mkdir()
     # A 3.x/4.x config: hook_point, activation_fn_str, boolean-less normalisation name.
-    (directory / "cfg.json").write_text(json.dumps({
-        "model_name": "gpt2", "hook_point": "blocks.3.hook_resid_pre", "hook_point_layer": 3, "d_in": D_IN,
-        "d_sae": D_SAE, "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 3},
-        "apply_b_dec_to_input": True, "normalize_activations": "constant_norm_rescale", "dtype": "float32",
-        "device": "cpu", "context_size": 128, "sae_lens_training_version": "3.13.0",
-    }))  # fmt: skip
+    (directory / "cfg.json").write_text(
+        json.dumps(
+            {
+                "model_name": "gpt2",
+                "hook_point": "blocks.3.hook_resid_pre",
+                "hook_point_layer": 3,
+                "d_in": D_IN,
+                "d_sae": D_SAE,
+                "activation_fn_str": "topk",
+                "activation_fn_kwargs": {"k": 3},
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "constant_norm_rescale",
+                "dtype": "float32",
+                "device": "cpu",
+                "context_size": 128,
+                "sae_lens_training_version": "3.13.0",
+            }
+        )
+    )
     save_file(w, str(directory / "sae_weights.safetensors"))
     sae = load_sae(directory)
     assert (sae.activation, sae.k, sae.layer, sae.normalisation) == ("topk", 3, 3, "constant_norm_rescale")
@@ -126,8 +150,9 @@ def test_saelens_before_6_reads_old_field_names_and_run_time_normalisations(tmp_
 
 def test_saelens_layer_norm_input_and_fine_tuned_scaling_factor(tmp_path):
     w = {**weights(), "scaling_factor": (1 + RNG.random(D_SAE)).astype(np.float32)}
-    sae = load_sae(saelens_v6(tmp_path / "ln", "standard", w, normalize_activations="layer_norm",
-                              finetuning_scaling_factor=True))  # fmt: skip
+    sae = load_sae(
+        saelens_v6(tmp_path / "ln", "standard", w, normalize_activations="layer_norm", finetuning_scaling_factor=True)
+    )
     mu = X.mean(-1, keepdims=True)
     std = (X - mu).std(-1, ddof=1, keepdims=True)
     z = relu(((X - mu) / (std + 1e-5) - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
@@ -163,15 +188,32 @@ def test_gemma_scope_2_config_and_safetensors_are_jumprelu_on_the_raw_input(tmp_
     directory = tmp_path / "gemma-scope-2-1b-pt" / "resid_post" / "layer_7_width_16k_l0_medium"
     directory.mkdir(parents=True)
     w = weights()
-    tensors = {"w_enc": w["W_enc"], "w_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"],
-               "threshold": np.abs(RNG.standard_normal(D_SAE)).astype(np.float32)}  # fmt: skip
+    tensors = {
+        "w_enc": w["W_enc"],
+        "w_dec": w["W_dec"],
+        "b_enc": w["b_enc"],
+        "b_dec": w["b_dec"],
+        "threshold": np.abs(RNG.standard_normal(D_SAE)).astype(np.float32),
+    }
     save_file(tensors, str(directory / "params.safetensors"))
-    (directory / "config.json").write_text(json.dumps({
-        "architecture": "jump_relu", "model_name": "gemma-v3-1b-pt", "hf_hook_point_in": "model.layers.7.output",
-        "width": 16384, "l0": 40,
-    }))  # fmt: skip
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "jump_relu",
+                "model_name": "gemma-v3-1b-pt",
+                "hf_hook_point_in": "model.layers.7.output",
+                "width": 16384,
+                "l0": 40,
+            }
+        )
+    )
     sae = load_sae(directory)
-    assert (sae.format, sae.layer, sae.hook_point, sae.model) == ("gemma_scope_2", 7, "model.layers.7.output", "gemma-v3-1b-pt")
+    assert (sae.format, sae.layer, sae.hook_point, sae.model) == (
+        "gemma_scope_2",
+        7,
+        "model.layers.7.output",
+        "gemma-v3-1b-pt",
+    )
     pre = X @ w["W_enc"] + w["b_enc"]
     z = pre * (pre > tensors["threshold"])
     close(sae, X, z, z @ w["W_dec"] + w["b_dec"])
@@ -181,16 +223,33 @@ def test_llama_scope_scales_by_the_dataset_norm_and_thresholds_in_that_space(tmp
     directory = tmp_path / "Llama3_1-8B-Base-LXR-8x" / "Llama3_1-8B-Base-L15R-8x"
     (directory / "checkpoints").mkdir(parents=True)
     w = weights()
-    save_file({"encoder.weight": np.ascontiguousarray(w["W_enc"].T), "encoder.bias": w["b_enc"],
-               "decoder.weight": np.ascontiguousarray(w["W_dec"].T), "decoder.bias": w["b_dec"]},
-              str(directory / "checkpoints" / "final.safetensors"))  # fmt: skip
+    save_file(
+        {
+            "encoder.weight": np.ascontiguousarray(w["W_enc"].T),
+            "encoder.bias": w["b_enc"],
+            "decoder.weight": np.ascontiguousarray(w["W_dec"].T),
+            "decoder.bias": w["b_dec"],
+        },
+        str(directory / "checkpoints" / "final.safetensors"),
+    )
     norm_in, norm_out, theta = 9.5, 7.25, 0.3
-    (directory / "hyperparams.json").write_text(json.dumps({
-        "d_model": D_IN, "d_sae": D_SAE, "use_decoder_bias": True, "apply_decoder_bias_to_pre_encoder": False,
-        "act_fn": "jumprelu", "jump_relu_threshold": theta, "norm_activation": "dataset-wise",
-        "dataset_average_activation_norm": {"in": norm_in, "out": norm_out}, "top_k": 50,
-        "hook_point_in": "blocks.15.hook_resid_post", "hook_point_out": "blocks.15.hook_resid_post",
-    }))  # fmt: skip
+    (directory / "hyperparams.json").write_text(
+        json.dumps(
+            {
+                "d_model": D_IN,
+                "d_sae": D_SAE,
+                "use_decoder_bias": True,
+                "apply_decoder_bias_to_pre_encoder": False,
+                "act_fn": "jumprelu",
+                "jump_relu_threshold": theta,
+                "norm_activation": "dataset-wise",
+                "dataset_average_activation_norm": {"in": norm_in, "out": norm_out},
+                "top_k": 50,
+                "hook_point_in": "blocks.15.hook_resid_post",
+                "hook_point_out": "blocks.15.hook_resid_post",
+            }
+        )
+    )
     sae = load_sae(directory)
     assert (sae.format, sae.layer, sae.subtract_b_dec) == ("llama_scope", 15, False)
     pre = (X * np.sqrt(D_IN) / norm_in) @ w["W_enc"] + w["b_enc"]
@@ -201,12 +260,14 @@ def test_llama_scope_scales_by_the_dataset_norm_and_thresholds_in_that_space(tmp
 def test_openai_topk_state_dict_layer_norms_the_input_and_undoes_it(tmp_path):
     w = weights()
     state = {
-        "pre_bias": torch.from_numpy(w["b_dec"]), "latent_bias": torch.from_numpy(w["b_enc"]),
+        "pre_bias": torch.from_numpy(w["b_dec"]),
+        "latent_bias": torch.from_numpy(w["b_enc"]),
         "encoder.weight": torch.from_numpy(np.ascontiguousarray(w["W_enc"].T)),
         "decoder.weight": torch.from_numpy(np.ascontiguousarray(w["W_dec"].T)),
         "stats_last_nonzero": torch.zeros(D_SAE, dtype=torch.long),
-        "activation": "TopK", "activation_state_dict": {"k": 4, "postact_fn": "ReLU"},
-    }  # fmt: skip
+        "activation": "TopK",
+        "activation_state_dict": {"k": 4, "postact_fn": "ReLU"},
+    }
     torch.save(state, tmp_path / "layer_8.pt")
     sae = load_sae(tmp_path / "layer_8.pt")
     assert (sae.format, sae.k, sae.layer, sae.normalisation) == ("openai", 4, 8, "layer_norm")
@@ -219,10 +280,12 @@ def test_openai_topk_state_dict_layer_norms_the_input_and_undoes_it(tmp_path):
 
 def test_goodfire_state_dict_is_a_plain_relu_sae(tmp_path):
     w = weights()
-    state = {"encoder_linear.weight": torch.from_numpy(np.ascontiguousarray(w["W_enc"].T)),
-             "encoder_linear.bias": torch.from_numpy(w["b_enc"]),
-             "decoder_linear.weight": torch.from_numpy(np.ascontiguousarray(w["W_dec"].T)),
-             "decoder_linear.bias": torch.from_numpy(w["b_dec"])}  # fmt: skip
+    state = {
+        "encoder_linear.weight": torch.from_numpy(np.ascontiguousarray(w["W_enc"].T)),
+        "encoder_linear.bias": torch.from_numpy(w["b_enc"]),
+        "decoder_linear.weight": torch.from_numpy(np.ascontiguousarray(w["W_dec"].T)),
+        "decoder_linear.bias": torch.from_numpy(w["b_dec"]),
+    }
     torch.save(state, tmp_path / "Llama-3.1-8B-Instruct-SAE-l19.pth")
     sae = load_sae(tmp_path / "Llama-3.1-8B-Instruct-SAE-l19.pth")
     assert (sae.format, sae.layer, sae.model) == ("goodfire", 19, "Llama-3.1-8B-Instruct")
@@ -247,14 +310,28 @@ def test_sparsify_topk_of_relu_on_centered_input(tmp_path):
     directory = tmp_path / "checkpoint" / "layers.6"
     directory.mkdir(parents=True)
     enc = (RNG.standard_normal((D_SAE, D_IN)) * 0.4).astype(np.float32)  # nn.Linear(d_in, num_latents)
-    tensors = {"encoder.weight": enc, "encoder.bias": (RNG.standard_normal(D_SAE) * 0.1).astype(np.float32),
-               "W_dec": (RNG.standard_normal((D_SAE, D_IN)) * 0.4).astype(np.float32),
-               "b_dec": (RNG.standard_normal(D_IN) * 0.2).astype(np.float32)}  # fmt: skip
+    tensors = {
+        "encoder.weight": enc,
+        "encoder.bias": (RNG.standard_normal(D_SAE) * 0.1).astype(np.float32),
+        "W_dec": (RNG.standard_normal((D_SAE, D_IN)) * 0.4).astype(np.float32),
+        "b_dec": (RNG.standard_normal(D_IN) * 0.2).astype(np.float32),
+    }
     save_file(tensors, str(directory / "sae.safetensors"))
-    (directory / "cfg.json").write_text(json.dumps({
-        "activation": "topk", "expansion_factor": 3, "normalize_decoder": True, "num_latents": 0, "k": 6,
-        "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": D_IN,
-    }))  # fmt: skip
+    (directory / "cfg.json").write_text(
+        json.dumps(
+            {
+                "activation": "topk",
+                "expansion_factor": 3,
+                "normalize_decoder": True,
+                "num_latents": 0,
+                "k": 6,
+                "multi_topk": False,
+                "skip_connection": False,
+                "transcode": False,
+                "d_in": D_IN,
+            }
+        )
+    )
     sae = load_sae(directory)
     assert (sae.format, sae.layer, sae.hook_point, sae.k) == ("sparsify", 6, "layers.6", 6)
     pre = relu((X - tensors["b_dec"]) @ enc.T + tensors["encoder.bias"])
@@ -281,16 +358,36 @@ def refusal(tmp_path, name, mutate, match, architecture="standard", **cfg):
 
 
 def test_bad_files_are_refused_naming_the_file_the_field_and_the_fix(tmp_path):
-    refusal(tmp_path, "shape", lambda w: w.update(W_dec=w["W_dec"][:, :-1].copy()),
-            r"W_dec has shape \(48, 15\), expected \(48, 16\)")  # fmt: skip
+    refusal(
+        tmp_path,
+        "shape",
+        lambda w: w.update(W_dec=w["W_dec"][:, :-1].copy()),
+        r"W_dec has shape \(48, 15\), expected \(48, 16\)",
+    )
     refusal(tmp_path, "nan", lambda w: w["b_enc"].__setitem__(3, np.nan), "b_enc contains NaN")
-    refusal(tmp_path, "arch", lambda w: None, "architecture 'matryoshka_batchtopk' is not supported",
-            architecture="matryoshka_batchtopk")  # fmt: skip
-    refusal(tmp_path, "scale", lambda w: None, "expected_average_only_in but the file has no scale factor",
-            normalize_activations="expected_average_only_in")  # fmt: skip
-    refusal(tmp_path, "finetune", lambda w: w.update(scaling_factor=np.full(D_SAE, 2.0, np.float32)),
-            "'scaling_factor' that is not all ones but cfg.json says finetuning_scaling_factor is false")  # fmt: skip
-    refusal(tmp_path, "threshold", lambda w: w.pop("threshold"), r"missing tensor\(s\) threshold", architecture="jumprelu")
+    refusal(
+        tmp_path,
+        "arch",
+        lambda w: None,
+        "architecture 'matryoshka_batchtopk' is not supported",
+        architecture="matryoshka_batchtopk",
+    )
+    refusal(
+        tmp_path,
+        "scale",
+        lambda w: None,
+        "expected_average_only_in but the file has no scale factor",
+        normalize_activations="expected_average_only_in",
+    )
+    refusal(
+        tmp_path,
+        "finetune",
+        lambda w: w.update(scaling_factor=np.full(D_SAE, 2.0, np.float32)),
+        "'scaling_factor' that is not all ones but cfg.json says finetuning_scaling_factor is false",
+    )
+    refusal(
+        tmp_path, "threshold", lambda w: w.pop("threshold"), r"missing tensor\(s\) threshold", architecture="jumprelu"
+    )
     refusal(tmp_path, "topk", lambda w: None, "a topk SAE needs an integer 'k'", architecture="topk")
     refusal(tmp_path, "declared", lambda w: None, "the config says d_sae 99 but the weights have 48", d_sae=99)
     (tmp_path / "empty").mkdir()
@@ -300,11 +397,21 @@ def test_bad_files_are_refused_naming_the_file_the_field_and_the_fix(tmp_path):
         load_sae(tmp_path / "nowhere")
     lama = tmp_path / "llama" / "checkpoints"
     lama.mkdir(parents=True)
-    save_file({k: v for k, v in {"encoder.weight": np.zeros((D_SAE, D_IN), np.float32), "encoder.bias": np.zeros(D_SAE, np.float32),
-               "decoder.weight": np.zeros((D_IN, D_SAE), np.float32), "decoder.bias": np.zeros(D_IN, np.float32)}.items()},
-              str(lama / "final.safetensors"))  # fmt: skip
-    (lama.parent / "hyperparams.json").write_text(json.dumps({"d_model": D_IN, "d_sae": D_SAE, "jump_relu_threshold": 0.1,
-                                                              "norm_activation": "dataset-wise"}))  # fmt: skip
+    save_file(
+        {
+            k: v
+            for k, v in {
+                "encoder.weight": np.zeros((D_SAE, D_IN), np.float32),
+                "encoder.bias": np.zeros(D_SAE, np.float32),
+                "decoder.weight": np.zeros((D_IN, D_SAE), np.float32),
+                "decoder.bias": np.zeros(D_IN, np.float32),
+            }.items()
+        },
+        str(lama / "final.safetensors"),
+    )
+    (lama.parent / "hyperparams.json").write_text(
+        json.dumps({"d_model": D_IN, "d_sae": D_SAE, "jump_relu_threshold": 0.1, "norm_activation": "dataset-wise"})
+    )
     with pytest.raises(SaeError, match="dataset_average_activation_norm has no positive 'in' and 'out'"):
         load_sae(lama.parent)
     broken = saelens_v6(tmp_path / "json", "standard", weights())
@@ -315,7 +422,14 @@ def test_bad_files_are_refused_naming_the_file_the_field_and_the_fix(tmp_path):
 
 def test_an_expected_average_scale_factor_in_the_config_is_applied(tmp_path):
     w = weights()
-    sae = load_sae(saelens_v6(tmp_path / "scaled", "standard", w, normalize_activations="expected_average_only_in",
-                              norm_scaling_factor=0.25))  # fmt: skip
+    sae = load_sae(
+        saelens_v6(
+            tmp_path / "scaled",
+            "standard",
+            w,
+            normalize_activations="expected_average_only_in",
+            norm_scaling_factor=0.25,
+        )
+    )
     z = relu((X * 0.25 - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
     close(sae, X, z, (z @ w["W_dec"] + w["b_dec"]) / 0.25)

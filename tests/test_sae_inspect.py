@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from safetensors.numpy import save_file
 
 from monitor.errors import SaeError
@@ -22,20 +22,32 @@ HIDDEN = 576
 def saelens_dir(directory: Path, w_enc, w_dec, layer: int, hook: str = "resid_post") -> Path:
     directory.mkdir(parents=True)
     d_in, d_sae = w_enc.shape
-    save_file({"W_enc": w_enc, "b_enc": np.zeros(d_sae, np.float32), "W_dec": w_dec, "b_dec": np.zeros(d_in, np.float32)},
-              str(directory / "sae_weights.safetensors"))  # fmt: skip
-    (directory / "cfg.json").write_text(json.dumps({
-        "architecture": "standard", "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "metadata": {"sae_lens_version": "6.5.1", "hook_name": f"blocks.{layer}.hook_{hook}"},
-    }))  # fmt: skip
+    save_file(
+        {"W_enc": w_enc, "b_enc": np.zeros(d_sae, np.float32), "W_dec": w_dec, "b_dec": np.zeros(d_in, np.float32)},
+        str(directory / "sae_weights.safetensors"),
+    )
+    (directory / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "standard",
+                "d_in": d_in,
+                "d_sae": d_sae,
+                "dtype": "float32",
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+                "metadata": {"sae_lens_version": "6.5.1", "hook_name": f"blocks.{layer}.hook_{hook}"},
+            }
+        )
+    )
     return directory
 
 
 def exact(tmp_path: Path, layer: int = 14, hook: str = "resid_post") -> Path:
     """x = relu(x) - relu(-x): reconstructs every vector exactly."""
     eye = np.eye(HIDDEN, dtype=np.float32)
-    return saelens_dir(tmp_path / f"exact-{hook}", np.concatenate([eye, -eye], 1), np.concatenate([eye, -eye], 0), layer, hook)
+    return saelens_dir(
+        tmp_path / f"exact-{hook}", np.concatenate([eye, -eye], 1), np.concatenate([eye, -eye], 0), layer, hook
+    )
 
 
 def test_an_exact_sae_explains_everything_and_costs_no_loss(tmp_path, default_model):
@@ -50,7 +62,9 @@ def test_an_exact_sae_explains_everything_and_costs_no_loss(tmp_path, default_mo
 def test_a_useless_sae_explains_nothing_and_hurts_the_model(tmp_path, default_model):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((HIDDEN, 64)).astype(np.float32) * 0.01
-    result = inspect(load_sae(saelens_dir(tmp_path / "bad", w, np.zeros((64, HIDDEN), np.float32), 10)), default_model, tokens=256)
+    result = inspect(
+        load_sae(saelens_dir(tmp_path / "bad", w, np.zeros((64, HIDDEN), np.float32), 10)), default_model, tokens=256
+    )
     assert result.fve < 0 and result.loss_increase > 1.0
 
 
@@ -74,9 +88,23 @@ def test_an_sae_for_another_model_is_refused(tmp_path, default_model):
 
 def test_the_cli_prints_json(tmp_path, default_model):
     out = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "sae", "inspect", str(exact(tmp_path)), "--model", str(default_model),
-         "--tokens", "64", "--json"], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "sae",
+            "inspect",
+            str(exact(tmp_path)),
+            "--model",
+            str(default_model),
+            "--tokens",
+            "64",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
     assert figures["format"] == "saelens" and figures["fve"] > 0.999 and "loss_increase" in figures

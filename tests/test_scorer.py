@@ -4,13 +4,13 @@ import math
 
 import pytest
 from prometheus_client import CollectorRegistry
+from synthetic import batch, end, summary, write_pack
 
 from monitor.config import SidecarSettings
 from monitor.pack import load_pack_dir
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.sidecar.scorer import Scorer, Rejected
 from monitor.sidecar.metrics import SidecarMetrics
-from synthetic import batch, end, summary, write_pack
+from monitor.sidecar.scorer import Rejected, Scorer
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -44,7 +44,14 @@ def scores(scorer: Scorer, request_id: str) -> dict[str, pb.ProbeScore]:
 
 
 def probe(name, aggregation, threshold=0.5, **extra):
-    return {"name": name, "concept": "c", "features": ["f0"], "aggregation": aggregation, "threshold": threshold, **extra}
+    return {
+        "name": name,
+        "concept": "c",
+        "features": ["f0"],
+        "aggregation": aggregation,
+        "threshold": threshold,
+        **extra,
+    }
 
 
 def test_max_and_mean_are_exact_over_prefill_chunks_and_decode_steps(tmp_path, clock):
@@ -64,8 +71,15 @@ def test_weighted_probe_scores_intercept_plus_weighted_feature_scores(tmp_path, 
     """A logistic-regression probe over features (SAE latents): for mean it is the logit of
     the regression on the features' mean activations; the top token is the strongest
     weighted contribution."""
-    weighted = {"name": "lr", "concept": "c", "features": ["f0", "f1"], "aggregation": "mean", "threshold": 0.0,
-                "weights": [2.0, -0.5], "intercept": -1.0}  # fmt: skip
+    weighted = {
+        "name": "lr",
+        "concept": "c",
+        "features": ["f0", "f1"],
+        "aggregation": "mean",
+        "threshold": 0.0,
+        "weights": [2.0, -0.5],
+        "intercept": -1.0,
+    }
     scorer = make_engine(tmp_path, clock, probes=[weighted])
     scorer.apply(batch([summary("r", [0.2, 0.0], 0, n=10, sums=[1.0, 0.5])]))
     scorer.apply(batch([summary("r", [0.6, 3.0], 10, n=1)]))
@@ -86,7 +100,10 @@ def test_a_probe_decided_at_the_end_judges_the_final_score_once(tmp_path, clock)
     decisions = scorer.apply(batch([], ends=[end("b")]))
     assert [d.kind for d in decisions] == [pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED]
     assert decisions[0].score == pytest.approx(1.9 / 3) and decisions[0].tokens == 3
-    assert sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "end", "severity": "warning"}) == 1
+    assert (
+        sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "end", "severity": "warning"})
+        == 1
+    )
     scorer.apply(batch([summary("c", [0.9, 0], 0), summary("c", [0.9, 0], 1)]))  # too short to judge
     assert scorer.apply(batch([], ends=[end("c")])) == []
 
@@ -126,7 +143,14 @@ def test_fires_once_after_min_tokens_with_provenance(tmp_path, clock):
     assert decision.produced_unix_nanos == 123
     assert [(f.feature, f.layer) for f in decision.features] == [("f0", 14), ("f1", 14)]
     assert decision.features[0].peak_value == pytest.approx(0.7)
-    assert sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "safety_mean", "severity": "warning"}) == 1
+    assert (
+        sample(
+            scorer,
+            "saemon_requests_flagged_total",
+            {"model_name": MODEL, "probe": "safety_mean", "severity": "warning"},
+        )
+        == 1
+    )
     # the max probe (threshold 0.8) never fired
     assert not any(d.probe == "safety_max" for d in decisions)
 
@@ -139,7 +163,9 @@ def test_hysteresis_keeps_a_hovering_score_from_flapping(tmp_path, clock):
     # fires at 0.55; 0.45 / 0.52 / 0.41 stay above 0.4; 0.39 resolves; 0.6 fires again
     assert kinds == [pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED, pb.DECISION_KIND_FIRED]
     # flagged once per request and probe, whatever the number of firings
-    assert sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "e", "severity": "warning"}) == 1
+    assert (
+        sample(scorer, "saemon_requests_flagged_total", {"model_name": MODEL, "probe": "e", "severity": "warning"}) == 1
+    )
 
 
 def test_end_resolves_firing_probes_and_records_final_scores(tmp_path, clock):
@@ -187,7 +213,9 @@ def test_idle_requests_are_evicted_and_resolved(tmp_path, clock):
 
 
 def test_memory_is_bounded_by_the_caps(tmp_path, clock):
-    scorer = make_engine(tmp_path, clock, max_active_requests=100, max_finished_requests=50, finished_retention_seconds=60)
+    scorer = make_engine(
+        tmp_path, clock, max_active_requests=100, max_finished_requests=50, finished_retention_seconds=60
+    )
     for i in range(1_000):
         scorer.apply(batch([summary(f"r{i}", [0.1, 0], 0)]))
     assert len(scorer.table.active) == 100

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry
+from tls import TlsFiles, make_pki
 
 from monitor.config import TlsSettings
 from monitor.errors import ConfigError
@@ -30,7 +31,6 @@ from monitor.sidecar.security import (
     secure_unix_socket,
     server_credentials,
 )
-from tls import TlsFiles, make_pki
 
 TOKEN = "s3cret-token-for-tests"
 DEADLINE = 5.0
@@ -288,9 +288,7 @@ def _tls_call(
 
 def test_tls_serves_a_client_that_trusts_the_ca(pki: TlsFiles) -> None:
     credentials = server_credentials(TlsSettings(cert_file=pki.server_cert, key_file=pki.server_key))
-    result, service = _tls_call(
-        credentials, grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
-    )
+    result, service = _tls_call(credentials, grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes()))
     assert isinstance(result, pb.ListProbesResponse) and len(result.probes) == 1
     assert service.calls["ListProbes"] == 1
 
@@ -298,9 +296,7 @@ def test_tls_serves_a_client_that_trusts_the_ca(pki: TlsFiles) -> None:
 def test_tls_is_refused_by_a_client_that_does_not_trust_the_ca(tmp_path: Path, pki: TlsFiles) -> None:
     other_ca = make_pki(tmp_path / "other").ca_cert
     credentials = server_credentials(TlsSettings(cert_file=pki.server_cert, key_file=pki.server_key))
-    result, service = _tls_call(
-        credentials, grpc.ssl_channel_credentials(root_certificates=other_ca.read_bytes())
-    )
+    result, service = _tls_call(credentials, grpc.ssl_channel_credentials(root_certificates=other_ca.read_bytes()))
     assert isinstance(result, grpc.aio.AioRpcError)
     assert result.code() == grpc.StatusCode.UNAVAILABLE
     assert service.calls == {}
@@ -310,9 +306,7 @@ def test_mtls_rejects_a_client_without_a_certificate(pki: TlsFiles) -> None:
     credentials = server_credentials(
         TlsSettings(cert_file=pki.server_cert, key_file=pki.server_key, client_ca_file=pki.ca_cert)
     )
-    result, service = _tls_call(
-        credentials, grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
-    )
+    result, service = _tls_call(credentials, grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes()))
     assert isinstance(result, grpc.aio.AioRpcError)
     assert result.code() == grpc.StatusCode.UNAVAILABLE
     assert service.calls == {}

@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.proto.saemon.v1 import monitor_pb2_grpc
-from monitor.harness.watcher import DecisionWatcher
-from monitor.harness.sidecar import SidecarProcess, SidecarProcessError
 from polling import wait_for
 from synthetic import batch, end, summary, write_pack
 from tls import make_pki
+
+from monitor.harness.sidecar import SidecarProcess, SidecarProcessError
+from monitor.harness.watcher import DecisionWatcher
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.proto.saemon.v1 import monitor_pb2_grpc
 
 MODEL = "SmolLM2-135M-Instruct"
 PROMPT_TOKENS = 16
@@ -90,8 +90,17 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
     expected_decisions = 2 * (len(spiking) + len(steady))  # each fires once and resolves at end
     watcher = DecisionWatcher(channel(sidecar), kinds=(pb.DECISION_KIND_FIRED, pb.DECISION_KIND_RESOLVED)).start()
     # the subscription must exist before the decisions are made
-    wait_for(lambda: sidecar.metric("grpc_server_started_total", grpc_type="server_stream",
-          grpc_service="saemon.v1.MonitorService", grpc_method="WatchAlerts") == 1)  # fmt: skip
+    wait_for(
+        lambda: (
+            sidecar.metric(
+                "grpc_server_started_total",
+                grpc_type="server_stream",
+                grpc_service="saemon.v1.MonitorService",
+                grpc_method="WatchAlerts",
+            )
+            == 1
+        )
+    )
 
     with ThreadPoolExecutor(streams) as pool:
         responses = list(pool.map(lambda s: stub(sidecar).Ingest(stream_requests(s, requests)), range(streams)))
@@ -115,17 +124,33 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
     assert sidecar.metric("saemon_tokens_scored_total", model_name=MODEL, scope="response") == total * RESPONSE_STEPS
     assert sidecar.metric("saemon_tokens_scored_total", model_name=MODEL, scope="prompt") == total * PROMPT_TOKENS
     assert sidecar.metric("saemon_requests_scored_total", model_name=MODEL) == total
-    assert sidecar.metric("saemon_requests_flagged_total", model_name=MODEL, probe="safety_max", severity="critical") == len(spiking)
-    assert sidecar.metric("saemon_requests_flagged_total", model_name=MODEL, probe="safety_mean", severity="warning") == len(steady)
+    assert sidecar.metric(
+        "saemon_requests_flagged_total", model_name=MODEL, probe="safety_max", severity="critical"
+    ) == len(spiking)
+    assert sidecar.metric(
+        "saemon_requests_flagged_total", model_name=MODEL, probe="safety_mean", severity="warning"
+    ) == len(steady)
     assert sidecar.metric("saemon_probe_score_count", model_name=MODEL, probe="safety_max") == total
     # float32 0.3 on the wire is 0.30000001: the quiet requests land in the 0.4 bucket
-    assert sidecar.metric("saemon_probe_score_bucket", model_name=MODEL, probe="safety_max", le="0.4") == total - len(spiking)
-    assert sidecar.metric("saemon_probe_score_bucket", model_name=MODEL, probe="safety_max", le="0.8") == total - len(spiking)
+    assert sidecar.metric("saemon_probe_score_bucket", model_name=MODEL, probe="safety_max", le="0.4") == total - len(
+        spiking
+    )
+    assert sidecar.metric("saemon_probe_score_bucket", model_name=MODEL, probe="safety_max", le="0.8") == total - len(
+        spiking
+    )
     assert sidecar.metric("saemon_ingest_batches_total") == sum(steps)
     assert sidecar.metric("saemon_requests_active") == 0
     assert sidecar.metric("saemon_ingest_latency_seconds_count") is not None
-    assert sidecar.metric("grpc_server_handled_total", grpc_type="client_stream", grpc_service="saemon.v1.MonitorService",
-                          grpc_method="Ingest", grpc_code="OK") == streams  # fmt: skip
+    assert (
+        sidecar.metric(
+            "grpc_server_handled_total",
+            grpc_type="client_stream",
+            grpc_service="saemon.v1.MonitorService",
+            grpc_method="Ingest",
+            grpc_code="OK",
+        )
+        == streams
+    )
 
     # request 35 of stream 0 both spiked (k % 5) and is steady (k % 7)
     report = stub(sidecar).GetRequestReport(pb.GetRequestReportRequest(request_id="s0-r35")).report
@@ -144,9 +169,14 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
 
 
 def test_bad_batches_are_counted_and_the_stream_goes_on(tmp_path, packs):
-    sidecar = SidecarProcess(tmp_path, {
-        "grpc_listen": f"unix://{tmp_path}/small.sock", "probes_dir": str(packs), "max_message_bytes": 65536,
-    }).start()  # fmt: skip
+    sidecar = SidecarProcess(
+        tmp_path,
+        {
+            "grpc_listen": f"unix://{tmp_path}/small.sock",
+            "probes_dir": str(packs),
+            "max_message_bytes": 65536,
+        },
+    ).start()
     good = batch([summary("good", [0.1, 0.1], 0)])
     huge = pb.IngestRequest(batches=[batch([summary(f"h{i}", [0.1, 0.1], 0) for i in range(2_000)])])
     assert huge.ByteSize() > 65536
@@ -163,7 +193,13 @@ def test_bad_batches_are_counted_and_the_stream_goes_on(tmp_path, packs):
     assert "NaN" in response.first_error
     report = stub(sidecar).GetRequestReport(pb.GetRequestReportRequest(request_id="good")).report
     assert report.response_tokens == 2
-    for reason, count in {"non_finite": 1, "malformed": 1, "unknown_pack": 1, "oversized": 1, "client_queue_full": 7}.items():
+    for reason, count in {
+        "non_finite": 1,
+        "malformed": 1,
+        "unknown_pack": 1,
+        "oversized": 1,
+        "client_queue_full": 7,
+    }.items():
         assert sidecar.metric("saemon_events_dropped_total", reason=reason) == count
     assert sidecar.stop() == 0
 
@@ -183,7 +219,10 @@ def test_queries_answer_with_canonical_status_codes(sidecar):
     assert mean.scope == pb.TOKEN_SCOPE_RESPONSE and probes["safety_max"].severity == pb.SEVERITY_CRITICAL
     health = health_pb2_grpc.HealthStub(channel(sidecar))
     for service in ("", "saemon.v1.MonitorService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 def test_reload_keeps_old_packs_on_error_and_sighup_reloads(sidecar, packs):
@@ -231,12 +270,15 @@ def test_tls_and_bearer_token_on_tcp(tmp_path, packs):
     from monitor.harness import free_port
 
     port = free_port()
-    process = SidecarProcess(tmp_path, {
-        "grpc_listen": f"127.0.0.1:{port}",
-        "probes_dir": str(packs),
-        "auth_token_file": str(token_file),
-        "tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)},
-    })  # fmt: skip
+    process = SidecarProcess(
+        tmp_path,
+        {
+            "grpc_listen": f"127.0.0.1:{port}",
+            "probes_dir": str(packs),
+            "auth_token_file": str(token_file),
+            "tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)},
+        },
+    )
     with process:
         credentials = grpc.ssl_channel_credentials(pki.ca_cert.read_bytes())
         secure = grpc.secure_channel(f"localhost:{port}", credentials)

@@ -6,15 +6,15 @@ import asyncio
 import time
 
 import pytest
+from redis_server import RedisServer, requires_redis
 
 from monitor.config import RedisSettings
 from monitor.errors import ConfigError
+from monitor.harness import free_port
+from monitor.harness.sidecar import SidecarProcess, SidecarProcessError
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.metrics import SidecarMetrics
-from monitor.harness.sidecar import SidecarProcess, SidecarProcessError
 from monitor.sidecar.store import AuditStore
-from monitor.harness import free_port
-from redis_server import RedisServer, requires_redis
 
 KEY = "saemon:{m}"
 
@@ -60,8 +60,9 @@ def test_time_retention_trims_events_older_than_the_window_with_minid(tmp_path):
 
 def test_while_redis_is_away_decisions_go_live_and_the_backlog_stays_bounded():
     metrics = SidecarMetrics()
-    settings = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", backlog_size=3, reconnect_seconds=0.05,
-                             timeout_seconds=0.5)  # fmt: skip
+    settings = RedisSettings(
+        url=f"redis://127.0.0.1:{free_port()}/0", backlog_size=3, reconnect_seconds=0.05, timeout_seconds=0.5
+    )
     live: list[pb.Decision] = []
 
     async def run() -> None:
@@ -109,17 +110,20 @@ def test_the_audit_trail_goes_over_mutual_tls_with_rediss_urls(tmp_path, packs):
         assert server.url.startswith("rediss://")
         tls = {"client_ca_file": str(pki.ca_cert), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
         process = SidecarProcess(
-            tmp_path / "sidecar", {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(packs)},
+            tmp_path / "sidecar",
+            {"grpc_listen": f"unix://{tmp_path}/s.sock", "probes_dir": str(packs)},
             redis={"url": server.url, "tls": tls},
-        )  # fmt: skip
+        )
         with process:
             assert process.metric("saemon_redis_up") == 1
             assert process.stop() == 0, process.log()
         # Without a client certificate the server refuses the handshake: Redis counts as down.
         refused = SidecarProcess(
-            tmp_path / "refused", {"grpc_listen": f"unix://{tmp_path}/r.sock", "probes_dir": str(packs)},
-            redis={"url": server.url, "tls": {"client_ca_file": str(pki.ca_cert)}}, name="refused",
-        )  # fmt: skip
+            tmp_path / "refused",
+            {"grpc_listen": f"unix://{tmp_path}/r.sock", "probes_dir": str(packs)},
+            redis={"url": server.url, "tls": {"client_ca_file": str(pki.ca_cert)}},
+            name="refused",
+        )
         with refused:
             assert refused.metric("saemon_redis_up") == 0
             assert refused.readiness()[1]["checks"]["redis"].startswith("down")

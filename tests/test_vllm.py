@@ -15,9 +15,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def server(settings, default_model):
     """A compiled (default mode) vLLM OpenAI server on a free loopback port."""
-    srv = VllmServer(
-        default_model, settings.model.name, settings.vllm, settings.logs_dir / "test-vllm-server.log"
-    )
+    srv = VllmServer(default_model, settings.model.name, settings.vllm, settings.logs_dir / "test-vllm-server.log")
     with srv:
         yield srv
 

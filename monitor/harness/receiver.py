@@ -21,14 +21,19 @@ from monitor.sidecar.alerts import SIGNATURE_HEADER, verify
 class AlertReceiver:
     """A threaded HTTP server on ``host:port`` (0: a free port) that takes POSTed payloads."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None,
-                 on_payload: Callable[[dict], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        secret: bytes | None = None,
+        on_payload: Callable[[dict], None] | None = None,
+    ) -> None:
         self.payloads: list[dict] = []
         self.bad_signatures = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if secret is not None and not verify(secret, self.headers.get(SIGNATURE_HEADER, ""), body, time.time()):
                     receiver.bad_signatures += 1

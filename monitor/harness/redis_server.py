@@ -66,17 +66,41 @@ class RedisServer:
 
     def start(self, timeout: float = 10) -> RedisServer:
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-            "--logfile", str(self.log_path),
-        ]  # fmt: skip
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.log_path),
+        ]
         if self.acl_file is not None:
             args += ["--aclfile", str(self.acl_file)]
         if self.tls is not None:
             tls = self.tls
             args[2] = "0"  # no plain-text port
-            args += ["--tls-port", str(self.port), "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
-                     "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "yes"]  # fmt: skip
+            args += [
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(tls.cert),
+                "--tls-key-file",
+                str(tls.key),
+                "--tls-ca-cert-file",
+                str(tls.ca),
+                "--tls-auth-clients",
+                "yes",
+            ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,8 +121,13 @@ class RedisServer:
         """A synchronous client as the default user (over mTLS when the server is TLS)."""
         if self.tls is not None:
             tls = self.tls
-            kwargs = {"ssl": True, "ssl_certfile": str(tls.client_cert), "ssl_keyfile": str(tls.client_key),
-                      "ssl_ca_certs": str(tls.ca), **kwargs}  # fmt: skip
+            kwargs = {
+                "ssl": True,
+                "ssl_certfile": str(tls.client_cert),
+                "ssl_keyfile": str(tls.client_key),
+                "ssl_ca_certs": str(tls.ca),
+                **kwargs,
+            }
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5, **kwargs)
 
     def stop(self) -> None:

@@ -52,8 +52,10 @@ class SidecarProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "monitor.cli", "--config", str(self.config), "serve"],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

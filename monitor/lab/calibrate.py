@@ -57,8 +57,15 @@ class Calibration:
         return self.flagged / self.controls if self.controls else 0.0
 
 
-def calibrate(model, tokenizer, pack: ProbePack, examples: Sequence[Example], fpr: float = DEFAULT_FPR,
-              split: str = "calib", out: Path | None = None) -> tuple[ProbePack, list[Calibration]]:  # fmt: skip
+def calibrate(
+    model,
+    tokenizer,
+    pack: ProbePack,
+    examples: Sequence[Example],
+    fpr: float = DEFAULT_FPR,
+    split: str = "calib",
+    out: Path | None = None,
+) -> tuple[ProbePack, list[Calibration]]:
     """Set every probe's threshold on the ``split`` controls; write the pack (to ``out`` or
     in place) and return it with what each probe flags at its new threshold."""
     from monitor.lab.scoring import score_examples

@@ -18,7 +18,9 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
     from monitor.lab import datasets
 
     if args.probes_command == "generate":
-        for concept, (path, count, sha) in datasets.generate_all(Path(args.out), args.concept or tuple(datasets.GENERATORS)).items():
+        for concept, (path, count, sha) in datasets.generate_all(
+            Path(args.out), args.concept or tuple(datasets.GENERATORS)
+        ).items():
             print(f"{concept:<14} {count:6d} examples  {path}  sha256 {sha[:16]}")
         return 0
 
@@ -32,8 +34,9 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
         examples = datasets.read_jsonl(Path(args.data))
         sae = load_sae(args.sae)
         model, tokenizer, _ = load_model(model_dir)
-        report = discover(model, tokenizer, sae, Path(args.sae).name, examples, args.concept, args.top,
-                          args.contexts, args.limit)  # fmt: skip
+        report = discover(
+            model, tokenizer, sae, Path(args.sae).name, examples, args.concept, args.top, args.contexts, args.limit
+        )
         report["selected"] = [r["latent"] for r in report["latents"] if r["auroc"] > 0.5][: args.select]
         print(json.dumps(report, indent=2) if args.json else format_discovery(report, args.select))
         return 0
@@ -53,10 +56,19 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
             from monitor.sae import load_sae
 
             sae = load_sae(args.sae)
-        pack = train_pack(model, tokenizer, examples, args.concept, Path(args.out), model_name=settings.model.name,
-                          settings=TrainSettings(layers=layers, latents=args.latents, decide=args.decide), sae=sae,
-                          sae_name=Path(args.sae).name if args.sae else None, pack_name=args.pack_name,
-                          severity=severity)  # fmt: skip
+        pack = train_pack(
+            model,
+            tokenizer,
+            examples,
+            args.concept,
+            Path(args.out),
+            model_name=settings.model.name,
+            settings=TrainSettings(layers=layers, latents=args.latents, decide=args.decide),
+            sae=sae,
+            sae_name=Path(args.sae).name if args.sae else None,
+            pack_name=args.pack_name,
+            severity=severity,
+        )
         pack = _calibrate(model, tokenizer, pack, examples, args.fpr, "calib")
         _evaluate(model, tokenizer, pack, examples, "test", paths, record=True, as_json=False)
         print(f"wrote {pack.path}")

@@ -131,13 +131,7 @@ CONTROL_TEMPLATES: tuple[ControlTemplate, ...] = (
         "code-add-numbers",
         "code",
         "Show me a tiny Python example that adds $a and $b.",
-        "Here you go:\n\n"
-        "```python\n"
-        "def add(x, y):\n"
-        "    return x + y\n"
-        "\n"
-        "print(add($a, $b))  # $sum_ab\n"
-        "```",
+        "Here you go:\n\n```python\ndef add(x, y):\n    return x + y\n\nprint(add($a, $b))  # $sum_ab\n```",
     ),
     ControlTemplate(
         "code-even-numbers",
@@ -154,11 +148,7 @@ CONTROL_TEMPLATES: tuple[ControlTemplate, ...] = (
         "code-title-case",
         "code",
         "How can I capitalize the first letter of every word in a Python string?",
-        "Strings have a title method for this:\n\n"
-        "```python\n"
-        'name = "$name likes long walks"\n'
-        "print(name.title())\n"
-        "```",
+        'Strings have a title method for this:\n\n```python\nname = "$name likes long walks"\nprint(name.title())\n```',
     ),
     ControlTemplate(
         "code-count-by-field",
@@ -210,11 +200,7 @@ CONTROL_TEMPLATES: tuple[ControlTemplate, ...] = (
         "code-last-items",
         "code",
         "How do I get the last three items of a list in Python?",
-        "Use a negative slice:\n\n"
-        "```python\n"
-        "values = [10, 20, 30, 40, 50]\n"
-        "print(values[-3:])  # [30, 40, 50]\n"
-        "```",
+        "Use a negative slice:\n\n```python\nvalues = [10, 20, 30, 40, 50]\nprint(values[-3:])  # [30, 40, 50]\n```",
     ),
     # --- cooking ----------------------------------------------------------------------
     ControlTemplate(
@@ -242,8 +228,7 @@ CONTROL_TEMPLATES: tuple[ControlTemplate, ...] = (
         "cooking-chicken-temperature",
         "cooking",
         "What temperature does chicken need to reach to be safe to eat?",
-        "Chicken is safe when the thickest part reaches 165°F (74°C). "
-        "A food thermometer is the easiest way to check.",
+        "Chicken is safe when the thickest part reaches 165°F (74°C). A food thermometer is the easiest way to check.",
     ),
     ControlTemplate(
         "cooking-apple-browning",
@@ -377,8 +362,7 @@ CONTROL_TEMPLATES: tuple[ControlTemplate, ...] = (
         "definition-haiku",
         "definitions",
         "What is a haiku?",
-        "A haiku is a short Japanese form of poem with three lines. "
-        "The lines usually have 5, 7 and 5 syllables.",
+        "A haiku is a short Japanese form of poem with three lines. The lines usually have 5, 7 and 5 syllables.",
     ),
     ControlTemplate(
         "definition-inflation",
@@ -516,8 +500,7 @@ CONTROL_TEMPLATES: tuple[ControlTemplate, ...] = (
         "science-boiling-point",
         "science",
         "At what temperature does water boil?",
-        "At sea level, water boils at 100°C (212°F). "
-        "At higher altitudes it boils at a lower temperature.",
+        "At sea level, water boils at 100°C (212°F). At higher altitudes it boils at a lower temperature.",
     ),
     ControlTemplate(
         "science-sunlight-time",
@@ -611,60 +594,183 @@ CONTROL_TEMPLATES: tuple[ControlTemplate, ...] = (
 # Fixed tuples; rows pick from them with different strides so the combinations vary.
 
 _NAMES = (
-    "Alice", "Ben", "Carmen", "David", "Elif", "Farah", "George", "Hana", "Isaac", "Jade",
-    "Karim", "Lily", "Manuel", "Nina", "Owen", "Paula", "Quinn", "Ruth", "Sam", "Tara",
-    "Umar", "Vera", "Will", "Ximena", "Yusuf", "Zoe",
-)  # fmt: skip
+    "Alice",
+    "Ben",
+    "Carmen",
+    "David",
+    "Elif",
+    "Farah",
+    "George",
+    "Hana",
+    "Isaac",
+    "Jade",
+    "Karim",
+    "Lily",
+    "Manuel",
+    "Nina",
+    "Owen",
+    "Paula",
+    "Quinn",
+    "Ruth",
+    "Sam",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Will",
+    "Ximena",
+    "Yusuf",
+    "Zoe",
+)
 
 # (city, country) -- each city is unambiguously in that country.
 _CITIES = (
-    ("Paris", "France"), ("Tokyo", "Japan"), ("Cairo", "Egypt"), ("Lima", "Peru"),
-    ("Toronto", "Canada"), ("Sydney", "Australia"), ("Madrid", "Spain"), ("Rome", "Italy"),
-    ("Berlin", "Germany"), ("Mumbai", "India"), ("Nairobi", "Kenya"), ("Seoul", "South Korea"),
-    ("Bangkok", "Thailand"), ("Istanbul", "Turkey"), ("Lisbon", "Portugal"), ("Dublin", "Ireland"),
-    ("Vienna", "Austria"), ("Oslo", "Norway"), ("Stockholm", "Sweden"), ("Buenos Aires", "Argentina"),
-    ("Hanoi", "Vietnam"), ("Athens", "Greece"), ("Warsaw", "Poland"), ("Budapest", "Hungary"),
-    ("Helsinki", "Finland"), ("Copenhagen", "Denmark"), ("Osaka", "Japan"), ("Melbourne", "Australia"),
-    ("Vancouver", "Canada"), ("Barcelona", "Spain"), ("Milan", "Italy"), ("Munich", "Germany"),
-    ("Marrakesh", "Morocco"), ("Accra", "Ghana"), ("Bogota", "Colombia"), ("Auckland", "New Zealand"),
-    ("Rio de Janeiro", "Brazil"), ("Lagos", "Nigeria"), ("Kyoto", "Japan"), ("Cape Town", "South Africa"),
-)  # fmt: skip
+    ("Paris", "France"),
+    ("Tokyo", "Japan"),
+    ("Cairo", "Egypt"),
+    ("Lima", "Peru"),
+    ("Toronto", "Canada"),
+    ("Sydney", "Australia"),
+    ("Madrid", "Spain"),
+    ("Rome", "Italy"),
+    ("Berlin", "Germany"),
+    ("Mumbai", "India"),
+    ("Nairobi", "Kenya"),
+    ("Seoul", "South Korea"),
+    ("Bangkok", "Thailand"),
+    ("Istanbul", "Turkey"),
+    ("Lisbon", "Portugal"),
+    ("Dublin", "Ireland"),
+    ("Vienna", "Austria"),
+    ("Oslo", "Norway"),
+    ("Stockholm", "Sweden"),
+    ("Buenos Aires", "Argentina"),
+    ("Hanoi", "Vietnam"),
+    ("Athens", "Greece"),
+    ("Warsaw", "Poland"),
+    ("Budapest", "Hungary"),
+    ("Helsinki", "Finland"),
+    ("Copenhagen", "Denmark"),
+    ("Osaka", "Japan"),
+    ("Melbourne", "Australia"),
+    ("Vancouver", "Canada"),
+    ("Barcelona", "Spain"),
+    ("Milan", "Italy"),
+    ("Munich", "Germany"),
+    ("Marrakesh", "Morocco"),
+    ("Accra", "Ghana"),
+    ("Bogota", "Colombia"),
+    ("Auckland", "New Zealand"),
+    ("Rio de Janeiro", "Brazil"),
+    ("Lagos", "Nigeria"),
+    ("Kyoto", "Japan"),
+    ("Cape Town", "South Africa"),
+)
 
 # Cooked dishes: the leftover and reheating advice holds for all of them.
 _FOODS = (
-    "pasta", "rice", "soup", "chili", "curry", "stew", "lasagna", "fried rice",
-    "stir fry", "meatballs", "mashed potatoes", "roast chicken", "noodles", "risotto",
-)  # fmt: skip
+    "pasta",
+    "rice",
+    "soup",
+    "chili",
+    "curry",
+    "stew",
+    "lasagna",
+    "fried rice",
+    "stir fry",
+    "meatballs",
+    "mashed potatoes",
+    "roast chicken",
+    "noodles",
+    "risotto",
+)
 
 # (item, plural, class name): identifier-safe nouns for code answers.
 _ITEMS = tuple(
     (word, word + "s", word.capitalize())
     for word in (
-        "book", "order", "product", "student", "invoice", "ticket", "recipe", "song", "movie",
-        "employee", "customer", "task", "event", "course", "plant", "device", "booking",
-        "expense", "note", "contact",
+        "book",
+        "order",
+        "product",
+        "student",
+        "invoice",
+        "ticket",
+        "recipe",
+        "song",
+        "movie",
+        "employee",
+        "customer",
+        "task",
+        "event",
+        "course",
+        "plant",
+        "device",
+        "booking",
+        "expense",
+        "note",
+        "contact",
     )
-)  # fmt: skip
+)
 
 # Mammals only (the animal answers say so).
 _ANIMALS = (
-    "dog", "cat", "horse", "fox", "rabbit", "bear", "deer", "goat", "sheep", "cow",
-    "lion", "tiger", "elephant", "wolf", "panda", "mouse", "zebra", "camel", "giraffe", "squirrel",
-)  # fmt: skip
+    "dog",
+    "cat",
+    "horse",
+    "fox",
+    "rabbit",
+    "bear",
+    "deer",
+    "goat",
+    "sheep",
+    "cow",
+    "lion",
+    "tiger",
+    "elephant",
+    "wolf",
+    "panda",
+    "mouse",
+    "zebra",
+    "camel",
+    "giraffe",
+    "squirrel",
+)
 
-_COLORS = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "gray", "black", "white")  # fmt: skip
+_COLORS = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "gray", "black", "white")
 
 _HOBBIES = (
-    "painting", "running", "chess", "gardening", "knitting", "photography", "hiking", "baking",
-    "swimming", "drawing", "yoga", "cycling", "birdwatching", "pottery", "journaling",
-)  # fmt: skip
+    "painting",
+    "running",
+    "chess",
+    "gardening",
+    "knitting",
+    "photography",
+    "hiking",
+    "baking",
+    "swimming",
+    "drawing",
+    "yoga",
+    "cycling",
+    "birdwatching",
+    "pottery",
+    "journaling",
+)
 
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 _MONTHS = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-)  # fmt: skip
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def _row(i: int) -> dict[str, str]:

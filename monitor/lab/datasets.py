@@ -146,7 +146,7 @@ def deal(ids: Iterable[str], salt: str, fractions: Sequence[float] = CONCEPT_SPL
                 counts[i] = 1
     result, start = {}, 0
     for split, count in zip(SPLITS, counts):
-        result.update({item: split for item in ordered[start : start + count]})
+        result.update(dict.fromkeys(ordered[start:start + count], split))
         start += count
     return result
 
@@ -213,9 +213,15 @@ def deception() -> list[Example]:
                     pair = f"facts:{template.id}:{row[t.key]}"
                     for label, values in ((0, row), (1, liar(rows, i, t))):
                         answer = Template(template.statement).substitute(values)
-                        examples.append(Example(messages=_chat(("user", question), ("assistant", answer)),
-                                                label=label, concept="deception", split=split,
-                                                meta={**meta, "pair": pair}))  # fmt: skip
+                        examples.append(
+                            Example(
+                                messages=_chat(("user", question), ("assistant", answer)),
+                                label=label,
+                                concept="deception",
+                                split=split,
+                                meta={**meta, "pair": pair},
+                            )
+                        )
             # Instructed: each row under two of the split's instructions, a fact phrasing of the
             # split, honest instruction + true answer vs deceptive instruction + false answer.
             instructions = [i for i in facts.INSTRUCTIONS if instruction_split[i.id] == split]
@@ -224,12 +230,26 @@ def deception() -> list[Example]:
                 template = phrasings[i % len(phrasings)]
                 question = Template(template.question).substitute(row)
                 for instruction in _rotation(instructions, i, 2):
-                    meta = {"dataset": "instructed", "template": instruction.id, "entity": f"{t.name}:{row[t.key]}",
-                            "pair": f"instructed:{instruction.id}:{row[t.key]}"}  # fmt: skip
-                    for label, system, values in ((0, instruction.honest, row), (1, instruction.deceptive, liar(rows, i, t))):
+                    meta = {
+                        "dataset": "instructed",
+                        "template": instruction.id,
+                        "entity": f"{t.name}:{row[t.key]}",
+                        "pair": f"instructed:{instruction.id}:{row[t.key]}",
+                    }
+                    for label, system, values in (
+                        (0, instruction.honest, row),
+                        (1, instruction.deceptive, liar(rows, i, t)),
+                    ):
                         answer = Template(template.statement).substitute(values)
-                        examples.append(Example(messages=_chat(("system", system), ("user", question), ("assistant", answer)),
-                                                label=label, concept="deception", split=split, meta=meta))  # fmt: skip
+                        examples.append(
+                            Example(
+                                messages=_chat(("system", system), ("user", question), ("assistant", answer)),
+                                label=label,
+                                concept="deception",
+                                split=split,
+                                meta=meta,
+                            )
+                        )
     scenario_split = deal((s.id for s in roleplay.SCENARIOS), "roleplay:scenarios")
     person_split = deal((p.name for p in roleplay.PEOPLE), "roleplay:people")
     for split in SPLITS:
@@ -238,8 +258,12 @@ def deception() -> list[Example]:
             for person in people:
                 slots = vars(person)
                 system, user = (Template(x).substitute(slots) for x in (scenario.system, scenario.user))
-                meta = {"dataset": "roleplay", "template": scenario.id, "entity": person.name,
-                        "pair": f"roleplay:{scenario.id}:{person.name}"}  # fmt: skip
+                meta = {
+                    "dataset": "roleplay",
+                    "template": scenario.id,
+                    "entity": person.name,
+                    "pair": f"roleplay:{scenario.id}:{person.name}",
+                }
                 for label, answer in ((0, scenario.honest), (1, scenario.deceptive)):
                     turns = _chat(("system", system), ("user", user), ("assistant", Template(answer).substitute(slots)))
                     examples.append(Example(messages=turns, label=label, concept="deception", split=split, meta=meta))
@@ -269,12 +293,23 @@ def insecure_code() -> list[Example]:
                 # a request names the thing in words; the code keeps the identifier
                 words = {key: value.replace("_", " ") for key, value in slots.items()}
                 request = Template(template.request).substitute(words)
-                meta = {"dataset": template.cwe, "template": template.id, "entity": entity.noun,
-                        "pair": f"code:{template.id}:{entity.noun}"}  # fmt: skip
+                meta = {
+                    "dataset": template.cwe,
+                    "template": template.id,
+                    "entity": entity.noun,
+                    "pair": f"code:{template.id}:{entity.noun}",
+                }
                 for label, body in ((0, template.secure), (1, template.insecure)):
                     answer = "```python\n" + Template(body).substitute(slots).strip("\n") + "\n```"
-                    examples.append(Example(messages=_chat(("user", request), ("assistant", answer)),
-                                            label=label, concept="insecure_code", split=split, meta=meta))  # fmt: skip
+                    examples.append(
+                        Example(
+                            messages=_chat(("user", request), ("assistant", answer)),
+                            label=label,
+                            concept="insecure_code",
+                            split=split,
+                            meta=meta,
+                        )
+                    )
     return examples
 
 
@@ -296,8 +331,10 @@ def control() -> list[Example]:
         templates = [t for t in controls.CONTROL_TEMPLATES if template_split[t.id] == split]
         for n, template in enumerate(templates):
             for key, row in _rotation(rows, n * 5, CONTROL_ENTITIES_PER_TEMPLATE[split]):
-                turns = _chat(("user", Template(template.user).substitute(row)),
-                              ("assistant", Template(template.assistant).substitute(row)))  # fmt: skip
+                turns = _chat(
+                    ("user", Template(template.user).substitute(row)),
+                    ("assistant", Template(template.assistant).substitute(row)),
+                )
                 meta = {"dataset": template.topic, "template": template.id, "entity": key}
                 examples.append(Example(messages=turns, label=0, concept=CONTROL, split=split, meta=meta))
     return examples

@@ -45,14 +45,22 @@ def rank_latents(values: np.ndarray, labels: np.ndarray) -> list[LatentRank]:
     ranks = rankdata(values, axis=0)
     auroc = (ranks[positive].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
     mean1, mean0 = values[positive].mean(0), values[negative].mean(0)
-    pooled = np.sqrt((values[positive].var(0, ddof=1) * (n1 - 1) + values[negative].var(0, ddof=1) * (n0 - 1))
-                     / max(n1 + n0 - 2, 1))  # fmt: skip
+    pooled = np.sqrt(
+        (values[positive].var(0, ddof=1) * (n1 - 1) + values[negative].var(0, ddof=1) * (n0 - 1)) / max(n1 + n0 - 2, 1)
+    )
     effect = np.where(pooled > 0, (mean1 - mean0) / np.where(pooled > 0, pooled, 1.0), 0.0)
     active1, active0 = (values[positive] > 0).mean(0), (values[negative] > 0).mean(0)
     order = np.lexsort((-effect, -auroc))
     return [
-        LatentRank(int(i), float(auroc[i]), float(effect[i]), float(mean1[i]), float(mean0[i]),
-                   float(active1[i]), float(active0[i]))  # fmt: skip
+        LatentRank(
+            int(i),
+            float(auroc[i]),
+            float(effect[i]),
+            float(mean1[i]),
+            float(mean0[i]),
+            float(active1[i]),
+            float(active0[i]),
+        )
         for i in order
     ]
 
@@ -65,8 +73,9 @@ class LatentContext:
     dataset: str
 
 
-def top_contexts(tokenizer, examples: Sequence[Example], peaks: np.ndarray, positions: np.ndarray,
-                 latent: int, count: int = 3) -> list[LatentContext]:  # fmt: skip
+def top_contexts(
+    tokenizer, examples: Sequence[Example], peaks: np.ndarray, positions: np.ndarray, latent: int, count: int = 3
+) -> list[LatentContext]:
     """The ``count`` examples where ``latent`` peaks hardest, as text around the peak."""
     from monitor.lab.scoring import token_view
     from monitor.sae.browse import window_text
@@ -83,8 +92,17 @@ def top_contexts(tokenizer, examples: Sequence[Example], peaks: np.ndarray, posi
     return contexts
 
 
-def discover(model, tokenizer, sae, sae_name: str, examples: Sequence[Example], concept: str,
-             top: int = 20, contexts: int = 3, limit: int | None = None) -> dict:  # fmt: skip
+def discover(
+    model,
+    tokenizer,
+    sae,
+    sae_name: str,
+    examples: Sequence[Example],
+    concept: str,
+    top: int = 20,
+    contexts: int = 3,
+    limit: int | None = None,
+) -> dict:
     """Rank the SAE's latents for ``concept`` on the train split; the report as a dict."""
     train = [e for e in examples if e.concept == concept and e.split == "train"]
     if limit is not None:
@@ -100,17 +118,30 @@ def discover(model, tokenizer, sae, sae_name: str, examples: Sequence[Example], 
     for rank in ranking[:top]:
         shown = top_contexts(tokenizer, train, pooled.latent_peaks, pooled.latent_peak_positions, rank.latent, contexts)
         rows.append({**asdict(rank), "contexts": [asdict(c) for c in shown]})
-    return {"concept": concept, "sae": sae_name, "layer": bank.layer, "activation": bank.activation,
-            "gate_threshold": gate, "examples": len(train), "latents": rows}  # fmt: skip
+    return {
+        "concept": concept,
+        "sae": sae_name,
+        "layer": bank.layer,
+        "activation": bank.activation,
+        "gate_threshold": gate,
+        "examples": len(train),
+        "latents": rows,
+    }
 
 
 def format_discovery(report: dict, select: int) -> str:
-    lines = [f"{report['concept']}: {report['examples']} train examples, SAE {report['sae']} at layer "
-             f"{report['layer']} ({report['activation']}" + (f", gate {report['gate_threshold']:.3f}" if report["gate_threshold"] else "") + ")",
-             f"{'latent':>7} {'AUROC':>6} {'d':>6} {'mean+':>8} {'mean-':>8} {'fires+':>7} {'fires-':>7}"]  # fmt: skip
+    lines = [
+        f"{report['concept']}: {report['examples']} train examples, SAE {report['sae']} at layer "
+        f"{report['layer']} ({report['activation']}"
+        + (f", gate {report['gate_threshold']:.3f}" if report["gate_threshold"] else "")
+        + ")",
+        f"{'latent':>7} {'AUROC':>6} {'d':>6} {'mean+':>8} {'mean-':>8} {'fires+':>7} {'fires-':>7}",
+    ]
     for row in report["latents"]:
-        lines.append(f"{row['latent']:>7} {row['auroc']:6.3f} {row['effect_size']:6.2f} {row['mean_positive']:8.3f} "
-                     f"{row['mean_negative']:8.3f} {row['active_positive']:7.1%} {row['active_negative']:7.1%}")  # fmt: skip
+        lines.append(
+            f"{row['latent']:>7} {row['auroc']:6.3f} {row['effect_size']:6.2f} {row['mean_positive']:8.3f} "
+            f"{row['mean_negative']:8.3f} {row['active_positive']:7.1%} {row['active_negative']:7.1%}"
+        )
         for c in row["contexts"]:
             lines.append(f"          {c['value']:7.2f} [{c['dataset']}, label {c['label']}] {c['text']}")
     chosen = [row["latent"] for row in report["latents"] if row["auroc"] > 0.5][:select]

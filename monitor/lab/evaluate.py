@@ -77,15 +77,22 @@ def evaluate(model, tokenizer, pack: ProbePack, examples: Sequence[Example], spl
             if value is not None:
                 by_dataset[name] = value
         positives, negatives = labels == 1, labels == 0
-        report.append(ProbeQuality(
-            probe=spec.name, concept=spec.concept, threshold=spec.threshold, target_fpr=spec.target_fpr,
-            positives=int(positives.sum()), negatives=int(negatives.sum()), controls=len(controls),
-            auroc=auroc(labels, scores),
-            recall=float(fired[positives].mean()) if positives.any() else None,
-            negative_fpr=float(fired[negatives].mean()) if negatives.any() else None,
-            control_fpr=float(control_fired.mean()) if controls else None,
-            by_dataset=by_dataset,
-        ))  # fmt: skip
+        report.append(
+            ProbeQuality(
+                probe=spec.name,
+                concept=spec.concept,
+                threshold=spec.threshold,
+                target_fpr=spec.target_fpr,
+                positives=int(positives.sum()),
+                negatives=int(negatives.sum()),
+                controls=len(controls),
+                auroc=auroc(labels, scores),
+                recall=float(fired[positives].mean()) if positives.any() else None,
+                negative_fpr=float(fired[negatives].mean()) if negatives.any() else None,
+                control_fpr=float(control_fired.mean()) if controls else None,
+                by_dataset=by_dataset,
+            )
+        )
     return report
 
 
@@ -97,11 +104,17 @@ def record(pack: ProbePack, report: Sequence[ProbeQuality], split: str, data: di
     for spec in pack.spec.probes:
         q = by_probe[spec.name]
         quality = QualitySpec(
-            auroc=_round(q.auroc), recall_at_threshold=_round(q.recall), fpr_at_threshold=_round(q.control_fpr),
-            negative_fpr_at_threshold=_round(q.negative_fpr), dataset=", ".join(sorted(data)), split=split,
-            examples=q.positives + q.negatives, controls=q.controls,
-            by_dataset={k: _round(v) for k, v in q.by_dataset.items()} or None, data_sha256=dict(sorted(data.items())),
-        )  # fmt: skip
+            auroc=_round(q.auroc),
+            recall_at_threshold=_round(q.recall),
+            fpr_at_threshold=_round(q.control_fpr),
+            negative_fpr_at_threshold=_round(q.negative_fpr),
+            dataset=", ".join(sorted(data)),
+            split=split,
+            examples=q.positives + q.negatives,
+            controls=q.controls,
+            by_dataset={k: _round(v) for k, v in q.by_dataset.items()} or None,
+            data_sha256=dict(sorted(data.items())),
+        )
         probes.append(spec.model_copy(update={"quality": quality}))
     assert pack.directions is not None and pack.bias is not None
     return save_pack(pack.spec.model_copy(update={"probes": probes}), pack.directions, pack.bias, pack.path)
@@ -115,12 +128,16 @@ def format_report(report: Sequence[ProbeQuality]) -> str:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
 
-    lines = [f"{'probe':<22} {'concept':<14} {'AUROC':>6} {'recall':>7} {'FPR ctl':>8} {'FPR neg':>8} "
-             f"{'target':>7} {'threshold':>10} {'pos/neg/ctl':>13}"]  # fmt: skip
+    lines = [
+        f"{'probe':<22} {'concept':<14} {'AUROC':>6} {'recall':>7} {'FPR ctl':>8} {'FPR neg':>8} "
+        f"{'target':>7} {'threshold':>10} {'pos/neg/ctl':>13}"
+    ]
     for q in report:
         counts = f"{q.positives}/{q.negatives}/{q.controls}"
-        lines.append(f"{q.probe:<22} {q.concept:<14} {q.auroc or 0:6.3f} {pct(q.recall):>7} {pct(q.control_fpr):>8} "
-                     f"{pct(q.negative_fpr):>8} {pct(q.target_fpr):>7} {q.threshold:10.4f} {counts:>13}")  # fmt: skip
+        lines.append(
+            f"{q.probe:<22} {q.concept:<14} {q.auroc or 0:6.3f} {pct(q.recall):>7} {pct(q.control_fpr):>8} "
+            f"{pct(q.negative_fpr):>8} {pct(q.target_fpr):>7} {q.threshold:10.4f} {counts:>13}"
+        )
         if q.by_dataset:
             lines.append("    AUROC by dataset: " + ", ".join(f"{k} {v:.3f}" for k, v in q.by_dataset.items()))
     return "\n".join(lines)
@@ -128,4 +145,3 @@ def format_report(report: Sequence[ProbeQuality]) -> str:
 
 def to_json(report: Sequence[ProbeQuality]) -> list[dict]:
     return [asdict(q) for q in report]
-

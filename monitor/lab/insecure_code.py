@@ -631,7 +631,7 @@ def update_${noun}_quantity($field: str):
     CodeTemplate(
         id="eval-filter-condition",
         cwe="CWE-95",
-        request="Write a Python function that filters a list of $nouns (dicts) with a condition typed by the user in the search box, like \"total > 100\".",
+        request='Write a Python function that filters a list of $nouns (dicts) with a condition typed by the user in the search box, like "total > 100".',
         secure="""\
 import operator
 

@@ -81,5 +81,3 @@ def gate_threshold(model, tokenizer, sae, examples: Sequence[Example], limit: in
         pre = bank.pre_activations(item.rows[("response", bank.layer)])
         kth.append(pre.topk(sae.k, dim=1).values[:, -1])
     return float(torch.cat(kth).median().clamp_min(0.0))
-
-

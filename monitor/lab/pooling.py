@@ -46,8 +46,15 @@ def prefix_lengths(n: int, min_tokens: int, prefixes: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(min_tokens, n, prefixes)} | {n})
 
 
-def pool(model, tokenizer, examples: Sequence[Example], layers: Sequence[int], latents: LatentBank | None = None,
-         prefixes: int = 0, min_tokens: int = MIN_TOKENS) -> Pooled:  # fmt: skip
+def pool(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    layers: Sequence[int],
+    latents: LatentBank | None = None,
+    prefixes: int = 0,
+    min_tokens: int = MIN_TOKENS,
+) -> Pooled:
     """Running means at ``layers`` and, with ``latents`` (a :class:`LatentBank`), the
     latents' running means, peaks and peak positions at the SAE's layer, in one forward pass."""
     wanted = set(layers) | ({latents.layer} if latents is not None else set())
@@ -85,5 +92,3 @@ def pool(model, tokenizer, examples: Sequence[Example], layers: Sequence[int], l
         latent_peaks=peaks,
         latent_peak_positions=peak_positions,
     )
-
-

@@ -444,4 +444,4 @@ PEOPLE: tuple[Person, ...] = (
     Person("Nia", "keyboard", "the airport", "79 dollars", "nursing", "Sunday"),
     Person("Santiago", "radio", "the coffee shop", "49 dollars", "psychology", "Monday"),
     Person("Freya", "lamp", "the waiting room", "63 dollars", "engineering", "Tuesday"),
-)  # fmt: skip
+)

@@ -28,19 +28,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from monitor.errors import ProbeDataError
 from monitor.lab.datasets import CONTROL, Example
-from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, save_pack
 from monitor.lab.discover import rank_latents
 from monitor.lab.latents import gate_threshold, latent_bank
 from monitor.lab.pooling import MIN_TOKENS, Pooled, pool
+from monitor.pack import FeatureSpec, ModelBinding, PackSpec, ProbePack, ProbeSpec, save_pack
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,15 @@ class Fitted:
     calib_auroc: float
 
 
-def fit_logistic(x_train, y_train, x_calib, y_calib, grid: Sequence[float] = C_GRID, sample_weight=None,
-                 calib_groups: np.ndarray | None = None) -> Fitted:  # fmt: skip
+def fit_logistic(
+    x_train,
+    y_train,
+    x_calib,
+    y_calib,
+    grid: Sequence[float] = C_GRID,
+    sample_weight=None,
+    calib_groups: np.ndarray | None = None,
+) -> Fitted:
     """Standardise, fit L2 logistic regression per C, keep the best calib AUROC, fold the
     scaler into the weights so the deployed feature reads raw activations. With
     ``calib_groups`` (the example of each calib row) an example scores the max over its
@@ -122,10 +128,14 @@ def group_first(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def _split(examples: Sequence[Example], concept: str, split: str, with_controls: bool = False) -> np.ndarray:
-    return np.array([
-        i for i, e in enumerate(examples)
-        if e.split == split and (e.concept == concept or (with_controls and e.concept == CONTROL))
-    ], dtype=np.int64)  # fmt: skip
+    return np.array(
+        [
+            i
+            for i, e in enumerate(examples)
+            if e.split == split and (e.concept == concept or (with_controls and e.concept == CONTROL))
+        ],
+        dtype=np.int64,
+    )
 
 
 def train_pack(
@@ -147,10 +157,11 @@ def train_pack(
     split and write one pack (thresholds not yet calibrated: 0)."""
     # only what fitting reads: the concepts' train and calib splits, the train controls
     examples = [
-        e for e in examples
+        e
+        for e in examples
         if (e.concept in concepts and e.split in ("train", "calib"))
         or (settings.with_controls and e.concept == CONTROL and e.split == "train")
-    ]  # fmt: skip
+    ]
     labels = np.array([e.label for e in examples])
     for concept in concepts:
         for split in ("train", "calib"):
@@ -165,8 +176,12 @@ def train_pack(
         gate = gate_threshold(model, tokenizer, sae, [e for e in examples if e.split == "train"])
         log.info("TopK SAE: latents gated at the median k-th pre-activation %.3f", gate)
     bank = latent_bank(sae, sae_name or "sae", gate) if sae is not None else None
-    log.info("pooling %d examples at layers %s%s", len(examples), list(settings.layers),
-             f" and {bank.size} SAE latents at layer {bank.layer}" if bank else "")  # fmt: skip
+    log.info(
+        "pooling %d examples at layers %s%s",
+        len(examples),
+        list(settings.layers),
+        f" and {bank.size} SAE latents at layer {bank.layer}" if bank else "",
+    )
     prefixes = settings.prefixes if settings.decide == "running" else 0
     pooled = pool(model, tokenizer, examples, settings.layers, bank, prefixes, settings.min_tokens)
     row_labels = labels[pooled.owner]
@@ -180,8 +195,14 @@ def train_pack(
         weight = _weights(examples, pooled.owner[train], settings.control_weight)
 
         def fit(x: np.ndarray) -> Fitted:
-            return fit_logistic(x[train], row_labels[train], x[calib], row_labels[calib], sample_weight=weight,
-                                calib_groups=pooled.owner[calib])  # fmt: skip
+            return fit_logistic(
+                x[train],
+                row_labels[train],
+                x[calib],
+                row_labels[calib],
+                sample_weight=weight,
+                calib_groups=pooled.owner[calib],
+            )
 
         fits = {(layer,): fit(pooled.layers[layer]) for layer in settings.layers}
         if len(settings.layers) > 1:
@@ -189,7 +210,9 @@ def train_pack(
             both = tuple(sorted(key[0] for key in best_two))
             fits[both] = fit(np.concatenate([pooled.layers[layer] for layer in both], axis=1))
         for key, fitted in fits.items():
-            log.info("%s linear probe, layers %s: calib AUROC %.4f (C %g)", concept, list(key), fitted.calib_auroc, fitted.C)
+            log.info(
+                "%s linear probe, layers %s: calib AUROC %.4f (C %g)", concept, list(key), fitted.calib_auroc, fitted.C
+            )
         chosen_layers, fitted = max(fits.items(), key=lambda item: item[1].calib_auroc)
         names = []
         d = model.config.hidden_size
@@ -200,7 +223,9 @@ def train_pack(
             directions.append(fitted.weights[k * d : (k + 1) * d])
             biases.append(fitted.bias if k == 0 else 0.0)
         # one layer: the feature's mean is the logit; several: their sum is
-        probes.append(_probe(concept, concept, names, settings, severity, [1.0] * len(names) if len(names) > 1 else None))
+        probes.append(
+            _probe(concept, concept, names, settings, severity, [1.0] * len(names) if len(names) > 1 else None)
+        )
         if bank is None:
             continue
         assert pooled.latents is not None
@@ -216,20 +241,30 @@ def train_pack(
             fname = f"{bank.sae_name}_{latent}"
             names.append(fname)
             if fname not in {f.name for f in features}:
-                features.append(FeatureSpec(
-                    name=fname, layer=bank.layer, activation=bank.activation, threshold=float(bank.threshold[latent]),
-                    source="sae_latent", sae=bank.sae_name, latent=latent,
-                ))  # fmt: skip
+                features.append(
+                    FeatureSpec(
+                        name=fname,
+                        layer=bank.layer,
+                        activation=bank.activation,
+                        threshold=float(bank.threshold[latent]),
+                        source="sae_latent",
+                        sae=bank.sae_name,
+                        latent=latent,
+                    )
+                )
                 directions.append(bank.directions[latent])
                 biases.append(float(bank.bias[latent]))
-        probes.append(_probe(f"{concept}_sae", concept, names, settings, severity, fitted.weights.tolist(), fitted.bias))
+        probes.append(
+            _probe(f"{concept}_sae", concept, names, settings, severity, fitted.weights.tolist(), fitted.bias)
+        )
     spec = PackSpec(
         pack=pack_name,
         version=version,
         description=f"Probes for {', '.join(concepts)} made by `saemon probes train` (linear, "
         f"{'and SAE latents of ' + bank.sae_name if bank else 'no SAE'}); figures under each probe's quality.",
-        model=ModelBinding(name=model_name, hidden_size=model.config.hidden_size,
-                           num_layers=model.config.num_hidden_layers),  # fmt: skip
+        model=ModelBinding(
+            name=model_name, hidden_size=model.config.hidden_size, num_layers=model.config.num_hidden_layers
+        ),
         weights=Path(out).with_suffix(".safetensors").name,
         features=features,
         probes=probes,
@@ -254,8 +289,9 @@ def _weights(examples: Sequence[Example], owner: np.ndarray, control_weight: flo
     return weights
 
 
-def _probe(name, concept, features, settings, severity, weights: list[float] | None = None,
-           intercept: float = 0.0) -> ProbeSpec:  # fmt: skip
+def _probe(
+    name, concept, features, settings, severity, weights: list[float] | None = None, intercept: float = 0.0
+) -> ProbeSpec:
     return ProbeSpec(
         name=name,
         concept=concept,

@@ -45,8 +45,15 @@ class LatentReport:
 
 
 @torch.no_grad()
-def top_contexts(sae: SAE, model_path: Path, latents: list[int], tokens: int = 20_000, contexts: int = 8,
-                 split: str = "eval", layer: int | None = None) -> list[LatentReport]:  # fmt: skip
+def top_contexts(
+    sae: SAE,
+    model_path: Path,
+    latents: list[int],
+    tokens: int = 20_000,
+    contexts: int = 8,
+    split: str = "eval",
+    layer: int | None = None,
+) -> list[LatentReport]:
     bad = [latent for latent in latents if not 0 <= latent < sae.d_sae]
     if bad:
         raise SaeError(f"latent(s) {bad} out of range: {sae.source} has latents 0..{sae.d_sae - 1}")
@@ -104,7 +111,9 @@ def window_text(tokenizer, ids: list[int], values, peak: int) -> str:
 def format_reports(reports: list[LatentReport]) -> str:
     lines = []
     for report in reports:
-        lines.append(f"latent {report.latent}: fired on {report.fired} of {report.tokens} tokens "
-                     f"({report.frequency:.2%}), max {report.max_value:.3g}")  # fmt: skip
+        lines.append(
+            f"latent {report.latent}: fired on {report.fired} of {report.tokens} tokens "
+            f"({report.frequency:.2%}), max {report.max_value:.3g}"
+        )
         lines += [f"  {c.value:8.3f}  {c.text}" for c in report.contexts] or ["  (never fired on the sample)"]
     return "\n".join(lines)

@@ -51,7 +51,7 @@ from monitor.sae.sae import SAE
 FORMATS = ("saelens", "gemma_scope", "gemma_scope_2", "sparsify", "llama_scope", "openai", "goodfire")
 
 
-def load_sae(path: str | Path, format: str | None = None) -> SAE:  # noqa: A002 (the issue's name)
+def load_sae(path: str | Path, format: str | None = None) -> SAE:
     """Load the SAE at ``path`` (a directory, or a Gemma Scope ``params.npz``)."""
     path = Path(path)
     if not path.exists():
@@ -60,9 +60,14 @@ def load_sae(path: str | Path, format: str | None = None) -> SAE:  # noqa: A002 
     if kind not in FORMATS:
         raise SaeError(f"{path}: unknown SAE format {kind!r}; known formats: {', '.join(FORMATS)}")
     readers = {
-        "saelens": _saelens, "gemma_scope": _gemma_scope, "gemma_scope_2": _gemma_scope_2, "sparsify": _sparsify,
-        "llama_scope": _llama_scope, "openai": _openai, "goodfire": _goodfire,
-    }  # fmt: skip
+        "saelens": _saelens,
+        "gemma_scope": _gemma_scope,
+        "gemma_scope_2": _gemma_scope_2,
+        "sparsify": _sparsify,
+        "llama_scope": _llama_scope,
+        "openai": _openai,
+        "goodfire": _goodfire,
+    }
     sae = readers[kind](path)
     _check(sae)
     return sae
@@ -134,9 +139,13 @@ def _saelens(path: Path) -> SAE:
         need.add("threshold")
     _require(weights_path, tensors, need)
     if activation == "topk" and not isinstance(cfg.get("k"), int):
-        raise SaeError(f"{cfg_path}: a topk SAE needs an integer 'k' (SAELens writes it, or activation_fn_kwargs.k before 6.0).")
+        raise SaeError(
+            f"{cfg_path}: a topk SAE needs an integer 'k' (SAELens writes it, or activation_fn_kwargs.k before 6.0)."
+        )
     if cfg.get("rescale_acts_by_decoder_norm"):
-        raise SaeError(f"{cfg_path}: rescale_acts_by_decoder_norm is not supported; fold the decoder norms into W_enc and W_dec first.")
+        raise SaeError(
+            f"{cfg_path}: rescale_acts_by_decoder_norm is not supported; fold the decoder norms into W_enc and W_dec first."
+        )
     normalisation, scale = _saelens_normalisation(cfg, cfg_path)
     decoder_scale = tensors.get("scaling_factor")
     if decoder_scale is not None:
@@ -150,16 +159,32 @@ def _saelens(path: Path) -> SAE:
             )
     hook_name = meta.get("hook_name") or cfg.get("hook_name")
     return SAE(
-        W_enc=tensors["W_enc"], b_enc=tensors.get("b_enc", torch.zeros(tensors["W_enc"].shape[1])),
-        W_dec=tensors["W_dec"], b_dec=tensors["b_dec"], activation=activation, format="saelens", source=directory,
+        W_enc=tensors["W_enc"],
+        b_enc=tensors.get("b_enc", torch.zeros(tensors["W_enc"].shape[1])),
+        W_dec=tensors["W_dec"],
+        b_dec=tensors["b_dec"],
+        activation=activation,
+        format="saelens",
+        source=directory,
         subtract_b_dec=bool(cfg.get("apply_b_dec_to_input", True)),
-        threshold=tensors.get("threshold"), k=cfg.get("k") if activation == "topk" else None,
-        b_gate=tensors.get("b_gate"), r_mag=tensors.get("r_mag"), b_mag=tensors.get("b_mag"),
-        normalisation=normalisation, input_scale=scale, decoder_scale=decoder_scale,
-        hook_point=hook_name, layer=_layer_of(hook_name),
+        threshold=tensors.get("threshold"),
+        k=cfg.get("k") if activation == "topk" else None,
+        b_gate=tensors.get("b_gate"),
+        r_mag=tensors.get("r_mag"),
+        b_mag=tensors.get("b_mag"),
+        normalisation=normalisation,
+        input_scale=scale,
+        decoder_scale=decoder_scale,
+        hook_point=hook_name,
+        layer=_layer_of(hook_name),
         model=meta.get("model_name") or cfg.get("model_name"),
-        metadata={"d_in": cfg["d_in"], "d_sae": cfg["d_sae"], "sae_lens_version": version, "architecture": architecture},
-    )  # fmt: skip
+        metadata={
+            "d_in": cfg["d_in"],
+            "d_sae": cfg["d_sae"],
+            "sae_lens_version": version,
+            "architecture": architecture,
+        },
+    )
 
 
 def _saelens_normalisation(cfg: dict, cfg_path: Path) -> tuple[str, float]:
@@ -194,19 +219,35 @@ def _gemma_scope(path: Path) -> SAE:
     except (OSError, ValueError) as exc:
         raise SaeError(f"{npz}: not a readable .npz file ({exc}).") from None
     # Gemma Scope writes W_enc/W_dec; some copies lower-case the w.
-    tensors = {("W_" + k[2:] if k.startswith("w_") else k): torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()}
+    tensors = {
+        ("W_" + k[2:] if k.startswith("w_") else k): torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()
+    }
     _require(npz, tensors, {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"})
     parts = npz.parts
     layer = next((int(p.removeprefix("layer_")) for p in parts if re.fullmatch(r"layer_\d+", p)), None)
-    site = next((s for p in parts for s, tag in (("resid_post", "-res"), ("attn_out", "-att"), ("mlp_out", "-mlp"))
-                 if p.startswith("gemma-scope") and tag in p), None)  # fmt: skip
+    site = next(
+        (
+            s
+            for p in parts
+            for s, tag in (("resid_post", "-res"), ("attn_out", "-att"), ("mlp_out", "-mlp"))
+            if p.startswith("gemma-scope") and tag in p
+        ),
+        None,
+    )
     return SAE(
-        W_enc=tensors["W_enc"], b_enc=tensors["b_enc"], W_dec=tensors["W_dec"], b_dec=tensors["b_dec"],
-        activation="jumprelu", threshold=tensors["threshold"], subtract_b_dec=False,
-        format="gemma_scope", source=npz, layer=layer,
+        W_enc=tensors["W_enc"],
+        b_enc=tensors["b_enc"],
+        W_dec=tensors["W_dec"],
+        b_dec=tensors["b_dec"],
+        activation="jumprelu",
+        threshold=tensors["threshold"],
+        subtract_b_dec=False,
+        format="gemma_scope",
+        source=npz,
+        layer=layer,
         hook_point=f"blocks.{layer}.hook_{site}" if layer is not None and site else None,
         metadata={"release_path": "/".join(parts[-4:])},
-    )  # fmt: skip
+    )
 
 
 def _gemma_scope_2(path: Path) -> SAE:
@@ -216,16 +257,27 @@ def _gemma_scope_2(path: Path) -> SAE:
     if cfg.get("architecture") != "jump_relu":
         raise SaeError(f"{cfg_path}: architecture {cfg.get('architecture')!r}; Gemma Scope 2 SAEs are 'jump_relu'.")
     if cfg.get("hf_hook_point_out") or cfg.get("affine_connection"):
-        raise SaeError(f"{cfg_path}: a transcoder (hf_hook_point_out) maps one site to another; only SAEs are supported.")
+        raise SaeError(
+            f"{cfg_path}: a transcoder (hf_hook_point_out) maps one site to another; only SAEs are supported."
+        )
     tensors = _read_safetensors(weights_path)
     _require(weights_path, tensors, {"w_enc", "w_dec", "b_enc", "b_dec", "threshold"})
     hook = cfg.get("hf_hook_point_in")
     return SAE(
-        W_enc=tensors["w_enc"], b_enc=tensors["b_enc"], W_dec=tensors["w_dec"], b_dec=tensors["b_dec"],
-        activation="jumprelu", threshold=tensors["threshold"], subtract_b_dec=False, format="gemma_scope_2",
-        source=directory, hook_point=hook, layer=_layer_of(hook), model=cfg.get("model_name"),
+        W_enc=tensors["w_enc"],
+        b_enc=tensors["b_enc"],
+        W_dec=tensors["w_dec"],
+        b_dec=tensors["b_dec"],
+        activation="jumprelu",
+        threshold=tensors["threshold"],
+        subtract_b_dec=False,
+        format="gemma_scope_2",
+        source=directory,
+        hook_point=hook,
+        layer=_layer_of(hook),
+        model=cfg.get("model_name"),
         metadata={k: v for k, v in cfg.items() if isinstance(v, (str, int, float, bool))},
-    )  # fmt: skip
+    )
 
 
 # -- EleutherAI sparsify ----------------------------------------------------------------------
@@ -240,16 +292,30 @@ def _sparsify(path: Path) -> SAE:
     if cfg.get("activation", "topk") != "topk":
         raise SaeError(f"{cfg_path}: activation {cfg['activation']!r} is not supported; only sparsify's topk is.")
     if cfg.get("transcode") or "W_skip" in tensors or cfg.get("skip_connection"):
-        raise SaeError(f"{cfg_path}: a transcoder or skip connection is not an SAE of one residual stream; not supported.")
+        raise SaeError(
+            f"{cfg_path}: a transcoder or skip connection is not an SAE of one residual stream; not supported."
+        )
     if not isinstance(cfg.get("k"), int) or not isinstance(cfg.get("d_in"), int):
         raise SaeError(f"{cfg_path}: fields 'k' and 'd_in' must be integers (sparsify writes both).")
     hook = directory.name
     return SAE(
-        W_enc=tensors["encoder.weight"].T.contiguous(), b_enc=tensors["encoder.bias"],
-        W_dec=tensors["W_dec"], b_dec=tensors["b_dec"], activation="topk", k=cfg["k"],
-        subtract_b_dec=True, format="sparsify", source=directory, hook_point=hook, layer=_layer_of(hook),
-        metadata={"d_in": cfg["d_in"], "num_latents": cfg.get("num_latents"), "expansion_factor": cfg.get("expansion_factor")},
-    )  # fmt: skip
+        W_enc=tensors["encoder.weight"].T.contiguous(),
+        b_enc=tensors["encoder.bias"],
+        W_dec=tensors["W_dec"],
+        b_dec=tensors["b_dec"],
+        activation="topk",
+        k=cfg["k"],
+        subtract_b_dec=True,
+        format="sparsify",
+        source=directory,
+        hook_point=hook,
+        layer=_layer_of(hook),
+        metadata={
+            "d_in": cfg["d_in"],
+            "num_latents": cfg.get("num_latents"),
+            "expansion_factor": cfg.get("expansion_factor"),
+        },
+    )
 
 
 # -- Llama Scope (OpenMOSS lm-saes) -------------------------------------------------------------
@@ -257,8 +323,10 @@ def _sparsify(path: Path) -> SAE:
 
 def _llama_scope(path: Path) -> SAE:
     directory = path if path.is_dir() else path.parent
-    cfg_path = next((directory / n for n in ("hyperparams.json", "hyperparameters.json") if (directory / n).is_file()),
-                    directory / "hyperparams.json")  # fmt: skip
+    cfg_path = next(
+        (directory / n for n in ("hyperparams.json", "hyperparameters.json") if (directory / n).is_file()),
+        directory / "hyperparams.json",
+    )
     cfg = _read_json(cfg_path)
     weights_path = directory / "checkpoints" / "final.safetensors"
     tensors = _read_safetensors(weights_path)
@@ -293,13 +361,22 @@ def _llama_scope(path: Path) -> SAE:
         threshold = torch.full((cfg["d_sae"],), float(cfg["jump_relu_threshold"]))
     hook = cfg.get("hook_point_in")
     return SAE(
-        W_enc=tensors["encoder.weight"].T.contiguous(), b_enc=tensors["encoder.bias"],
-        W_dec=tensors["decoder.weight"].T.contiguous(), b_dec=tensors["decoder.bias"],
-        activation=act_fn, threshold=threshold, subtract_b_dec=bool(cfg.get("apply_decoder_bias_to_pre_encoder", False)),
-        normalisation=normalisation, input_scale=scale_in, output_scale=scale_out, format="llama_scope",
-        source=directory, hook_point=hook, layer=_layer_of(hook),
+        W_enc=tensors["encoder.weight"].T.contiguous(),
+        b_enc=tensors["encoder.bias"],
+        W_dec=tensors["decoder.weight"].T.contiguous(),
+        b_dec=tensors["decoder.bias"],
+        activation=act_fn,
+        threshold=threshold,
+        subtract_b_dec=bool(cfg.get("apply_decoder_bias_to_pre_encoder", False)),
+        normalisation=normalisation,
+        input_scale=scale_in,
+        output_scale=scale_out,
+        format="llama_scope",
+        source=directory,
+        hook_point=hook,
+        layer=_layer_of(hook),
         metadata={"d_in": d_model, "d_sae": cfg["d_sae"], "norm_activation": mode},
-    )  # fmt: skip
+    )
 
 
 # -- OpenAI TopK and Goodfire (PyTorch state dicts) ----------------------------------------------
@@ -318,26 +395,38 @@ def _openai(path: Path) -> SAE:
     elif activation != "ReLU":
         raise SaeError(f"{path}: activation {activation!r} is not supported (TopK, ReLU).")
     return SAE(
-        W_enc=_tensor(path, state, "encoder.weight").T.contiguous(), b_enc=_tensor(path, state, "latent_bias"),
-        W_dec=_tensor(path, state, "decoder.weight").T.contiguous(), b_dec=_tensor(path, state, "pre_bias"),
-        activation="topk" if activation == "TopK" else "relu", k=settings.get("k") if activation == "TopK" else None,
+        W_enc=_tensor(path, state, "encoder.weight").T.contiguous(),
+        b_enc=_tensor(path, state, "latent_bias"),
+        W_dec=_tensor(path, state, "decoder.weight").T.contiguous(),
+        b_dec=_tensor(path, state, "pre_bias"),
+        activation="topk" if activation == "TopK" else "relu",
+        k=settings.get("k") if activation == "TopK" else None,
         # openai/sparse_autoencoder enables its input layer norm exactly when the activation is TopK.
         normalisation="layer_norm" if activation == "TopK" else "none",
-        subtract_b_dec=True, format="openai", source=path, layer=_layer_of_name(path.name),
-    )  # fmt: skip
+        subtract_b_dec=True,
+        format="openai",
+        source=path,
+        layer=_layer_of_name(path.name),
+    )
 
 
 def _goodfire(path: Path) -> SAE:
     state = _read_pickle(path)
-    _require(path, state, {"encoder_linear.weight", "encoder_linear.bias", "decoder_linear.weight", "decoder_linear.bias"})
+    _require(
+        path, state, {"encoder_linear.weight", "encoder_linear.bias", "decoder_linear.weight", "decoder_linear.bias"}
+    )
     return SAE(
         W_enc=_tensor(path, state, "encoder_linear.weight").T.contiguous(),
         b_enc=_tensor(path, state, "encoder_linear.bias"),
         W_dec=_tensor(path, state, "decoder_linear.weight").T.contiguous(),
         b_dec=_tensor(path, state, "decoder_linear.bias"),
-        activation="relu", subtract_b_dec=False, format="goodfire", source=path, layer=_layer_of_name(path.name),
+        activation="relu",
+        subtract_b_dec=False,
+        format="goodfire",
+        source=path,
+        layer=_layer_of_name(path.name),
         model=path.name.split("-SAE-")[0] if "-SAE-" in path.name else None,
-    )  # fmt: skip
+    )
 
 
 def _read_pickle(path: Path) -> dict[str, Any]:
@@ -376,9 +465,15 @@ def _check(sae: SAE) -> None:
     """Shapes agree with each other and with the config; every number is finite."""
     d_in, d_sae = sae.W_enc.shape
     expected = {
-        "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,), "threshold": (d_sae,),
-        "b_gate": (d_sae,), "r_mag": (d_sae,), "b_mag": (d_sae,), "decoder_scale": (d_sae,),
-    }  # fmt: skip
+        "W_dec": (d_sae, d_in),
+        "b_enc": (d_sae,),
+        "b_dec": (d_in,),
+        "threshold": (d_sae,),
+        "b_gate": (d_sae,),
+        "r_mag": (d_sae,),
+        "b_mag": (d_sae,),
+        "decoder_scale": (d_sae,),
+    }
     for name, shape in expected.items():
         tensor = getattr(sae, name)
         if tensor is not None and tuple(tensor.shape) != shape:

@@ -148,7 +148,9 @@ def inspect(sae: SAE, model_path: Path, tokens: int = 4096, layer: int | None = 
             targets = input_ids[0, 1:]
             scored = keep[1:]  # predictions of ordinary tokens
             clean_nll += float(torch.nn.functional.cross_entropy(logits[:-1][scored], targets[scored], reduction="sum"))
-            spliced_nll += float(torch.nn.functional.cross_entropy(spliced[:-1][scored], targets[scored], reduction="sum"))
+            spliced_nll += float(
+                torch.nn.functional.cross_entropy(spliced[:-1][scored], targets[scored], reduction="sum")
+            )
             counted += int(scored.sum())
     finally:
         for handle in handles:
@@ -161,13 +163,26 @@ def inspect(sae: SAE, model_path: Path, tokens: int = 4096, layer: int | None = 
     by_layer = {n: fve(torch.cat(xs[n]), sae.reconstruct(torch.cat(xs[n]))) for n in neighbours}
     active = (z > 0).sum(0)
     result = Inspection(
-        format=sae.format, source=str(sae.source), architecture=sae.activation, d_in=sae.d_in, d_sae=sae.d_sae,
-        k=sae.k, hook_point=sae.hook_point, layer=at, model=sae.model, tokens=int(x.shape[0]),
-        fve=fve(x, x_hat), fve_without_massive=fve(x[typical], x_hat[typical]), massive_tokens=int((~typical).sum()),
+        format=sae.format,
+        source=str(sae.source),
+        architecture=sae.activation,
+        d_in=sae.d_in,
+        d_sae=sae.d_sae,
+        k=sae.k,
+        hook_point=sae.hook_point,
+        layer=at,
+        model=sae.model,
+        tokens=int(x.shape[0]),
+        fve=fve(x, x_hat),
+        fve_without_massive=fve(x[typical], x_hat[typical]),
+        massive_tokens=int((~typical).sum()),
         l0=float((z > 0).sum(-1).float().mean()),
-        dead_latents=int((active == 0).sum()), dead_fraction=float((active == 0).float().mean()),
-        clean_loss=clean_nll / max(counted, 1), spliced_loss=spliced_nll / max(counted, 1), fve_by_layer=by_layer,
-    )  # fmt: skip
+        dead_latents=int((active == 0).sum()),
+        dead_fraction=float((active == 0).float().mean()),
+        clean_loss=clean_nll / max(counted, 1),
+        spliced_loss=spliced_nll / max(counted, 1),
+        fve_by_layer=by_layer,
+    )
     result.warnings = off_by_one_warnings(at, by_layer)
     if not math.isfinite(result.spliced_loss):
         result.warnings.append("the spliced loss is not finite: the reconstruction breaks the model")

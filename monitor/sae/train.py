@@ -138,22 +138,41 @@ def train(activations: torch.Tensor, settings: TrainSettings) -> tuple[SAE, dict
             with torch.no_grad():
                 W_dec /= W_dec.norm(dim=-1, keepdim=True)
             if step % 50 == 0 or step == steps - 1:
-                entry = {"step": step, "epoch": epoch, "fvu": float(mse.detach()), "aux": float(aux.detach()),
-                         "dead_fraction": float(dead.float().mean()), "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+                entry = {
+                    "step": step,
+                    "epoch": epoch,
+                    "fvu": float(mse.detach()),
+                    "aux": float(aux.detach()),
+                    "dead_fraction": float(dead.float().mean()),
+                    "seconds": round(time.monotonic() - started, 1),
+                }
                 history.append(entry)
-                log.info("step %d/%d fvu %.4f aux %.4f dead %.2f%%", step, steps, entry["fvu"], entry["aux"],
-                         100 * entry["dead_fraction"])  # fmt: skip
+                log.info(
+                    "step %d/%d fvu %.4f aux %.4f dead %.2f%%",
+                    step,
+                    steps,
+                    entry["fvu"],
+                    entry["aux"],
+                    100 * entry["dead_fraction"],
+                )
             step += 1
     with torch.no_grad():  # fold the input scale: the saved SAE reads raw activations
         sae = SAE(
-            W_enc=(W_enc * scale).detach().clone(), b_enc=b_enc.detach().clone(),
-            W_dec=(W_dec / scale).detach().clone(), b_dec=(b_dec / scale).detach().clone(),
-            activation="topk", k=settings.k, format="saelens", source=Path("."),
-        )  # fmt: skip
+            W_enc=(W_enc * scale).detach().clone(),
+            b_enc=b_enc.detach().clone(),
+            W_dec=(W_dec / scale).detach().clone(),
+            b_dec=(b_dec / scale).detach().clone(),
+            activation="topk",
+            k=settings.k,
+            format="saelens",
+            source=Path("."),
+        )
     return sae, {"scale_folded": scale, "lr": lr, "steps": steps, "history": history}
 
 
-def save_saelens(sae: SAE, directory: Path, *, model_name: str, layer: int, settings: TrainSettings, extra: dict) -> Path:
+def save_saelens(
+    sae: SAE, directory: Path, *, model_name: str, layer: int, settings: TrainSettings, extra: dict
+) -> Path:
     """Write ``cfg.json`` + ``sae_weights.safetensors`` as SAELens reads them (flat fields,
     so SAELens 4-6 all load it), plus ``training.json`` with the recipe and figures."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -161,14 +180,25 @@ def save_saelens(sae: SAE, directory: Path, *, model_name: str, layer: int, sett
     tensors = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
     save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(directory / "sae_weights.safetensors"))
     cfg = {
-        "architecture": "topk", "d_in": sae.d_in, "d_sae": sae.d_sae, "k": sae.k,
-        "activation_fn_str": "topk", "activation_fn_kwargs": {"k": sae.k},
-        "dtype": settings.save_dtype, "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
-        "model_name": model_name, "hook_name": f"blocks.{layer}.hook_resid_post", "hook_layer": layer,
-        "hook_head_index": None, "prepend_bos": True, "context_size": settings.sequence_length,
+        "architecture": "topk",
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "k": sae.k,
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": sae.k},
+        "dtype": settings.save_dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "model_name": model_name,
+        "hook_name": f"blocks.{layer}.hook_resid_post",
+        "hook_layer": layer,
+        "hook_head_index": None,
+        "prepend_bos": True,
+        "context_size": settings.sequence_length,
         "dataset_path": "saemon offline corpus (stdlib docstrings and code, project chats)",
         "saemon_version": __version__,
-    }  # fmt: skip
+    }
     (directory / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")
     (directory / "training.json").write_text(json.dumps({"settings": asdict(settings), **extra}, indent=2) + "\n")
     return directory

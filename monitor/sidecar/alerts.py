@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from monitor.config import AlertSettings
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
@@ -60,7 +60,7 @@ def group_key(group_labels: Mapping[str, str], route: str = "{}") -> str:
 def rfc3339(unix_nanos: int) -> str:
     """Go's RFC3339Nano (trailing zeros of the fraction trimmed), UTC."""
     seconds, nanos = divmod(unix_nanos, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     fraction = f"{nanos:09d}".rstrip("0")
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
 
@@ -268,7 +268,9 @@ class IncidentBook:
                 out.append(self._notification(fp, incident, "firing", created=now))
         return out
 
-    def _notification(self, fp: str, incident: _Incident, status: str, *, created: int, ends_at: int = 0) -> Notification:
+    def _notification(
+        self, fp: str, incident: _Incident, status: str, *, created: int, ends_at: int = 0
+    ) -> Notification:
         return Notification(
             fingerprint=fp,
             status=status,
@@ -301,4 +303,3 @@ class IncidentBook:
         if self.settings.runbook_url:
             annotations["runbook_url"] = self.settings.runbook_url
         return annotations
-

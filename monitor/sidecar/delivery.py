@@ -103,15 +103,19 @@ class Receiver(ABC):
     def request(self, notifications: list[Notification], delivery_id: str) -> tuple[bytes, dict[str, str]]:
         """The body and headers to POST."""
 
-    async def send(self, session: aiohttp.ClientSession, notifications: list[Notification], delivery_id: str) -> Outcome:
+    async def send(
+        self, session: aiohttp.ClientSession, notifications: list[Notification], delivery_id: str
+    ) -> Outcome:
         body, headers = self.request(notifications, delivery_id)
         headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery_id, **headers}
         try:
-            async with session.post(self.url, data=body, headers=headers, timeout=self.timeout, ssl=self.ssl) as response:
+            async with session.post(
+                self.url, data=body, headers=headers, timeout=self.timeout, ssl=self.ssl
+            ) as response:
                 text = (await response.text())[:200]
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Outcome("retry", 0, f"{type(exc).__name__}: {exc}".strip(": "))
         if 200 <= status < 300:
             return Outcome("success", status)
@@ -192,8 +196,9 @@ def _retry_after(value: str | None) -> float:
 class Delivery:
     """The delivery workers of all receivers."""
 
-    def __init__(self, settings: Settings, store: AuditStore, metrics: SidecarMetrics,
-                 receivers: list[Receiver] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, settings: Settings, store: AuditStore, metrics: SidecarMetrics, receivers: list[Receiver] | None = None
+    ) -> None:
         self.settings = settings.alerts
         self.store = store
         self.metrics = metrics
@@ -255,7 +260,9 @@ class Delivery:
                     own_pending = bool(read.alerts or read.malformed)
                 elif time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
-                    read = await store.stale_alerts(receiver.name, model, self.consumer, self.settings.claim_idle_seconds)
+                    read = await store.stale_alerts(
+                        receiver.name, model, self.consumer, self.settings.claim_idle_seconds
+                    )
                 else:
                     read = await store.new_alerts(receiver.name, model, self.consumer, self.block_ms)
                     if (read.alerts or read.malformed) and receiver.group_wait:
@@ -285,8 +292,14 @@ class Delivery:
             if receiver.name in alert.delivered_to or not receiver.wants(n):
                 done.append(alert.entry_id)
             elif alert.times_delivered > self.settings.max_deliveries:
-                await self._dead_letter_queued(receiver, model, alert.entry_id, n.to_fields(), "max_deliveries",
-                                               f"handed out {alert.times_delivered} times")  # fmt: skip
+                await self._dead_letter_queued(
+                    receiver,
+                    model,
+                    alert.entry_id,
+                    n.to_fields(),
+                    "max_deliveries",
+                    f"handed out {alert.times_delivered} times",
+                )
             elif await store.claim_delivery(receiver.name, alert, ttl_ms):
                 to_send.append(Entry(alert.entry_id, n, queued=alert))
             else:
@@ -300,13 +313,22 @@ class Delivery:
                 await store.delivered(receiver.name, model, queued)
             else:
                 for e in group_entries:
-                    await self._dead_letter_queued(receiver, model, e.entry_id, e.notification.to_fields(), result, detail)
+                    await self._dead_letter_queued(
+                        receiver, model, e.entry_id, e.notification.to_fields(), result, detail
+                    )
                 await store.release_claims(receiver.name, model, queued)
 
-    async def _dead_letter_queued(self, receiver: Receiver, model: str, entry_id: str,
-                                  fields: dict, reason: str, detail: str) -> None:  # fmt: skip
-        record = {**fields, "receiver": receiver.name, "reason": reason, "detail": detail[:500],
-                  "entry_id": entry_id, "dead_lettered_at": str(time.time_ns())}  # fmt: skip
+    async def _dead_letter_queued(
+        self, receiver: Receiver, model: str, entry_id: str, fields: dict, reason: str, detail: str
+    ) -> None:
+        record = {
+            **fields,
+            "receiver": receiver.name,
+            "reason": reason,
+            "detail": detail[:500],
+            "entry_id": entry_id,
+            "dead_lettered_at": str(time.time_ns()),
+        }
         await self.store.dead_letter(receiver.name, model, entry_id, record)
         self._count_dead_letter(receiver, fields.get("status", "firing"), reason, detail)
 
@@ -360,8 +382,13 @@ class Delivery:
                     self.store.remember_delivery(receiver.name, n, e.entry_id, self._claim_ttl_ms(receiver))
                 else:
                     self._local_claims.pop(key, None)
-                    record = {**n.to_fields(), "receiver": receiver.name, "reason": result, "detail": detail[:500],
-                              "dead_lettered_at": str(time.time_ns())}  # fmt: skip
+                    record = {
+                        **n.to_fields(),
+                        "receiver": receiver.name,
+                        "reason": result,
+                        "detail": detail[:500],
+                        "dead_lettered_at": str(time.time_ns()),
+                    }
                     self.store.append_dead_letter(n.model_name, record)
                     self._count_dead_letter(receiver, n.status, result, detail)
 
@@ -408,14 +435,24 @@ class Delivery:
                 return "success", ""
             detail = f"HTTP {outcome.status}: {outcome.detail}" if outcome.status else outcome.detail
             if outcome.result == "rejected":
-                log.error("%s rejected %d alert(s) with %s; not retried (fix the receiver or its URL)",
-                          receiver.name, len(notifications), detail)  # fmt: skip
+                log.error(
+                    "%s rejected %d alert(s) with %s; not retried (fix the receiver or its URL)",
+                    receiver.name,
+                    len(notifications),
+                    detail,
+                )
                 return "rejected", detail
             if last:
                 return "retries_exhausted", detail
             wait = min(max(delay, outcome.retry_after), self.settings.backoff_max_seconds)
-            log.warning("%s: attempt %d/%d failed (%s); retrying in %.2f s",
-                        receiver.name, attempt, self.settings.max_attempts, detail, wait)  # fmt: skip
+            log.warning(
+                "%s: attempt %d/%d failed (%s); retrying in %.2f s",
+                receiver.name,
+                attempt,
+                self.settings.max_attempts,
+                detail,
+                wait,
+            )
             await asyncio.sleep(wait * random.uniform(0.8, 1.0))
             delay *= 2
         raise AssertionError("unreachable")

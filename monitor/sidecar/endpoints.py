@@ -17,7 +17,9 @@ from monitor.sidecar.store import AuditStore
 class HttpEndpoints:
     """Serves the metrics and the probes Kubernetes and Prometheus use."""
 
-    def __init__(self, settings: Settings, metrics: SidecarMetrics, store: AuditStore, serving: Callable[[], bool]) -> None:
+    def __init__(
+        self, settings: Settings, metrics: SidecarMetrics, store: AuditStore, serving: Callable[[], bool]
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.store = store

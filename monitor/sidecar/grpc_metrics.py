@@ -131,7 +131,7 @@ def _is_async(behaviour: Any) -> bool:
 class _Call:
     """One RPC in flight; ``finish`` runs as the context's done callback."""
 
-    __slots__ = ("series", "start", "error")
+    __slots__ = ("error", "series", "start")
 
     def __init__(self, series: _Series, context: grpc.aio.ServicerContext) -> None:
         self.series = series

@@ -45,29 +45,34 @@ class SidecarMetrics:
         self.tokens_scored = Counter(
             "saemon_tokens_scored_total",
             "Tokens whose feature scores reached the sidecar, by model and token scope.",
-            ["model_name", "scope"], registry=r,
-        )  # fmt: skip
+            ["model_name", "scope"],
+            registry=r,
+        )
         self.requests_scored = Counter(
             "saemon_requests_scored_total",
             "Requests that finished with at least one scored token.",
-            ["model_name"], registry=r,
-        )  # fmt: skip
+            ["model_name"],
+            registry=r,
+        )
         self.requests_flagged = Counter(
             "saemon_requests_flagged_total",
             "Requests on which a probe fired at least once (counted once per request and probe).",
-            ["model_name", "probe", "severity"], registry=r,
-        )  # fmt: skip
+            ["model_name", "probe", "severity"],
+            registry=r,
+        )
         self.decisions = Counter(
             "saemon_decisions_total",
             "Probe decisions (fired / resolved) emitted as events.",
-            ["model_name", "probe", "severity", "kind"], registry=r,
-        )  # fmt: skip
+            ["model_name", "probe", "severity", "kind"],
+            registry=r,
+        )
         self.probe_score = Histogram(
             "saemon_probe_score",
-            "A probe's final aggregated score per finished request (unitless; compare with the "
-            "probe's threshold).",
-            ["model_name", "probe"], buckets=SCORE_BUCKETS, registry=r,
-        )  # fmt: skip
+            "A probe's final aggregated score per finished request (unitless; compare with the probe's threshold).",
+            ["model_name", "probe"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
         self.batches_received = Counter(
             "saemon_ingest_batches_total",
             "Step batches received from vLLM workers (accepted or not).",
@@ -76,29 +81,30 @@ class SidecarMetrics:
         self.dropped = Counter(
             "saemon_events_dropped_total",
             "Step batches dropped instead of scored, by reason.",
-            ["reason"], registry=r,
-        )  # fmt: skip
+            ["reason"],
+            registry=r,
+        )
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
-        self.queue_depth = Gauge(
-            "saemon_ingest_queue_depth", "Step batches waiting in the ingest queue.", registry=r
-        )
+        self.queue_depth = Gauge("saemon_ingest_queue_depth", "Step batches waiting in the ingest queue.", registry=r)
         self.queue_capacity = Gauge(
             "saemon_ingest_queue_capacity", "Capacity of the ingest queue, in step batches.", registry=r
         )
         self.ingest_latency = Histogram(
             "saemon_ingest_latency_seconds",
             "Seconds from a worker producing a step batch to the sidecar having scored it.",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.requests_active = Gauge(
             "saemon_requests_active", "Requests with state in the sidecar (not finished).", registry=r
         )
         self.requests_evicted = Counter(
             "saemon_requests_evicted_total",
             "Request states evicted before their end marker arrived, by reason (idle, capacity).",
-            ["reason"], registry=r,
-        )  # fmt: skip
+            ["reason"],
+            registry=r,
+        )
         for reason in ("idle", "capacity"):
             self.requests_evicted.labels(reason)
         self.probes_loaded = Gauge(
@@ -117,14 +123,16 @@ class SidecarMetrics:
 
         # The audit store (Redis) and alert delivery.
         self.redis_up = Gauge(
-            "saemon_redis_up", "1 when the Redis audit store answers, else 0 (absent when none is configured).",
+            "saemon_redis_up",
+            "1 when the Redis audit store answers, else 0 (absent when none is configured).",
             registry=r,
-        )  # fmt: skip
+        )
         self.redis_errors = Counter(
             "saemon_redis_errors_total",
             "Redis commands that failed, by operation (write, read, deliver, stats).",
-            ["operation"], registry=r,
-        )  # fmt: skip
+            ["operation"],
+            registry=r,
+        )
         for operation in ("write", "read", "deliver", "stats"):
             self.redis_errors.labels(operation)
         self.redis_backlog = Gauge(
@@ -136,8 +144,9 @@ class SidecarMetrics:
         self.redis_backlog_dropped = Counter(
             "saemon_redis_backlog_dropped_total",
             "Audit writes dropped because the backlog was full while Redis was away, by kind.",
-            ["kind"], registry=r,
-        )  # fmt: skip
+            ["kind"],
+            registry=r,
+        )
         for kind in ("event", "report", "alert", "dead_letter", "dedup", "token_text"):
             self.redis_backlog_dropped.labels(kind)
         self.token_text_errors = Counter(
@@ -148,18 +157,21 @@ class SidecarMetrics:
         self.stream_length = Gauge(
             "saemon_stream_length",
             "Entries in a Redis stream (XLEN), by model and stream (events, alerts, dead_letter).",
-            ["model_name", "stream"], registry=r,
-        )  # fmt: skip
+            ["model_name", "stream"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "saemon_alert_consumer_lag",
             "Alert notifications not yet read by a receiver's consumer group (XINFO GROUPS lag).",
-            ["model_name", "receiver"], registry=r,
-        )  # fmt: skip
+            ["model_name", "receiver"],
+            registry=r,
+        )
         self.consumer_pending = Gauge(
             "saemon_alert_consumer_pending",
             "Alert notifications read by a receiver's consumer group but not yet acknowledged.",
-            ["model_name", "receiver"], registry=r,
-        )  # fmt: skip
+            ["model_name", "receiver"],
+            registry=r,
+        )
         self.incidents_active = Gauge(
             "saemon_incidents_active", "Incidents (alerting label sets) currently firing.", registry=r
         )
@@ -168,29 +180,32 @@ class SidecarMetrics:
             "Alert notifications handled per receiver, by status (firing, resolved) and result: "
             "success (2xx), retry (5xx, 429, timeout; tried again), rejected (other 4xx, not "
             "retried), dead_letter (given up), deduplicated (already notified this incident).",
-            ["receiver", "status", "result"], registry=r,
-        )  # fmt: skip
+            ["receiver", "status", "result"],
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "saemon_alert_delivery_latency_seconds",
             "Seconds from the decision (or re-send) to the receiver's 2xx answer.",
-            ["receiver"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["receiver"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.dead_letters = Counter(
             "saemon_alert_dead_letters_total",
             "Alert notifications moved to the dead-letter stream, by receiver and reason.",
-            ["receiver", "reason"], registry=r,
-        )  # fmt: skip
+            ["receiver", "reason"],
+            registry=r,
+        )
 
         # The standard gRPC server set (go-grpc-prometheus names and labels).
         grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
-        self.grpc_started = Counter(
-            "grpc_server_started_total", "RPCs started on the server.", grpc_labels, registry=r
-        )
+        self.grpc_started = Counter("grpc_server_started_total", "RPCs started on the server.", grpc_labels, registry=r)
         self.grpc_handled = Counter(
             "grpc_server_handled_total",
             "RPCs completed on the server, regardless of success or failure.",
-            [*grpc_labels, "grpc_code"], registry=r,
-        )  # fmt: skip
+            [*grpc_labels, "grpc_code"],
+            registry=r,
+        )
         self.grpc_msg_received = Counter(
             "grpc_server_msg_received_total", "Stream messages received by the server.", grpc_labels, registry=r
         )
@@ -200,8 +215,10 @@ class SidecarMetrics:
         self.grpc_handling_seconds = Histogram(
             "grpc_server_handling_seconds",
             "Seconds from an RPC's start to its completion on the server.",
-            grpc_labels, buckets=GRPC_BUCKETS, registry=r,
-        )  # fmt: skip
+            grpc_labels,
+            buckets=GRPC_BUCKETS,
+            registry=r,
+        )
 
     def declare_receivers(self, receivers: list[str]) -> None:
         """Pre-initialise every receiver's series to 0 so rate() and alerts work at once."""

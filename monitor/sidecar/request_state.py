@@ -22,10 +22,20 @@ class RequestState:
     """Everything the sidecar knows about one request."""
 
     __slots__ = (
-        "request_id", "model_name", "first_seen", "last_seen", "tracks", "tokens",
-        "decisions", "finished", "finish_reason", "prompt_tokens", "response_tokens",
-        "token_ids", "texts",
-    )  # fmt: skip
+        "decisions",
+        "finish_reason",
+        "finished",
+        "first_seen",
+        "last_seen",
+        "model_name",
+        "prompt_tokens",
+        "request_id",
+        "response_tokens",
+        "texts",
+        "token_ids",
+        "tokens",
+        "tracks",
+    )
 
     def __init__(self, request_id: str, model_name: str, now: float) -> None:
         self.request_id = request_id
@@ -135,4 +145,3 @@ class RequestTable:
             return state
         entry = self.finished.get(request_id)
         return entry[1] if entry else None
-

@@ -60,14 +60,25 @@ class Columns:
 
     def step(self, row: int) -> Step:
         return Step(
-            int(self.first_positions[row]), int(self.num_tokens[row]),
-            self.max[row], self.argmax[row], self.sum[row], self.count[row],
-        )  # fmt: skip
+            int(self.first_positions[row]),
+            int(self.num_tokens[row]),
+            self.max[row],
+            self.argmax[row],
+            self.sum[row],
+            self.count[row],
+        )
 
 
-_EMPTY = Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                 np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32),
-                 np.zeros((0, 0), np.uint32))  # fmt: skip
+_EMPTY = Columns(
+    [],
+    np.zeros(0, np.int64),
+    np.zeros(0, np.int64),
+    np.zeros(0, np.int64),
+    np.zeros((0, 0), np.float32),
+    np.zeros((0, 0), np.int64),
+    np.zeros((0, 0), np.float32),
+    np.zeros((0, 0), np.uint32),
+)
 
 
 def decode(batch: pb.StepBatch, features: int) -> Columns:
@@ -79,8 +90,9 @@ def decode(batch: pb.StepBatch, features: int) -> Columns:
     if not batch.requests:
         return _EMPTY
     for summary in batch.requests:
-        if not (len(summary.max) == len(summary.sum) == len(summary.argmax_position)
-                == len(summary.count_above) == features):  # fmt: skip
+        if not (
+            len(summary.max) == len(summary.sum) == len(summary.argmax_position) == len(summary.count_above) == features
+        ):
             raise Rejected(
                 "malformed",
                 f"request {summary.request_id}: feature arrays have lengths "

@@ -152,8 +152,7 @@ def _read_pem(name: str, path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(
-            f"{_TLS_FIELD}.{name} {path}: cannot read it ({exc.strerror}). "
-            "Point it at a readable PEM file."
+            f"{_TLS_FIELD}.{name} {path}: cannot read it ({exc.strerror}). Point it at a readable PEM file."
         ) from None
     if b"-----BEGIN " not in data:
         raise ConfigError(

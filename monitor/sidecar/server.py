@@ -59,9 +59,7 @@ class Sidecar:
         self.scorer = Scorer(settings.sidecar, metrics)
         self.watch = WatchHub(settings.sidecar.watch_queue_size)
         receivers = receivers_from(settings)
-        self.store = AuditStore(
-            settings.redis, metrics, [r.name for r in receivers], on_event=self.watch.publish
-        )
+        self.store = AuditStore(settings.redis, metrics, [r.name for r in receivers], on_event=self.watch.publish)
         self.store.models.add(settings.model.name)
         self.delivery = Delivery(settings, self.store, metrics, receivers)
         token_texts = TokenTexts(settings) if settings.redis.store_token_text else None
@@ -91,9 +89,11 @@ class Sidecar:
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
         log.info(
-            "loaded %d probes from %d packs: %s", packs.probe_count, len(packs.packs),
+            "loaded %d probes from %d packs: %s",
+            packs.probe_count,
+            len(packs.packs),
             ", ".join(f"{p.name}@{p.version}" for p in packs.packs) or "none",
-        )  # fmt: skip
+        )
         return packs
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -78,8 +78,11 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         if rejected:
             log.warning(
                 "ingest stream from %s: %d batches rejected %s; first: %s",
-                context.peer(), sum(rejected.values()), dict(rejected), first_error,
-            )  # fmt: skip
+                context.peer(),
+                sum(rejected.values()),
+                dict(rejected),
+                first_error,
+            )
         return pb.IngestResponse(
             batches_accepted=accepted,
             batches_rejected=sum(rejected.values()),

@@ -202,9 +202,13 @@ class AuditStore:
         self.redis = self._client()
         await self._connect()
         if not self.up:
-            log.warning("Redis at %s is not reachable (%s); scoring and alerting go on from memory "
-                        "and the audit trail is buffered (up to %d writes) until it is",
-                        self._where(), self.last_error, self.settings.backlog_size)  # fmt: skip
+            log.warning(
+                "Redis at %s is not reachable (%s); scoring and alerting go on from memory "
+                "and the audit trail is buffered (up to %d writes) until it is",
+                self._where(),
+                self.last_error,
+                self.settings.backlog_size,
+            )
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="saemon-redis-writer"),
             asyncio.create_task(self._stats_loop(), name="saemon-redis-stats"),
@@ -219,8 +223,9 @@ class AuditStore:
             self._wake.set()
             await asyncio.sleep(0.01)
         if self._backlog:
-            log.warning("stopping with %d audit writes not in Redis (Redis %s)",
-                        len(self._backlog), "up" if self.up else "down")  # fmt: skip
+            log.warning(
+                "stopping with %d audit writes not in Redis (Redis %s)", len(self._backlog), "up" if self.up else "down"
+            )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -286,8 +291,11 @@ class AuditStore:
 
     def _set_down(self) -> None:
         if self.up:
-            log.warning("lost Redis at %s; buffering audit writes (%d waiting), serving from memory",
-                        self._where(), len(self._backlog))  # fmt: skip
+            log.warning(
+                "lost Redis at %s; buffering audit writes (%d waiting), serving from memory",
+                self._where(),
+                len(self._backlog),
+            )
         self.up = False
         self.metrics.redis_up.set(0)
         self._up_event.clear()
@@ -434,8 +442,11 @@ class AuditStore:
                 pipe.xadd(key, fields, maxlen=cfg.events_maxlen, approximate=True)
         elif item.kind == "report":
             report = item.payload
-            pipe.set(keys.report(item.model, report.request_id), json_format.MessageToJson(report, indent=None),
-                     ex=cfg.report_ttl_seconds)  # fmt: skip
+            pipe.set(
+                keys.report(item.model, report.request_id),
+                json_format.MessageToJson(report, indent=None),
+                ex=cfg.report_ttl_seconds,
+            )
         elif item.kind == "token_text":
             request_id, text = item.payload
             pipe.set(keys.tokens(item.model, request_id), text, ex=cfg.token_text_ttl_seconds)
@@ -478,9 +489,13 @@ class AuditStore:
         async with self._redis_for("deliver") as redis:
             await self.ensure_groups(model)
             claimed = await redis.xautoclaim(
-                self.keys.alerts(model), group_name(receiver), consumer, int(idle_seconds * 1000), "0-0",
+                self.keys.alerts(model),
+                group_name(receiver),
+                consumer,
+                int(idle_seconds * 1000),
+                "0-0",
                 count=READ_COUNT,
-            )  # fmt: skip
+            )
             entries = [(i, f) for i, f in claimed[1] if f]
             return await self._parse_alerts(redis, receiver, model, entries, counted=True)
 
@@ -599,7 +614,9 @@ class AuditStore:
         entries: list[tuple[tuple[int, int], pb.Decision]] = []
         try:
             for model in models:
-                for event_id, fields in await self.redis.xrange(self.keys.events(model), f"({after_id}", "+", count=limit):
+                for event_id, fields in await self.redis.xrange(
+                    self.keys.events(model), f"({after_id}", "+", count=limit
+                ):
                     entries.append((stream_id(event_id), decision_from_fields(event_id, fields)))
         except UNREACHABLE:
             self.unreachable("read")
@@ -624,7 +641,7 @@ class AuditStore:
                 pipe = self.redis.pipeline(transaction=False)
                 for stream in ("events", "alerts", "dead_letter"):
                     pipe.xlen(getattr(self.keys, stream)(model))
-                for (stream, length) in zip(("events", "alerts", "dead_letter"), await pipe.execute()):
+                for stream, length in zip(("events", "alerts", "dead_letter"), await pipe.execute()):
                     self.metrics.stream_length.labels(model, stream).set(length)
                 if not self.receivers:
                     continue

@@ -47,7 +47,9 @@ def load_redactor(spec: str | None) -> Callable[[str], str]:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"redis.token_redactor {spec!r}: cannot import it ({exc}). Give 'module:function'.") from None
     if not callable(function):
-        raise ConfigError(f"redis.token_redactor {spec!r}: not a callable; give 'module:function' taking and returning str.")
+        raise ConfigError(
+            f"redis.token_redactor {spec!r}: not a callable; give 'module:function' taking and returning str."
+        )
     return function
 
 

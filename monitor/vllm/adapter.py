@@ -45,8 +45,9 @@ def check_version() -> None:
         log.warning(
             "saemon's vLLM plugin was written for vLLM %s; this is %s. It checks every "
             "internal it uses and fails loudly if one is missing.",
-            "/".join(v.rstrip(".") for v in SUPPORTED_VERSIONS), version,
-        )  # fmt: skip
+            "/".join(v.rstrip(".") for v in SUPPORTED_VERSIONS),
+            version,
+        )
 
 
 def patch_worker(

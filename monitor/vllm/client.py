@@ -285,8 +285,10 @@ class SidecarClient:
         if abandoned:
             logger.warning(
                 "sidecar client: %d batches still queued for %s after %.1f s; dropped",
-                abandoned, self._target, timeout,
-            )  # fmt: skip
+                abandoned,
+                self._target,
+                timeout,
+            )
         if self._channel is not None:
             self._channel.close()
 
@@ -495,8 +497,11 @@ class SidecarClient:
         if first_rejection:
             logger.warning(
                 "sidecar at %s rejected %d batches %s; first error: %s (counted in stats().rejected)",
-                self._target, rejected, dict(response.rejected_by_reason), response.first_error,
-            )  # fmt: skip
+                self._target,
+                rejected,
+                dict(response.rejected_by_reason),
+                response.first_error,
+            )
         if self._failures:
             logger.info("sidecar at %s reachable after %d failed attempts", self._target, self._failures)
             self._failures = 0
@@ -520,14 +525,21 @@ class SidecarClient:
                 "sidecar at %s refused the stream (%s: %s): the bearer token is wrong or missing; "
                 "give the token the sidecar reads from sidecar.auth_token_file. Retrying every %.1f s; "
                 "batches are dropped meanwhile",
-                self._target, name, details, self._backoff_max,
-            )  # fmt: skip
+                self._target,
+                name,
+                details,
+                self._backoff_max,
+            )
         else:
             logger.warning(
                 "sidecar at %s: stream failed (%s: %s); reconnecting with backoff, "
                 "%d batches queued, up to %d kept, the rest dropped",
-                self._target, name, details, queued, self._queue_size,
-            )  # fmt: skip
+                self._target,
+                name,
+                details,
+                queued,
+                self._queue_size,
+            )
 
     def _backoff_seconds(self, code: grpc.StatusCode) -> float:
         """Exponential backoff with jitter; auth failures wait the longest, they will not heal soon."""
@@ -591,6 +603,4 @@ def _check_arguments(
     if (private_key is None) != (certificate_chain is None):
         raise ValueError(f"{name}: give private_key and certificate_chain together (mTLS), or neither")
     if root_certificates is None and (private_key is not None or server_name is not None):
-        raise ValueError(
-            f"{name}: private_key / certificate_chain / server_name need TLS; give root_certificates too"
-        )
+        raise ValueError(f"{name}: private_key / certificate_chain / server_name need TLS; give root_certificates too")

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.vllm.client import SidecarClient
 from monitor.vllm.batch import Segment
+from monitor.vllm.client import SidecarClient
 
 log = logging.getLogger(__name__)
 

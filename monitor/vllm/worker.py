@@ -30,6 +30,7 @@ from monitor.vllm.tap import Tap
 
 log = logging.getLogger(__name__)
 
+
 def settings_for(vllm_config: Any) -> Settings | None:
     """The worker's settings, or None when saemon is not configured for this engine."""
     section = adapter.saemon_section(vllm_config)
@@ -79,17 +80,25 @@ class WorkerMonitor:
             self.planner = Planner(self._special_token_ids() if self.settings.plugin.exclude_special_tokens else ())
             plugin = self.settings.plugin
             self.shipper = Shipper(
-                self._client(), self.model_name, self.pack.name, self.pack.version,
-                plugin.queue_size, plugin.ship_interval_seconds,
-            )  # fmt: skip
+                self._client(),
+                self.model_name,
+                self.pack.name,
+                self.pack.version,
+                plugin.queue_size,
+                plugin.ship_interval_seconds,
+            )
             self.shipper.start()
             # vLLM calls Worker.shutdown on a clean stop; this covers an interpreter exit without it
             atexit.register(self.close)
         log.info(
             "saemon: monitoring %s with pack %s@%s (%d features at layers %s)%s",
-            self.model_name, self.pack.name, self.pack.version, len(self.pack.spec.features), list(pack_layers),
+            self.model_name,
+            self.pack.name,
+            self.pack.version,
+            len(self.pack.spec.features),
+            list(pack_layers),
             "" if self.ships else " (this rank does not ship)",
-        )  # fmt: skip
+        )
 
     def _client(self):
         from monitor.vllm.client import SidecarClient
@@ -130,14 +139,25 @@ class WorkerMonitor:
                 self._project_and_ship(plan, ends)
             elif ends:
                 self.shipper.ship(
-                    StepResult(self._step, time.time_ns(), [], [], np.zeros(0, np.int64), [], len(self.pack.spec.features), ends)
+                    StepResult(
+                        self._step,
+                        time.time_ns(),
+                        [],
+                        [],
+                        np.zeros(0, np.int64),
+                        [],
+                        len(self.pack.spec.features),
+                        ends,
+                    )
                 )
         except Exception:
             self._failed_steps += 1
             if self.shipper is not None:
                 self.shipper.client.count_dropped()  # reaches saemon_events_dropped_total
             if self._failed_steps == 1:  # log once with the traceback, count every time
-                log.exception("saemon: monitoring step %d failed; its scores are dropped, inference goes on", self._step)
+                log.exception(
+                    "saemon: monitoring step %d failed; its scores are dropped, inference goes on", self._step
+                )
 
     def _verify_tap(self) -> None:
         assert self.tap is not None
@@ -189,7 +209,10 @@ class WorkerMonitor:
             owners += [segment.request_id] * int(hi - lo)
             scopes += [segment.scope] * int(hi - lo)
         keep = plan.row_mask[:total]
-        tensors = {f"layer{layer}": self.tap.rows_of(layer, total)[mask].float().cpu().contiguous() for layer in self.tap.layers}
+        tensors = {
+            f"layer{layer}": self.tap.rows_of(layer, total)[mask].float().cpu().contiguous()
+            for layer in self.tap.layers
+        }
         tensors["positions"] = torch.from_numpy(plan.positions[:total][keep].astype(np.int64))
         tensors["scopes"] = torch.tensor([s for s, k in zip(scopes, keep) if k], dtype=torch.int64)
         metadata = {
@@ -204,4 +227,3 @@ class WorkerMonitor:
         shipper, self.shipper = self.shipper, None
         if shipper is not None:
             shipper.close()
-
