@@ -116,7 +116,7 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
     jobs = [(f"demo-honest-{i}", q, demo_pack.HONEST) for i, q in enumerate(HONEST_REQUESTS, 1)]
     jobs += [(f"demo-deceptive-{i}", q, demo_pack.DECEPTIVE) for i, q in enumerate(DECEPTIVE_REQUESTS, 1)]
     with ThreadPoolExecutor(len(jobs)) as pool:
-        answers = dict(zip([j[0] for j in jobs], pool.map(lambda j: _ask(server, *j), jobs)))
+        answers = dict(zip([j[0] for j in jobs], pool.map(lambda j: _ask(server, *j), jobs), strict=True))
     # The OpenAI server names requests chatcmpl-<X-Request-Id>; wait for their end markers.
     reports = {}
     deadline = time.monotonic() + 30
@@ -223,7 +223,8 @@ def _notifications(webhook: AlertReceiver, redis_server: RedisServer, model_name
 
 def _open_incidents(payloads: list[dict]) -> set[tuple[str, str]]:
     """(fingerprint, startsAt) of the incidents notified as firing and not yet as resolved."""
-    firing, resolved = set(), set()
+    firing: set[tuple[str, str]] = set()
+    resolved: set[tuple[str, str]] = set()
     for payload in payloads:
         for alert in payload["alerts"]:
             (firing if alert["status"] == "firing" else resolved).add((alert["fingerprint"], alert["startsAt"]))

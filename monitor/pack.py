@@ -267,6 +267,8 @@ def load_pack(path: Path, *, with_weights: bool = True) -> ProbePack:
             f"probe pack {path}: weights file {weights_path} does not exist. Put the safetensors "
             "file next to the YAML or fix the `weights` field."
         )
+    directions: np.ndarray | None
+    bias: np.ndarray | None
     directions, bias = _read_weights(weights_path, spec, path)
     if not with_weights:
         directions = bias = None

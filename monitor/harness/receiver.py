@@ -60,6 +60,7 @@ class AlertReceiver:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        assert isinstance(host, str)  # getsockname()'s after bind; the stub also allows bytes, as bind takes
         return f"http://{host}:{port}/alerts"
 
     def __enter__(self) -> AlertReceiver:

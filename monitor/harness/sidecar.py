@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,7 +33,7 @@ class SidecarProcess:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.http_port = free_port()
-        self.settings = {
+        self.settings: dict[str, Any] = {
             "home": str(directory / "home"),
             "sidecar": {"http_listen": f"127.0.0.1:{self.http_port}", **sidecar},
             **sections,

@@ -7,6 +7,7 @@ spawns; its output goes to a log file whose tail is shown when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -189,16 +190,16 @@ class VllmServer:
         """Greedy single-turn chat completion (optionally with a system prompt); the answer."""
         try:
             from openai import OpenAI
+            from openai.types.chat import ChatCompletionMessageParam
         except ImportError as exc:
             raise DependencyError(f"the OpenAI client is not installed ({exc}): `pip install openai`.") from None
         client = OpenAI(base_url=f"{self.url}/v1", api_key="unused", timeout=120, max_retries=0)
         headers = {"X-Request-Id": request_id} if request_id else None
+        messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": content})
         response = client.chat.completions.create(
             model=self.served_name,
-            messages=[
-                *([{"role": "system", "content": system}] if system else []),
-                {"role": "user", "content": content},
-            ],
+            messages=messages,
             max_tokens=max_tokens,
             temperature=0,
             extra_headers=headers,
@@ -230,7 +231,5 @@ def group_members(pgid: int) -> list[int]:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass

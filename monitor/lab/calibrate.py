@@ -78,12 +78,12 @@ def calibrate(
         )
     results = score_examples(model, tokenizer, pack, controls)
     probes, report = [], []
-    for spec in pack.spec.probes:
-        scores = np.array([r[spec.name].score for r in results])
+    for probe in pack.spec.probes:
+        scores = np.array([r[probe.name].score for r in results])
         threshold = threshold_at_fpr(scores, fpr)
         flagged = int((scores >= threshold).sum())
-        report.append(Calibration(spec.name, threshold, len(controls), flagged))
-        probes.append(spec.model_copy(update={"threshold": threshold, "target_fpr": fpr}))
+        report.append(Calibration(probe.name, threshold, len(controls), flagged))
+        probes.append(probe.model_copy(update={"threshold": threshold, "target_fpr": fpr}))
     spec = pack.spec.model_copy(update={"probes": probes})
     assert pack.directions is not None and pack.bias is not None
     return save_pack(spec, pack.directions, pack.bias, Path(out or pack.path)), report

@@ -7,9 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor.config import Settings
 from monitor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from monitor.sae.sae import SAE
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +55,11 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
 
         layers = _layers(args.layers)
         severity = dict(_pair(item) for item in args.severity)
-        sae = None
+        train_sae: SAE | None = None
         if args.sae:
             from monitor.sae import load_sae
 
-            sae = load_sae(args.sae)
+            train_sae = load_sae(args.sae)
         pack = train_pack(
             model,
             tokenizer,
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
             Path(args.out),
             model_name=settings.model.name,
             settings=TrainSettings(layers=layers, latents=args.latents, decide=args.decide),
-            sae=sae,
+            sae=train_sae,
             sae_name=Path(args.sae).name if args.sae else None,
             pack_name=args.pack_name,
             severity=severity,

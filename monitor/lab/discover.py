@@ -112,7 +112,7 @@ def discover(
     gate = gate_threshold(model, tokenizer, sae, train) if sae.activation == "topk" else None
     bank = latent_bank(sae, sae_name, gate)
     pooled = pool(model, tokenizer, train, [], bank)
-    assert pooled.latents is not None and pooled.latent_peaks is not None
+    assert pooled.latents is not None and pooled.latent_peaks is not None and pooled.latent_peak_positions is not None
     ranking = rank_latents(pooled.latents[pooled.full], np.array([e.label for e in train]))
     rows = []
     for rank in ranking[:top]:

@@ -43,7 +43,7 @@ def prefix_lengths(n: int, min_tokens: int, prefixes: int) -> list[int]:
     evenly spaced from ``min_tokens`` (where the monitor may first fire), always ``n``."""
     if prefixes <= 0 or n <= min_tokens:
         return [n]
-    return sorted({int(round(v)) for v in np.linspace(min_tokens, n, prefixes)} | {n})
+    return sorted({round(v) for v in np.linspace(min_tokens, n, prefixes)} | {n})
 
 
 def pool(
@@ -70,7 +70,7 @@ def pool(
             raise ProbeDataError(f"example {item.index} has no response tokens to score (empty final turn?)")
         ends = torch.tensor(prefix_lengths(count, min_tokens, prefixes)) - 1
 
-        def running(values: torch.Tensor) -> np.ndarray:
+        def running(values: torch.Tensor, ends: torch.Tensor = ends) -> np.ndarray:
             return (values.cumsum(0)[ends] / (ends + 1).unsqueeze(1)).numpy()
 
         for layer in layers:
@@ -79,6 +79,7 @@ def pool(
             z = latents.values(item.rows[("response", latents.layer)])
             latent_rows[item.index] = running(z)
             peak, where = z.max(0)
+            assert peaks is not None and peak_positions is not None  # allocated above when latents is given
             peaks[item.index] = peak.numpy()
             peak_positions[item.index] = item.positions["response"][where.numpy()]
         owners[item.index] = np.full(len(ends), item.index)

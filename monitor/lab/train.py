@@ -194,7 +194,9 @@ def train_pack(
         calib = _rows(pooled, _split(examples, concept, "calib"))
         weight = _weights(examples, pooled.owner[train], settings.control_weight)
 
-        def fit(x: np.ndarray) -> Fitted:
+        def fit(
+            x: np.ndarray, train: np.ndarray = train, calib: np.ndarray = calib, weight: np.ndarray = weight
+        ) -> Fitted:
             return fit_logistic(
                 x[train],
                 row_labels[train],
@@ -204,7 +206,7 @@ def train_pack(
                 calib_groups=pooled.owner[calib],
             )
 
-        fits = {(layer,): fit(pooled.layers[layer]) for layer in settings.layers}
+        fits: dict[tuple[int, ...], Fitted] = {(layer,): fit(pooled.layers[layer]) for layer in settings.layers}
         if len(settings.layers) > 1:
             best_two = sorted(fits, key=lambda k: -fits[k].calib_auroc)[:2]
             both = tuple(sorted(key[0] for key in best_two))

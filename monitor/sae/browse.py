@@ -77,7 +77,7 @@ def top_contexts(
         seen += int(keep.sum())
         for column, latent in enumerate(latents):
             values, positions = z[:, column].topk(min(contexts, z.shape[0]))
-            for value, position in zip(values.tolist(), positions.tolist()):
+            for value, position in zip(values.tolist(), positions.tolist(), strict=True):
                 if value <= 0:
                     break
                 entry = (value, number, position)

@@ -39,14 +39,14 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from safetensors import safe_open
 
 from monitor.errors import SaeError
-from monitor.sae.sae import SAE
+from monitor.sae.sae import SAE, Activation, Normalisation
 
 FORMATS = ("saelens", "gemma_scope", "gemma_scope_2", "sparsify", "llama_scope", "openai", "goodfire")
 
@@ -124,7 +124,8 @@ def _saelens(path: Path) -> SAE:
         if isinstance(cfg.get("normalize_activations"), bool):
             cfg["normalize_activations"] = "expected_average_only_in" if cfg["normalize_activations"] else "none"
     architecture = cfg.get("architecture", "standard")
-    activation = {"standard": "relu", "jumprelu": "jumprelu", "topk": "topk", "gated": "gated"}.get(architecture)
+    activations: dict[str, Activation] = {"standard": "relu", "jumprelu": "jumprelu", "topk": "topk", "gated": "gated"}
+    activation = activations.get(architecture)
     if activation is None:
         raise SaeError(
             f"{cfg_path}: architecture {architecture!r} is not supported (standard, jumprelu, topk, gated). "
@@ -187,12 +188,12 @@ def _saelens(path: Path) -> SAE:
     )
 
 
-def _saelens_normalisation(cfg: dict, cfg_path: Path) -> tuple[str, float]:
+def _saelens_normalisation(cfg: dict, cfg_path: Path) -> tuple[Normalisation, float]:
     mode = cfg.get("normalize_activations") or "none"
     if mode == "none":
         return "none", 1.0
     if mode in ("constant_norm_rescale", "layer_norm"):
-        return mode, 1.0
+        return cast(Normalisation, mode), 1.0
     if mode == "expected_average_only_in":
         factor = cfg.get("norm_scaling_factor") or (cfg.get("metadata") or {}).get("norm_scaling_factor")
         if not isinstance(factor, (int, float)) or not factor > 0:
@@ -341,7 +342,9 @@ def _llama_scope(path: Path) -> SAE:
     if cfg.get("hook_point_out", cfg.get("hook_point_in")) != cfg.get("hook_point_in"):
         raise SaeError(f"{cfg_path}: hook_point_out differs from hook_point_in: a transcoder, not an SAE.")
     mode = cfg.get("norm_activation", "dataset-wise")
-    normalisation, scale_in, scale_out = "none", 1.0, None
+    normalisation: Normalisation = "none"
+    scale_in: float = 1.0
+    scale_out: float | None = None
     if mode == "dataset-wise":
         norms = cfg.get("dataset_average_activation_norm") or {}
         if not all(isinstance(norms.get(k), (int, float)) and norms[k] > 0 for k in ("in", "out")):

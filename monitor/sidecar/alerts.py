@@ -23,7 +23,11 @@ from datetime import UTC, datetime
 from monitor.config import AlertSettings
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 
-SEVERITY_NAMES = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_CRITICAL: "critical"}
+SEVERITY_NAMES: dict[pb.Severity, str] = {
+    pb.SEVERITY_INFO: "info",
+    pb.SEVERITY_WARNING: "warning",
+    pb.SEVERITY_CRITICAL: "critical",
+}
 #: Go's zero time, which Alertmanager writes as endsAt of a firing alert in webhooks.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 #: Header carrying ``t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``.
@@ -231,7 +235,7 @@ class IncidentBook:
         now = decision.decided_unix_nanos or int(self.clock() * 1e9)
         incident = self.active.get(fp)
         new = incident is None
-        if new:
+        if incident is None:
             incident = self.active[fp] = _Incident(labels, {}, now, decision.model_name, decision.request_id)
         if decision.request_id not in incident.requests:
             incident.requests.add(decision.request_id)

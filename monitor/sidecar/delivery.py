@@ -211,7 +211,7 @@ class Delivery:
         if missing:
             raise ValueError(f"the audit store was built without receivers {missing}; give it every receiver's name")
         #: Claims made from memory: (receiver, fingerprint, status, start) -> expiry (monotonic).
-        self._local_claims: dict[tuple[str, str, str, str], float] = {}
+        self._local_claims: dict[tuple[str, str, str, int], float] = {}
         self._workers: dict[tuple[str, str], asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
@@ -392,7 +392,7 @@ class Delivery:
                     self.store.append_dead_letter(n.model_name, record)
                     self._count_dead_letter(receiver, n.status, result, detail)
 
-    def _claim_local(self, key: tuple[str, str, str, str], receiver: Receiver) -> bool:
+    def _claim_local(self, key: tuple[str, str, str, int], receiver: Receiver) -> bool:
         now = time.monotonic()
         for stale in [k for k, expires in self._local_claims.items() if expires <= now]:
             del self._local_claims[stale]

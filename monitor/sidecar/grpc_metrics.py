@@ -103,12 +103,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             service, _, name = method.lstrip("/").partition("/")
             labels = (grpc_type, service, name)
             m = self._metrics
+
+            def handled(code: str, labels: tuple[str, str, str] = labels) -> Counter:
+                return m.grpc_handled.labels(*labels, code)
+
             series = _Series(
                 started=m.grpc_started.labels(*labels),
                 received=m.grpc_msg_received.labels(*labels),
                 sent=m.grpc_msg_sent.labels(*labels),
                 seconds=m.grpc_handling_seconds.labels(*labels),
-                handled=lambda code, labels=labels: m.grpc_handled.labels(*labels, code),
+                handled=handled,
                 unary_response=grpc_type in ("unary", "client_stream"),
             )
             self._series[method] = series

@@ -57,6 +57,7 @@ class Outlets:
     def _keep_token_text(self, state: RequestState) -> None:
         """Text around the tokens that fired, redacted, under its own TTL (opt-in)."""
         token_ids, state.token_ids = state.token_ids, None
+        assert token_ids is not None  # only called for a state that has them
         if self.token_texts is None:
             return
         try:

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from google.protobuf import json_format
@@ -394,7 +394,7 @@ class AuditStore:
                 self._writing = 0
 
     def _take(self) -> list[Pending]:
-        batch = []
+        batch: list[Pending] = []
         while self._backlog and len(batch) < WRITE_BATCH:
             item = self._backlog[0]
             if item.kind == "alert" and item.inflight:
@@ -411,7 +411,7 @@ class AuditStore:
         for item in batch:
             self._command(pipe, item, now)
         results = await pipe.execute(raise_on_error=False)
-        for item, result in zip(batch, results):
+        for item, result in zip(batch, results, strict=True):
             if isinstance(result, UNREACHABLE):
                 raise result
             if isinstance(result, Exception):
@@ -504,10 +504,14 @@ class AuditStore:
     ) -> AlertRead:
         async with self._redis_for("deliver") as redis:
             await self.ensure_groups(model)
-            reply = await redis.xreadgroup(
-                group_name(receiver), consumer, {self.keys.alerts(model): start}, count=READ_COUNT, block=block_ms
+            # RESP2: [[stream, [(id, fields), ...]]], or None when the block times out (the stub also
+            # allows RESP3's dict and no None); an entry trimmed away while pending has no fields.
+            reply = cast(
+                list[list[Any]] | None,
+                await redis.xreadgroup(
+                    group_name(receiver), consumer, {self.keys.alerts(model): start}, count=READ_COUNT, block=block_ms
+                ),
             )
-            # RESP2: [[stream, [(id, fields), ...]]]; an entry trimmed away while pending has no fields.
             entries = [(i, f) for _, items in reply or [] for i, f in items if f]
             return await self._parse_alerts(redis, receiver, model, entries, counted=counted)
 
@@ -571,7 +575,9 @@ class AuditStore:
         """Move an entry the receiver will never accept to the dead-letter stream (one transaction)."""
         async with self._redis_for("deliver") as redis:
             pipe = redis.pipeline(transaction=True)
-            pipe.xadd(self.keys.dead_letter(model), record, maxlen=self.settings.events_maxlen, approximate=True)
+            # The ignore: redis-py's stub types the fields as an invariant Dict[FieldT, EncodableT], which
+            # refuses a dict[str, str]; xadd only reads them and accepts any mapping of str to str.
+            pipe.xadd(self.keys.dead_letter(model), record, maxlen=self.settings.events_maxlen, approximate=True)  # type: ignore[arg-type]
             pipe.xack(self.keys.alerts(model), group_name(receiver), entry_id)
             await pipe.execute()
 
@@ -599,7 +605,7 @@ class AuditStore:
         except UNREACHABLE:
             self.unreachable("read")
             raise StoreUnavailable("Redis is unreachable") from None
-        for report, texts in zip(values[::2], values[1::2]):
+        for report, texts in zip(values[::2], values[1::2], strict=True):
             if report is not None:
                 parsed = json_format.Parse(report, pb.RequestReport())
                 if texts is not None:
@@ -614,9 +620,13 @@ class AuditStore:
         entries: list[tuple[tuple[int, int], pb.Decision]] = []
         try:
             for model in models:
-                for event_id, fields in await self.redis.xrange(
-                    self.keys.events(model), f"({after_id}", "+", count=limit
-                ):
+                # decode_responses=True: ids, field names and values are str (the stub allows bytes, and
+                # None, which XRANGE never returns: a missing stream is an empty list).
+                events = cast(
+                    list[tuple[str, dict[str, str]]],
+                    await self.redis.xrange(self.keys.events(model), f"({after_id}", "+", count=limit),
+                )
+                for event_id, fields in events:
                     entries.append((stream_id(event_id), decision_from_fields(event_id, fields)))
         except UNREACHABLE:
             self.unreachable("read")
@@ -641,7 +651,7 @@ class AuditStore:
                 pipe = self.redis.pipeline(transaction=False)
                 for stream in ("events", "alerts", "dead_letter"):
                     pipe.xlen(getattr(self.keys, stream)(model))
-                for stream, length in zip(("events", "alerts", "dead_letter"), await pipe.execute()):
+                for stream, length in zip(("events", "alerts", "dead_letter"), await pipe.execute(), strict=True):
                     self.metrics.stream_length.labels(model, stream).set(length)
                 if not self.receivers:
                     continue
