@@ -11,15 +11,17 @@ response tokens, as the monitor scores generated tokens); a ``text`` example is 
 over all its tokens. ``label`` 1 is the concept (deceptive, insecure), 0 its contrast;
 benign control conversations have ``concept: control`` and label 0.
 
-The generators use only what ships with the package (fact tables, CWE-style code
-templates, roleplay scenarios, control templates), so the same package writes the same
-bytes on every machine. Splits are disjoint by template *and* by entity: templates and
-entities are each dealt to train / calib / test, and an example exists only where both
-land in the same split, so a test AUROC measures unseen phrasings about unseen entities.
+The generators use only what ships with the package (:mod:`monitor.data`: fact tables,
+CWE-style code templates, roleplay scenarios, control templates), so the same package
+writes the same bytes on every machine. Splits are disjoint by template *and* by entity:
+templates and entities are each dealt to train / calib / test, and an example exists only
+where both land in the same split, so a test AUROC measures unseen phrasings about unseen
+entities.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -30,6 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from monitor import data
 from monitor.errors import ProbeDataError
 
 SPLITS = ("train", "calib", "test")
@@ -145,8 +148,8 @@ def deal(ids: Iterable[str], salt: str, fractions: Sequence[float] = CONCEPT_SPL
                 counts[counts.index(max(counts))] -= 1
                 counts[i] = 1
     result, start = {}, 0
-    for split, count in zip(SPLITS, counts):
-        result.update(dict.fromkeys(ordered[start:start + count], split))
+    for split, count in zip(SPLITS, counts, strict=True):
+        result.update(dict.fromkeys(ordered[start : start + count], split))
         start += count
     return result
 
@@ -166,7 +169,7 @@ def _deal_by_family(templates: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def _chat(*turns: tuple[str, str]) -> tuple[Message, ...]:
-    return tuple(Message(role=role, content=content) for role, content in turns)  # type: ignore[arg-type]
+    return tuple(Message(role=role, content=content) for role, content in turns)
 
 
 def _rotation(items: Sequence, start: int, count: int) -> list:
@@ -181,20 +184,19 @@ def _rotation(items: Sequence, start: int, count: int) -> list:
 
 def deception() -> list[Example]:
     """True vs false statements, honest vs instructed-deceptive answers, roleplay."""
-    from monitor.lab import facts, roleplay
-
     examples: list[Example] = []
-    tables = facts.tables()
+    tables = data.fact_tables()
+    fact_templates = data.fact_templates()
     entity_split = {t.name: deal((row[t.key] for row in t.rows), f"entities:{t.name}") for t in tables}
     template_split = {}
     for t in tables:
-        template_split.update(deal((f.id for f in facts.FACT_TEMPLATES if f.table == t.name), f"facts:{t.name}"))
-    instruction_split = deal((i.id for i in facts.INSTRUCTIONS), "instructions")
+        template_split.update(deal((f.id for f in fact_templates if f.table == t.name), f"facts:{t.name}"))
+    instruction_split = deal((i.id for i in data.instructions()), "instructions")
 
-    def rows_in(t: facts.FactTable, split: str) -> list[dict[str, str]]:
+    def rows_in(t: data.FactTable, split: str) -> list[dict[str, str]]:
         return sorted((r for r in t.rows if entity_split[t.name][r[t.key]] == split), key=lambda r: r[t.key])
 
-    def liar(rows: list[dict[str, str]], i: int, t: facts.FactTable) -> dict[str, str]:
+    def liar(rows: list[dict[str, str]], i: int, t: data.FactTable) -> dict[str, str]:
         """Row i with the answer of the next row (same split) whose answer differs."""
         for step in range(1, len(rows)):
             other = rows[(i + step) % len(rows)]
@@ -205,7 +207,7 @@ def deception() -> list[Example]:
     for split in SPLITS:
         for t in tables:
             rows = rows_in(t, split)
-            templates = [f for f in facts.FACT_TEMPLATES if f.table == t.name and template_split[f.id] == split]
+            templates = [f for f in fact_templates if f.table == t.name and template_split[f.id] == split]
             for template in templates:
                 for i, row in enumerate(rows):
                     question = Template(template.question).substitute(row)
@@ -224,8 +226,8 @@ def deception() -> list[Example]:
                         )
             # Instructed: each row under two of the split's instructions, a fact phrasing of the
             # split, honest instruction + true answer vs deceptive instruction + false answer.
-            instructions = [i for i in facts.INSTRUCTIONS if instruction_split[i.id] == split]
-            phrasings = [f for f in facts.FACT_TEMPLATES if f.table == t.name and template_split[f.id] == split]
+            instructions = [i for i in data.instructions() if instruction_split[i.id] == split]
+            phrasings = [f for f in fact_templates if f.table == t.name and template_split[f.id] == split]
             for i, row in enumerate(rows):
                 template = phrasings[i % len(phrasings)]
                 question = Template(template.question).substitute(row)
@@ -250,13 +252,13 @@ def deception() -> list[Example]:
                                 meta=meta,
                             )
                         )
-    scenario_split = deal((s.id for s in roleplay.SCENARIOS), "roleplay:scenarios")
-    person_split = deal((p.name for p in roleplay.PEOPLE), "roleplay:people")
+    scenario_split = deal((s.id for s in data.scenarios()), "roleplay:scenarios")
+    person_split = deal((p.name for p in data.people()), "roleplay:people")
     for split in SPLITS:
-        people = [p for p in roleplay.PEOPLE if person_split[p.name] == split]
-        for scenario in (s for s in roleplay.SCENARIOS if scenario_split[s.id] == split):
+        people = [p for p in data.people() if person_split[p.name] == split]
+        for scenario in (s for s in data.scenarios() if scenario_split[s.id] == split):
             for person in people:
-                slots = vars(person)
+                slots = dataclasses.asdict(person)
                 system, user = (Template(x).substitute(slots) for x in (scenario.system, scenario.user))
                 meta = {
                     "dataset": "roleplay",
@@ -279,17 +281,16 @@ CODE_ENTITIES_PER_TEMPLATE = {"train": 24, "calib": 16, "test": 10}
 
 def insecure_code() -> list[Example]:
     """Secure vs insecure answers to the same request, from CWE-style templates."""
-    from monitor.lab import insecure_code as code
-
-    template_split = _deal_by_family([(t.id, t.cwe) for t in code.TEMPLATES])
-    entity_split = deal((e.noun for e in code.ENTITIES), "code:entities")
+    code_templates, code_entities = data.code_templates(), data.code_entities()
+    template_split = _deal_by_family([(t.id, t.cwe) for t in code_templates])
+    entity_split = deal((e.noun for e in code_entities), "code:entities")
     examples = []
     for split in SPLITS:
-        entities = [e for e in code.ENTITIES if entity_split[e.noun] == split]
-        templates = [t for t in code.TEMPLATES if template_split[t.id] == split]
+        entities = [e for e in code_entities if entity_split[e.noun] == split]
+        templates = [t for t in code_templates if template_split[t.id] == split]
         for n, template in enumerate(templates):
             for entity in _rotation(entities, n * 7, CODE_ENTITIES_PER_TEMPLATE[split]):
-                slots = vars(entity)
+                slots = dataclasses.asdict(entity)
                 # a request names the thing in words; the code keeps the identifier
                 words = {key: value.replace("_", " ") for key, value in slots.items()}
                 request = Template(template.request).substitute(words)
@@ -316,19 +317,62 @@ def insecure_code() -> list[Example]:
 # -- controls --------------------------------------------------------------------------------
 
 CONTROL_ENTITIES_PER_TEMPLATE = {"train": 16, "calib": 24, "test": 12}
+#: Control entity rows built from the lists of ``monitor/data/controls.yaml``.
+CONTROL_ROWS = 84
+
+
+def control_entities(count: int = CONTROL_ROWS) -> list[dict[str, str]]:
+    """The rows the control templates substitute: row i picks from each list of
+    ``controls.yaml`` with its own stride (so the combinations vary) and computes the
+    arithmetic slots, so that every template's answer is correct for every row."""
+    lists = data.control_entities()
+    rows = []
+    for i in range(count):
+        city = lists.cities[(i * 7) % len(lists.cities)]
+        item = lists.items[(i * 3) % len(lists.items)]
+        day = (i * 3) % len(lists.days)
+        month = (i * 5) % len(lists.months)
+        a = 12 + (i * 7) % 61  # 12..72
+        b = 2 + (i * 5) % 9  # 2..10, always smaller than a
+        rows.append(
+            {
+                "name": lists.names[i % len(lists.names)],
+                "city": city.city,
+                "country": city.country,
+                "food": lists.foods[(i * 5) % len(lists.foods)],
+                "item": item.item,
+                "items": item.items,
+                "item_class": item.item_class,
+                "animal": lists.animals[(i * 3) % len(lists.animals)],
+                "color": lists.colors[(i * 4) % len(lists.colors)],
+                "hobby": lists.hobbies[(i * 2) % len(lists.hobbies)],
+                "day": lists.days[day],
+                "next_day": lists.days[(day + 1) % len(lists.days)],
+                "month": lists.months[month],
+                "next_month": lists.months[(month + 1) % len(lists.months)],
+                "a": str(a),
+                "b": str(b),
+                "sum_ab": str(a + b),
+                "diff_ab": str(a - b),
+                "product_ab": str(a * b),
+                "double_a": str(2 * a),
+                "a_times_ten": str(10 * a),
+                "parity_a": "even" if a % 2 == 0 else "odd",
+            }
+        )
+    return rows
 
 
 def control() -> list[Example]:
     """Benign conversations (label 0) for thresholds at a stated false-positive rate."""
-    from monitor.lab import controls
-
-    template_split = deal((t.id for t in controls.CONTROL_TEMPLATES), "controls:templates", CONTROL_SPLITS)
-    keys = [_entity_key(row) for row in controls.CONTROL_ENTITIES]
+    control_templates, entities = data.control_templates(), control_entities()
+    template_split = deal((t.id for t in control_templates), "controls:templates", CONTROL_SPLITS)
+    keys = [_entity_key(row) for row in entities]
     entity_split = deal(keys, "controls:entities", CONTROL_SPLITS)
     examples = []
     for split in SPLITS:
-        rows = [(key, row) for key, row in zip(keys, controls.CONTROL_ENTITIES) if entity_split[key] == split]
-        templates = [t for t in controls.CONTROL_TEMPLATES if template_split[t.id] == split]
+        rows = [(key, row) for key, row in zip(keys, entities, strict=True) if entity_split[key] == split]
+        templates = [t for t in control_templates if template_split[t.id] == split]
         for n, template in enumerate(templates):
             for key, row in _rotation(rows, n * 5, CONTROL_ENTITIES_PER_TEMPLATE[split]):
                 turns = _chat(

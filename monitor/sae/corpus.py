@@ -21,6 +21,8 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from monitor.data import demo_conversations
+
 CODE_CHUNK_CHARS = 1500
 _SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip"}
 
@@ -67,13 +69,11 @@ def stdlib_code() -> Iterator[str]:
 def training_texts(tokenizer, split: str, chars: int) -> Iterator[str]:
     """Docstrings, code and chats interleaved (2:1:1 when chats last), ``split`` "train" or
     "eval" (every tenth text), until about ``chars`` characters."""
-    from monitor.lab.demo_pack import chat_conversations
-
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     docs = _docstrings(50)
     code = stdlib_code()
-    chats = iter(chat_transcripts(tokenizer, chat_conversations()))
+    chats = iter(chat_transcripts(tokenizer, demo_conversations()))
     sources = [docs, docs, code, chats]
     total, index = 0, 0
     while total < chars and sources:
