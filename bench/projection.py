@@ -62,7 +62,7 @@ def layout(num_rows: int, kind: str, device: torch.device) -> torch.Tensor:
     if kind == "auto":
         kind = "decode" if num_rows <= 256 else "prefill"
     step = 1 if kind == "decode" else 1024
-    starts = list(range(0, num_rows, step)) + [num_rows]
+    starts = [*list(range(0, num_rows, step)), num_rows]
     return torch.tensor(starts, dtype=torch.int32, device=device)
 
 

@@ -274,9 +274,11 @@ class PluginSettings(_Section):
     queue_size: int = Field(4096, gt=0, description="Step batches buffered for the sidecar before the plugin drops.")
     ship_interval_seconds: float = Field(
         0.1,
-        ge=0,
-        description="Hand steps to the sidecar client at most this often (batched): "
-        "fewer thread wake-ups beside vLLM's core-bound threads, at most this much added latency.",
+        gt=0,
+        le=1,
+        description="The client looks at its queue this often and sends everything queued as one message: "
+        "a few thread wake-ups a second beside vLLM's core-bound threads instead of one per step, "
+        "at most this much added alert latency.",
     )
     send_token_ids: bool = Field(
         False,

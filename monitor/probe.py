@@ -236,7 +236,7 @@ class ProbeTracks:
                 self.ema += mean * (1.0 - decay)
         if self.window is not None:
             last = step.first_position + n - 1
-            for i, (entries, length) in enumerate(zip(self.window, group.windows)):
+            for i, (entries, length) in enumerate(zip(self.window, group.windows, strict=True)):
                 entries.append((last, step.count))
                 self.window_sum[i] += step.count
                 horizon = last - length
@@ -253,7 +253,9 @@ class ProbeTracks:
         features = values.argmax(axis=1)
         peaks = values[self.group._rows, features]
         positions = step.argmax[features]
-        for heap, value, position, feature in zip(self.top, peaks.tolist(), positions.tolist(), features.tolist()):
+        for heap, value, position, feature in zip(
+            self.top, peaks.tolist(), positions.tolist(), features.tolist(), strict=True
+        ):
             entry = (value, position, feature)
             if len(heap) < TOP_TOKENS:
                 heapq.heappush(heap, entry)
@@ -337,7 +339,9 @@ class ProbeTracks:
                 peak_position=int(self.peak_position[column]),
                 peak_value=finite(float(self.peak[column])),
             )
-            for name, layer, column in zip(probe.feature_names, probe.feature_layers, probe.feature_indices)
+            for name, layer, column in zip(
+                probe.feature_names, probe.feature_layers, probe.feature_indices, strict=True
+            )
         ]
 
     def to_protos(self) -> list[pb.ProbeScore]:

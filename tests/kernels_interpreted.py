@@ -88,5 +88,5 @@ def test_out_buffers_not_laid_out_by_summaries_empty_are_refused():
         torch.empty(rows, 4),
         torch.empty(rows, 4, dtype=torch.int32),
     )
-    with pytest.raises(ValueError, match="Summaries.empty"):
+    with pytest.raises(ValueError, match=r"Summaries.empty"):
         projection_triton(*case.args, out=wrong)

@@ -72,9 +72,9 @@ def test_invalid_value_names_field_source_and_value(clean_env):
 
 
 def test_out_of_range_and_bad_choice_are_rejected(clean_env):
-    with pytest.raises(ConfigError, match="vllm.port"):
+    with pytest.raises(ConfigError, match=r"vllm.port"):
         load_settings(overrides={"vllm.port": 70000})
-    with pytest.raises(ConfigError, match="vllm.dtype"):
+    with pytest.raises(ConfigError, match=r"vllm.dtype"):
         load_settings(overrides={"vllm.dtype": "int4"})
 
 

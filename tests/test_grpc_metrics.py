@@ -87,10 +87,12 @@ def scenario(
         interceptors.append(BearerTokenInterceptor(token, metrics))
 
     async def main() -> None:
-        async with serving(service or RecordingService(), interceptors) as port:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                await client(channel)
-                await settled(samples)
+        async with (
+            serving(service or RecordingService(), interceptors) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            await client(channel)
+            await settled(samples)
 
     run(main())
     return samples

@@ -90,7 +90,7 @@ def segment_starts(num_rows: int, layout: str, gen: np.random.Generator) -> list
         return [0, used]
     if layout == "mixed":  # vLLM chunked prefill: decode rows first, then two prompt chunks
         decode = used // 2
-        return list(range(decode + 1)) + [decode + (used - decode) // 3, used]
+        return [*list(range(decode + 1)), decode + (used - decode) // 3, used]
     assert layout == "ragged"
     starts = [0, 0]  # an empty first segment
     while starts[-1] < used:
@@ -391,7 +391,7 @@ def test_requested_triton_backend_refuses_cpu_tensors_outside_the_interpreter():
 
 def test_unknown_backend_is_a_configuration_error():
     case = make_case(20, 64, 4, torch.float32, "ragged", seed=1)
-    with pytest.raises(ConfigError, match="unknown projection backend 'cuda'.*auto, triton, cpu, reference"):
+    with pytest.raises(ConfigError, match=r"unknown projection backend 'cuda'.*auto, triton, cpu, reference"):
         projection(*case.args, backend="cuda")
 
 

@@ -57,7 +57,7 @@ def test_an_incomplete_checkpoint_is_not_taken_for_a_provisioned_one(default_mod
 
 def test_model_path_must_be_a_checkpoint_directory(tmp_path: Path, clean_env):
     clean_env.setenv("SAEMON_MODEL__PATH", str(tmp_path))
-    with pytest.raises(ModelError, match="no config.json"):
+    with pytest.raises(ModelError, match=r"no config.json"):
         model.model_path(load_settings())
 
 

@@ -54,7 +54,7 @@ def test_calibration_flags_the_stated_fraction_of_controls(default_model, tmp_pa
     while allowed and scores[allowed - 1] == scores[allowed]:
         allowed -= 1
     assert allowed >= 3
-    calibrated, report = calibrate(model, tokenizer, pack, controls, fpr=0.05)
+    _, report = calibrate(model, tokenizer, pack, controls, fpr=0.05)
     assert report[0].controls == 100 and report[0].flagged == allowed
     reloaded = load_pack(tmp_path / "c.yaml")
     assert reloaded.spec.probes[0].target_fpr == 0.05

@@ -37,7 +37,7 @@ EXAMPLES = [
 
 
 def test_token_view_is_the_chat_template_up_to_the_generated_tokens(loaded):
-    model, tokenizer = loaded
+    _, tokenizer = loaded
     for example in EXAMPLES:
         view = token_view(tokenizer, example)
         full = tokenizer.apply_chat_template([m.model_dump() for m in example.messages], tokenize=False)
@@ -57,7 +57,7 @@ def test_residuals_are_hidden_states_after_the_layer_at_the_scored_positions(loa
         view = token_view(tokenizer, example)
         with torch.no_grad():
             hidden = model(torch.tensor([view.ids]), output_hidden_states=True).hidden_states[LAYER + 1][0]
-        response = [p for p in range(view.prompt_len, len(view.ids))]
+        response = list(range(view.prompt_len, len(view.ids)))
         prompt = [p for p in range(view.prompt_len) if view.ids[p] not in special]
         assert got[i].positions["response"].tolist() == response
         assert got[i].positions["prompt"].tolist() == prompt
@@ -98,7 +98,7 @@ def test_pack_scores_follow_the_sidecars_aggregation_and_firing_rule(loaded, tmp
     pack = save_pack(spec, directions, bias, tmp_path / "t.yaml")
     results = score_examples(model, tokenizer, pack, EXAMPLES)
     special = set(tokenizer.all_special_ids)
-    for example, result in zip(EXAMPLES, results):
+    for example, result in zip(EXAMPLES, results, strict=True):
         view = token_view(tokenizer, example)
         with torch.no_grad():
             hidden = model(torch.tensor([view.ids]), output_hidden_states=True).hidden_states[LAYER + 1][0].numpy()

@@ -398,15 +398,14 @@ def test_bad_files_are_refused_naming_the_file_the_field_and_the_fix(tmp_path):
     lama = tmp_path / "llama" / "checkpoints"
     lama.mkdir(parents=True)
     save_file(
-        {
-            k: v
-            for k, v in {
+        dict(
+            {
                 "encoder.weight": np.zeros((D_SAE, D_IN), np.float32),
                 "encoder.bias": np.zeros(D_SAE, np.float32),
                 "decoder.weight": np.zeros((D_IN, D_SAE), np.float32),
                 "decoder.bias": np.zeros(D_IN, np.float32),
             }.items()
-        },
+        ),
         str(lama / "final.safetensors"),
     )
     (lama.parent / "hyperparams.json").write_text(
@@ -416,7 +415,7 @@ def test_bad_files_are_refused_naming_the_file_the_field_and_the_fix(tmp_path):
         load_sae(lama.parent)
     broken = saelens_v6(tmp_path / "json", "standard", weights())
     (broken / "cfg.json").write_text("{not json")
-    with pytest.raises(SaeError, match="cfg.json: not valid JSON"):
+    with pytest.raises(SaeError, match=r"cfg.json: not valid JSON"):
         load_sae(broken)
 
 

@@ -121,7 +121,7 @@ def test_browse_shows_each_latents_strongest_tokens_with_their_context(tmp_path,
     values = [c.value for c in report.contexts]
     assert values == sorted(values, reverse=True) and report.max_value == values[0]
     # Each shown value is the latent's activation at that token, recomputed independently.
-    model, tokenizer, special = load_model(default_model)
+    model, tokenizer, _ = load_model(default_model)
     sequences = list(token_sequences(tokenizer, "eval", 600, 256))
     for context in report.contexts:
         x = layer_output(model, 14, torch.tensor([sequences[context.sequence]]))

@@ -219,7 +219,7 @@ def test_memory_is_bounded_by_the_caps(tmp_path, clock):
     for i in range(1_000):
         scorer.apply(batch([summary(f"r{i}", [0.1, 0], 0)]))
     assert len(scorer.table.active) == 100
-    assert list(scorer.table.active)[0] == "r900"  # least recently seen went first
+    assert next(iter(scorer.table.active)) == "r900"  # least recently seen went first
     assert len(scorer.table.finished) == 50
     assert sample(scorer, "saemon_requests_evicted_total", {"reason": "capacity"}) == 900
     clock.now += 61

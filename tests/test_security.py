@@ -167,10 +167,12 @@ def unauthenticated_call(kind: str, metadata: Sequence[tuple[str, str]]):
     metrics = SidecarMetrics(CollectorRegistry())
 
     async def scenario() -> tuple[grpc.StatusCode, str]:
-        async with serving(service, [BearerTokenInterceptor(TOKEN, metrics)]) as port:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                with pytest.raises(grpc.aio.AioRpcError) as raised:
-                    await call_kind(channel, kind, metadata, write=False)
+        async with (
+            serving(service, [BearerTokenInterceptor(TOKEN, metrics)]) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call_kind(channel, kind, metadata, write=False)
         return raised.value.code(), raised.value.details()
 
     code, details = run(scenario())
@@ -220,9 +222,11 @@ def test_the_right_token_reaches_the_service(kind: str) -> None:
     metrics = SidecarMetrics(CollectorRegistry())
 
     async def scenario() -> Any:
-        async with serving(service, [BearerTokenInterceptor(TOKEN, metrics)]) as port:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                return await call_kind(channel, kind, bearer(TOKEN))
+        async with (
+            serving(service, [BearerTokenInterceptor(TOKEN, metrics)]) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            return await call_kind(channel, kind, bearer(TOKEN))
 
     result = run(scenario())
     expected = {
@@ -239,9 +243,11 @@ def test_the_scheme_name_is_case_insensitive() -> None:
     service = RecordingService()
 
     async def scenario() -> Any:
-        async with serving(service, [BearerTokenInterceptor(TOKEN)]) as port:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                return await call_kind(channel, "unary", (("authorization", f"bearer {TOKEN}"),))
+        async with (
+            serving(service, [BearerTokenInterceptor(TOKEN)]) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            return await call_kind(channel, "unary", (("authorization", f"bearer {TOKEN}"),))
 
     assert len(run(scenario()).probes) == 1
 
@@ -251,10 +257,12 @@ def test_the_health_check_needs_no_token() -> None:
     metrics = SidecarMetrics(CollectorRegistry())
 
     async def scenario() -> Any:
-        async with serving(service, [BearerTokenInterceptor(TOKEN, metrics)]) as port:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                return await health.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE)
+        async with (
+            serving(service, [BearerTokenInterceptor(TOKEN, metrics)]) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            health = health_pb2_grpc.HealthStub(channel)
+            return await health.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE)
 
     assert run(scenario()).status == health_pb2.HealthCheckResponse.SERVING
     assert metrics.registry.get_sample_value("saemon_events_dropped_total", {"reason": "unauthenticated"}) == 0
@@ -262,7 +270,7 @@ def test_the_health_check_needs_no_token() -> None:
 
 @pytest.mark.parametrize("token", ["", " padded ", "line\n"])
 def test_an_empty_or_padded_token_is_a_config_error(token: str) -> None:
-    with pytest.raises(ConfigError, match="sidecar.auth_token_file"):
+    with pytest.raises(ConfigError, match=r"sidecar.auth_token_file"):
         BearerTokenInterceptor(token)
 
 
@@ -276,12 +284,14 @@ def _tls_call(
     service = RecordingService()
 
     async def scenario() -> Any:
-        async with serving(service, credentials=credentials) as port:
-            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials) as channel:
-                try:
-                    return await call_kind(channel, "unary")
-                except grpc.aio.AioRpcError as error:
-                    return error
+        async with (
+            serving(service, credentials=credentials) as port,
+            grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials) as channel,
+        ):
+            try:
+                return await call_kind(channel, "unary")
+            except grpc.aio.AioRpcError as error:
+                return error
 
     return run(scenario()), service
 
@@ -429,5 +439,5 @@ def test_secure_unix_socket_sets_the_mode_and_the_socket_still_serves(socket_dir
 
 
 def test_secure_unix_socket_on_a_missing_path_is_a_config_error(socket_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="sidecar.socket_mode"):
+    with pytest.raises(ConfigError, match=r"sidecar.socket_mode"):
         secure_unix_socket(socket_dir / "missing.sock", 0o600)

@@ -106,7 +106,7 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
         responses = list(pool.map(lambda s: stub(sidecar).Ingest(stream_requests(s, requests)), range(streams)))
     steps = [len(list(stream_requests(s, requests))) for s in range(streams)]
     assert sum(steps) > 2000
-    for response, sent in zip(responses, steps):
+    for response, sent in zip(responses, steps, strict=True):
         assert (response.batches_accepted, response.batches_rejected) == (sent, 0)
     wait_for(lambda: len(watcher.decisions) >= expected_decisions, timeout=20)
     watcher.stop()
@@ -322,7 +322,7 @@ def test_invalid_config_fails_at_start_naming_the_field(tmp_path, packs):
         process.start()
 
     bad = SidecarProcess(tmp_path, {"ingest_queue_size": 0}, name="bad")
-    with pytest.raises(SidecarProcessError, match="sidecar.ingest_queue_size"):
+    with pytest.raises(SidecarProcessError, match=r"sidecar.ingest_queue_size"):
         bad.start()
 
 

@@ -93,7 +93,7 @@ def test_bad_redis_settings_fail_the_start_naming_the_field(tmp_path, packs):
     for k, (redis, message) in enumerate(cases):
         with pytest.raises(SidecarProcessError, match=message):
             SidecarProcess(tmp_path / f"c{k}", base, name=f"c{k}", redis=redis).start()
-    with pytest.raises(ConfigError, match="redis.password_file"):
+    with pytest.raises(ConfigError, match=r"redis.password_file"):
         AuditStore(RedisSettings(url="redis://x", password_file=tmp_path / "none"), SidecarMetrics())
 
 

@@ -17,7 +17,7 @@ def test_default_redactor_masks_emails_and_long_numbers():
 
 def test_a_redactor_hook_is_imported_from_module_function():
     assert load_redactor("string:capwords")("a b") == "A B"
-    with pytest.raises(ConfigError, match="redis.token_redactor 'nope:fn': cannot import it"):
+    with pytest.raises(ConfigError, match=r"redis.token_redactor 'nope:fn': cannot import it"):
         load_redactor("nope:fn")
     with pytest.raises(ConfigError, match="not a callable"):
         load_redactor("string:digits")

@@ -81,7 +81,7 @@ def read_capture(directory: Path) -> dict[str, dict[int, np.ndarray]]:
             owners = json.loads(f.metadata()["requests"])
             positions = f.get_tensor("positions").tolist()
             layer = f.get_tensor(f"layer{LAYER}").numpy()
-        for owner, position, row in zip(owners, positions, layer):
+        for owner, position, row in zip(owners, positions, layer, strict=True):
             assert position not in rows[owner], f"{owner} position {position} scored twice ({file.name})"
             rows[owner][position] = row
     return rows
@@ -286,16 +286,16 @@ def test_the_shipped_pack_scores_live_traffic_as_probes_eval_does(default_model,
         process.stop()
     model, tokenizer, _ = load_model(default_model)
     examples = []
-    for conversation, output in zip(conversations, outputs):
+    for conversation, output in zip(conversations, outputs, strict=True):
         generated = list(output.outputs[0].token_ids)
         # every generated token but the last is fed back and scored (the last may be EOS)
         content = tokenizer.decode(generated[:-1])
-        turns = tuple(Message(**m) for m in conversation) + (Message(role="assistant", content=content),)
+        turns = (*tuple(Message(**m) for m in conversation), Message(role="assistant", content=content))
         example = Example(messages=turns, label=0, concept="deception", split="test")
         assert list(token_view(tokenizer, example).ids) == list(output.prompt_token_ids) + generated[:-1]
         examples.append(example)
     offline = score_examples(model, tokenizer, load_pack(shipped), examples)
-    for got, want in zip(live, offline):
+    for got, want in zip(live, offline, strict=True):
         assert set(got) == set(want)
         for name, result in want.items():
             assert got[name].tokens == result.tokens, name

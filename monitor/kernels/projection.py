@@ -341,14 +341,25 @@ def summarize_rows(
     num_rows = row_mask.shape[0]
     device = row_mask.device
     begin, end = (int(v) for v in _check_segment_values(seg_starts, num_rows)[[0, -1]])
-    best = torch.full((num_segments, num_features), -math.inf, device=device)
-    first = torch.full((num_segments, num_features), -1, dtype=torch.int64, device=device)
-    total = torch.zeros((num_segments, num_features), device=device)
-    above = torch.zeros((num_segments, num_features), dtype=torch.int32, device=device)
 
     rows = begin + torch.nonzero(row_mask[begin:end]).flatten()
     segments = torch.searchsorted(seg_starts.to(device=device, dtype=torch.int64), rows, right=True) - 1
     chunk = max(1, chunk_rows or CPU_CHUNK_ELEMENTS // max(num_features, 1))
+    if 1 < rows.numel() == num_segments <= chunk and bool((segments[1:] != segments[:-1]).all()):
+        # A decode step: every segment is one scored row, so its summaries are the row's
+        # scores (the reductions below would compute the same, in about ten more passes).
+        scores = scores_of(rows)
+        result = Summaries(
+            max=scores.clone(),
+            argmax=rows.int()[:, None].expand(-1, num_features).contiguous(),
+            sum=scores,
+            count=(scores > threshold).int(),
+        )
+        return result if out is None else _copy_into(out, result)
+    best = torch.full((num_segments, num_features), -math.inf, device=device)
+    first = torch.full((num_segments, num_features), -1, dtype=torch.int64, device=device)
+    total = torch.zeros((num_segments, num_features), device=device)
+    above = torch.zeros((num_segments, num_features), dtype=torch.int32, device=device)
     for at in range(0, rows.numel(), chunk):
         these = rows[at : at + chunk]
         seg = segments[at : at + chunk]

@@ -265,7 +265,7 @@ class Scorer:
         groups = pack.groups
         scored = dict.fromkeys(SCOPE_LABELS, 0)
         for row, (request_id, scope, tokens) in enumerate(
-            zip(columns.request_ids, columns.scopes.tolist(), columns.num_tokens.tolist())
+            zip(columns.request_ids, columns.scopes.tolist(), columns.num_tokens.tolist(), strict=True)
         ):
             state = self.table.touch(request_id, model, now)
             if state is None:
@@ -365,7 +365,7 @@ class Scorer:
                 self.metrics.requests_scored.labels(state.model_name).inc()
             for tracks in state.tracks.values():
                 if tracks.tokens:
-                    for probe, score in zip(tracks.group.probes, tracks.scores().tolist()):
+                    for probe, score in zip(tracks.group.probes, tracks.scores().tolist(), strict=True):
                         self.metrics.probe_score.labels(state.model_name, probe.name).observe(finite(score))
         self.table.finish(state, now)
         self._closed.append(state)

@@ -6,7 +6,8 @@ worker) before the model is built. It wraps ``Worker.load_model`` and
 saemon (``--additional-config '{"saemon": {"pack": ...}}'`` or a ``plugin.pack`` in the
 file named by ``SAEMON_CONFIG``). ``SAEMON_PLUGIN_DISABLE=1`` turns the plugin off entirely.
 On worker shutdown it flushes what is queued for the sidecar. Everything heavy lives in the modules beside this one: ``adapter`` (vLLM internals),
-``tap``, ``batch`` (row attribution), ``shipper``, ``worker`` (the per-worker monitor).
+``tap``, ``batch`` (row attribution), ``wire`` (a step as a StepBatch), ``client`` (the
+stream to the sidecar), ``worker`` (the per-worker monitor).
 """
 
 from __future__ import annotations

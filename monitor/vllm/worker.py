@@ -25,7 +25,8 @@ from monitor.errors import SaemonError
 from monitor.pack import ProbePack, load_pack
 from monitor.vllm import adapter
 from monitor.vllm.batch import Planner, StepPlan
-from monitor.vllm.shipper import Shipper, StepResult
+from monitor.vllm.client import SidecarClient
+from monitor.vllm.wire import StepResult, Stream
 from monitor.vllm.tap import Tap
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class WorkerMonitor:
         self.ships = False
         self.tap: Tap | None = None
         self.planner: Planner | None = None
-        self.shipper: Shipper | None = None
+        self.client: SidecarClient | None = None
         self._banks: list[tuple[int, Any, np.ndarray]] = []  # (layer, bank, pack columns)
         self._step = 0
         self._calls_seen = 0
@@ -78,16 +79,8 @@ class WorkerMonitor:
         self.ships = adapter.tensor_parallel_rank() == 0
         if self.ships:
             self.planner = Planner(self._special_token_ids() if self.settings.plugin.exclude_special_tokens else ())
-            plugin = self.settings.plugin
-            self.shipper = Shipper(
-                self._client(),
-                self.model_name,
-                self.pack.name,
-                self.pack.version,
-                plugin.queue_size,
-                plugin.ship_interval_seconds,
-            )
-            self.shipper.start()
+            self.client = self._client()
+            self.client.start()
             # vLLM calls Worker.shutdown on a clean stop; this covers an interpreter exit without it
             atexit.register(self.close)
         log.info(
@@ -100,16 +93,22 @@ class WorkerMonitor:
             "" if self.ships else " (this rank does not ship)",
         )
 
-    def _client(self):
-        from monitor.vllm.client import SidecarClient
-
+    def _client(self) -> SidecarClient:
         plugin = self.settings.plugin
         token = None
         if plugin.auth_token_file is not None:
             token = plugin.auth_token_file.read_text().strip()
         roots = plugin.tls_ca_file.read_bytes() if plugin.tls_ca_file is not None else None
         target = plugin.sidecar or self.settings.grpc_listen
-        return SidecarClient(target, queue_size=plugin.queue_size, token=token, root_certificates=roots)
+        stream = Stream(self.model_name, self.pack.name, self.pack.version)
+        return SidecarClient(
+            target,
+            encode=stream.encode,
+            interval_seconds=plugin.ship_interval_seconds,
+            queue_size=plugin.queue_size,
+            token=token,
+            root_certificates=roots,
+        )
 
     def _special_token_ids(self) -> set[int]:
         from transformers import AutoTokenizer
@@ -138,7 +137,7 @@ class WorkerMonitor:
             if plan is not None and any(s.num_tokens for s in plan.segments):
                 self._project_and_ship(plan, ends)
             elif ends:
-                self.shipper.ship(
+                self.client.submit(
                     StepResult(
                         self._step,
                         time.time_ns(),
@@ -152,8 +151,8 @@ class WorkerMonitor:
                 )
         except Exception:
             self._failed_steps += 1
-            if self.shipper is not None:
-                self.shipper.client.count_dropped()  # reaches saemon_events_dropped_total
+            if self.client is not None:
+                self.client.count_dropped()  # reaches saemon_events_dropped_total
             if self._failed_steps == 1:  # log once with the traceback, count every time
                 log.exception(
                     "saemon: monitoring step %d failed; its scores are dropped, inference goes on", self._step
@@ -173,7 +172,7 @@ class WorkerMonitor:
     def _project_and_ship(self, plan: StepPlan, ends: list) -> None:
         from monitor.kernels import projection
 
-        assert self.tap is not None and self.shipper is not None
+        assert self.tap is not None and self.client is not None
         total = int(plan.seg_starts[-1])
         seg_starts = torch.from_numpy(plan.seg_starts)
         row_mask = torch.from_numpy(plan.row_mask)
@@ -183,7 +182,7 @@ class WorkerMonitor:
             parts.append((columns, projection(x, bank, seg_starts.to(x.device), row_mask.to(x.device))))
         if self.settings.plugin.capture_dir is not None:
             self._capture(plan, total)
-        self.shipper.ship(
+        self.client.submit(
             StepResult(
                 step=self._step,
                 produced_unix_nanos=time.time_ns(),
@@ -205,7 +204,7 @@ class WorkerMonitor:
         directory.mkdir(parents=True, exist_ok=True)
         mask = torch.from_numpy(plan.row_mask[:total])
         owners, scopes = [], []
-        for segment, lo, hi in zip(plan.segments, plan.seg_starts[:-1], plan.seg_starts[1:]):
+        for segment, lo, hi in zip(plan.segments, plan.seg_starts[:-1], plan.seg_starts[1:], strict=True):
             owners += [segment.request_id] * int(hi - lo)
             scopes += [segment.scope] * int(hi - lo)
         keep = plan.row_mask[:total]
@@ -214,9 +213,9 @@ class WorkerMonitor:
             for layer in self.tap.layers
         }
         tensors["positions"] = torch.from_numpy(plan.positions[:total][keep].astype(np.int64))
-        tensors["scopes"] = torch.tensor([s for s, k in zip(scopes, keep) if k], dtype=torch.int64)
+        tensors["scopes"] = torch.tensor([s for s, k in zip(scopes, keep, strict=True) if k], dtype=torch.int64)
         metadata = {
-            "requests": json.dumps([o for o, k in zip(owners, keep) if k]),
+            "requests": json.dumps([o for o, k in zip(owners, keep, strict=True) if k]),
             "step": str(self._step),
             "rows": str(total),  # rows the tap saw, duplicates and special tokens included
         }
@@ -224,6 +223,6 @@ class WorkerMonitor:
 
     def close(self) -> None:
         """Flush what is queued for the sidecar (a few seconds at most); idempotent."""
-        shipper, self.shipper = self.shipper, None
-        if shipper is not None:
-            shipper.close()
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
