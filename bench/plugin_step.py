@@ -56,7 +56,9 @@ def _process_cpu(pid: int) -> float:
 
 
 def _classify(name: str) -> str:
-    if name.startswith("saemon"):
+    # gRPC runs the client's request generator (which builds the messages) on a Python
+    # thread of its own: that is saemon's shipping thread.
+    if name.startswith("saemon") or "consume_request_iterator" in name:
         return "saemon threads"
     if name.startswith(("grpc", "default-execut", "resolver-execu", "timer_manager", "global-executo")):
         return "grpc C threads"

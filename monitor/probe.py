@@ -56,10 +56,14 @@ import numpy as np
 from monitor.pack import ProbePack, ProbeSpec
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 
-SCOPES = {"prompt": pb.TOKEN_SCOPE_PROMPT, "response": pb.TOKEN_SCOPE_RESPONSE}
-SCOPE_LABELS = {pb.TOKEN_SCOPE_PROMPT: "prompt", pb.TOKEN_SCOPE_RESPONSE: "response"}
-SEVERITIES = {"info": pb.SEVERITY_INFO, "warning": pb.SEVERITY_WARNING, "critical": pb.SEVERITY_CRITICAL}
-ACTIONS = {"alert": pb.ACTION_ALERT, "record": pb.ACTION_RECORD}
+SCOPES: dict[str, pb.TokenScope] = {"prompt": pb.TOKEN_SCOPE_PROMPT, "response": pb.TOKEN_SCOPE_RESPONSE}
+SCOPE_LABELS: dict[int, str] = {pb.TOKEN_SCOPE_PROMPT: "prompt", pb.TOKEN_SCOPE_RESPONSE: "response"}
+SEVERITIES: dict[str, pb.Severity] = {
+    "info": pb.SEVERITY_INFO,
+    "warning": pb.SEVERITY_WARNING,
+    "critical": pb.SEVERITY_CRITICAL,
+}
+ACTIONS: dict[str, pb.Action] = {"alert": pb.ACTION_ALERT, "record": pb.ACTION_RECORD}
 FIRED = pb.DECISION_KIND_FIRED
 RESOLVED = pb.DECISION_KIND_RESOLVED
 #: Strongest tokens kept per probe and request for the report (the forensic pointers).
@@ -79,11 +83,11 @@ class Step:
 
 
 class Transition(NamedTuple):
-    """A probe changed state: ``index`` into its group, ``kind`` FIRED or RESOLVED, and for a
-    firing whether it is the first on this request (what counts a request as flagged)."""
+    """A probe changed state: ``probe`` (its index in the group), ``kind`` FIRED or RESOLVED,
+    and for a firing whether it is the first on this request (what counts a request as flagged)."""
 
-    index: int
-    kind: int
+    probe: int
+    kind: pb.DecisionKind
     first: bool = False
 
 
@@ -98,9 +102,9 @@ class CompiledProbe:
     feature_names: tuple[str, ...]
     feature_layers: tuple[int, ...]
     feature_thresholds: tuple[float, ...]
-    scope: int
-    severity: int
-    action: int
+    scope: pb.TokenScope
+    severity: pb.Severity
+    action: pb.Action
 
     @property
     def name(self) -> str:
@@ -201,7 +205,7 @@ class ProbeTracks:
         ema = group.by_kind.get("ema")
         self.ema = None if ema is None else np.zeros((len(ema), features))
         windows = group.windows
-        self.window = [deque() for _ in windows] if windows else None
+        self.window: list[deque[tuple[int, np.ndarray]]] | None = [deque() for _ in windows] if windows else None
         self.window_sum = np.zeros((len(windows), features), dtype=np.int64) if windows else None
         self.firing = np.zeros(count, dtype=bool)
         self.fired = np.zeros(count, dtype=bool)
@@ -226,22 +230,24 @@ class ProbeTracks:
             np.copyto(self.peak, step.max, where=better)
             np.copyto(self.peak_position, step.argmax, where=better)
         self.total += step.sum
-        if self.ema is not None:
+        ema, keep = self.ema, group.ema_keep
+        if ema is not None and keep is not None:
             mean = step.sum / n
             if first:
-                self.ema[:] = mean
+                ema[:] = mean
             else:
-                decay = group.ema_keep**n
-                self.ema *= decay
-                self.ema += mean * (1.0 - decay)
-        if self.window is not None:
+                decay = keep**n
+                ema *= decay
+                ema += mean * (1.0 - decay)
+        window, window_sum = self.window, self.window_sum
+        if window is not None and window_sum is not None:
             last = step.first_position + n - 1
-            for i, (entries, length) in enumerate(zip(self.window, group.windows, strict=True)):
+            for i, (entries, length) in enumerate(zip(window, group.windows, strict=True)):
                 entries.append((last, step.count))
-                self.window_sum[i] += step.count
+                window_sum[i] += step.count
                 horizon = last - length
                 while entries and entries[0][0] <= horizon:
-                    self.window_sum[i] -= entries.popleft()[1]
+                    window_sum[i] -= entries.popleft()[1]
         self._push_top(step)
         self._fresh = False
         if not group.any_running:

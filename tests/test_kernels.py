@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from monitor.errors import ConfigError, DependencyError, SaemonError
-from monitor.kernels import FeatureBank, Summaries, projection
+from monitor.kernels import FeatureBank, LayerBanks, Summaries, project_layers, projection
 from monitor.kernels.projection import (
     JUMPRELU,
     RELU,
@@ -554,3 +554,35 @@ def test_auto_uses_triton_on_cuda_and_falls_back_once_without_it(monkeypatch, ca
     assert_summaries_match(result, projection_ref(*case.args), case)
     with pytest.raises(SaemonError, match="triton"):
         projection(*case.args, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["decode", "prefill", "mixed", "ragged"])
+def test_several_layers_at_once_match_the_reference_per_layer_in_pack_order(layout, dtype):
+    """project_layers (the CPU path fuses the layers into one batched matmul) gives each
+    layer's projection_ref summaries, at that layer's columns of an interleaved pack order."""
+    widths = (3, 16, 1)
+    cases = [make_case(300, 64, f, dtype, layout, seed=5) for f in widths]
+    order = np.random.default_rng(3).permutation(sum(widths))
+    columns = np.split(order, np.cumsum(widths)[:-1])
+    banks = LayerBanks.stack(
+        [(layer, case.bank, cols) for layer, case, cols in zip((4, 9, 20), cases, columns, strict=True)]
+    )
+    xs = torch.stack([case.x for case in cases])
+    for backend in ("cpu", "reference"):
+        got = project_layers(xs, banks, cases[0].seg_starts, cases[0].row_mask, backend=backend)
+        for case, cols in zip(cases, columns, strict=True):
+            index = torch.from_numpy(cols)
+            part = Summaries(got.max[:, index], got.argmax[:, index], got.sum[:, index], got.count[:, index])
+            assert_summaries_match(part, projection_ref(*case.args), case)
+
+
+def test_stacked_banks_must_cover_the_pack_columns_once_and_read_one_width():
+    one = make_case(8, 16, 2, torch.float32, "decode", seed=1).bank
+    with pytest.raises(ValueError, match="cover the output features"):
+        LayerBanks.stack([(1, one, np.array([0, 2]))])
+    with pytest.raises(ValueError, match="one bank per layer"):
+        LayerBanks.stack([(1, one, np.array([0, 1])), (1, one, np.array([2, 3]))])
+    other = make_case(8, 32, 2, torch.float32, "decode", seed=1).bank
+    with pytest.raises(ValueError, match="one model, one width"):
+        LayerBanks.stack([(1, one, np.array([0, 1])), (2, other, np.array([2, 3]))])

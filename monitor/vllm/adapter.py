@@ -15,18 +15,19 @@ from __future__ import annotations
 import functools
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from monitor.errors import SaemonError
-from monitor.vllm.batch import RequestInfo, StepLayout
+from monitor.vllm.batch import StepLayout
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_VERSIONS = ("0.32.", "0.33.")
 _PATCHED = "_saemon_patched"
+_REQUEST_VIEWS = "_saemon_request_views"
 
 
 class UnsupportedVllm(SaemonError):
@@ -175,6 +176,63 @@ def install_tap(model: Any, layers: tuple[int, ...], capture: Callable[[list], N
     model.forward = types.MethodType(forward, model)
 
 
+class _LiveRequest:
+    """The planner's view of one entry of ``runner.requests`` (a CachedRequestState), read
+    live: the runner appends to ``output_token_ids`` and replaces it on resumption."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.state.prompt_token_ids or ())
+
+    @property
+    def max_tokens(self) -> int | None:
+        return getattr(getattr(self.state, "sampling_params", None), "max_tokens", None)
+
+    @property
+    def prompt_token_ids(self) -> Sequence[int]:
+        return self.state.prompt_token_ids or ()
+
+    @property
+    def output_token_ids(self) -> Sequence[int]:
+        return self.state.output_token_ids
+
+
+class _RunnerRequests(Mapping[str, _LiveRequest]):
+    """``runner.requests`` as the planner reads it, one view per state object (made once)."""
+
+    def __init__(self, states: dict[str, Any]) -> None:
+        self.states = states
+        self.views: dict[str, _LiveRequest] = {}
+
+    def __getitem__(self, worker_id: str) -> _LiveRequest:
+        state = self.states[worker_id]
+        view = self.views.get(worker_id)
+        if view is None or view.state is not state:
+            if len(self.views) > 4 * len(self.states) + 64:  # forget finished requests
+                self.views = {k: v for k, v in self.views.items() if k in self.states}
+            view = self.views[worker_id] = _LiveRequest(state)
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.states)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+
+def _requests_of(runner: Any) -> _RunnerRequests:
+    views = getattr(runner, _REQUEST_VIEWS, None)
+    if views is None or views.states is not runner.requests:
+        views = _RunnerRequests(runner.requests)
+        setattr(runner, _REQUEST_VIEWS, views)
+    return views
+
+
 def read_layout(runner: Any, num_tokens: int) -> StepLayout:
     """This step's rows, from either model-runner layout."""
     state = getattr(runner, "execute_model_state", None)
@@ -197,19 +255,7 @@ def read_layout(runner: Any, num_tokens: int) -> StepLayout:
         positions = _v1_positions(runner, input_batch, qsl, num_tokens)
     if positions is None:
         raise UnsupportedVllm(f"vLLM {vllm_version()}: cannot find the positions of this step's rows.")
-    requests = {}
-    for worker_id in req_ids:
-        state = runner.requests.get(worker_id)
-        if state is None:
-            continue
-        params = getattr(state, "sampling_params", None)
-        requests[worker_id] = RequestInfo(
-            prompt_len=len(state.prompt_token_ids or ()),
-            max_tokens=getattr(params, "max_tokens", None),
-            prompt_token_ids=state.prompt_token_ids or (),
-            output_token_ids=state.output_token_ids,
-        )
-    return StepLayout(req_ids, qsl, positions, requests)
+    return StepLayout(req_ids, qsl, positions, _requests_of(runner))
 
 
 def _v1_positions(runner: Any, input_batch: Any, qsl: np.ndarray, num_tokens: int) -> np.ndarray:

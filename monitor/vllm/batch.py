@@ -19,8 +19,9 @@ masked rows stay inside their segment with ``row_mask`` False, so segments tile 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -33,9 +34,22 @@ def external_id(worker_request_id: str) -> str:
     return head if sep else worker_request_id
 
 
+class RequestView(Protocol):
+    """What the planner reads of a request (the adapter gives a live view of the runner's state)."""
+
+    @property
+    def prompt_len(self) -> int: ...
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def prompt_token_ids(self) -> Sequence[int]: ...
+    @property
+    def output_token_ids(self) -> Sequence[int]: ...
+
+
 @dataclass(frozen=True)
 class RequestInfo:
-    """What the planner needs to know about a request, from the runner's request state."""
+    """A request's facts as plain values (tests, and any layout reader without live state)."""
 
     prompt_len: int
     max_tokens: int | None
@@ -50,11 +64,10 @@ class StepLayout:
     req_ids: Sequence[str]  # worker request ids, in row order
     query_start_loc: np.ndarray  # int, [R + 1]
     positions: np.ndarray  # int, [T] absolute position of each row (T >= qsl[-1])
-    requests: dict[str, RequestInfo]  # by worker request id
+    requests: Mapping[str, RequestView]  # by worker request id
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):  # a tuple: built once per request per step, on the engine thread
     request_id: str  # external id
     scope: int  # pb.TOKEN_SCOPE_*
     first_position: int  # position of the first scored row
@@ -69,11 +82,13 @@ class StepPlan:
     positions: np.ndarray  # int64 [T], to map a row index back to a position
 
 
-@dataclass
 class _Track:
-    external: str
-    next_position: int = 0  # every position below this one was scored (or skipped) once
-    info: RequestInfo | None = None
+    __slots__ = ("external", "info", "next_position")
+
+    def __init__(self, external: str) -> None:
+        self.external = external
+        self.next_position = 0  # every position below this one was scored (or skipped) once
+        self.info: RequestView | None = None
 
 
 class Planner:
@@ -126,7 +141,7 @@ class Planner:
     def _plan_one(
         self,
         track: _Track,
-        info: RequestInfo | None,
+        info: RequestView | None,
         prompt_len: int,
         position: int,
         row: int,
@@ -151,7 +166,7 @@ class Planner:
         track.next_position = max(track.next_position, position + 1)
 
     @staticmethod
-    def _token_ids(info: RequestInfo, rows: np.ndarray) -> np.ndarray:
+    def _token_ids(info: RequestView, rows: np.ndarray) -> np.ndarray:
         """The token id at each absolute position (-1 where the runner has not recorded it)."""
         ids = np.full(rows.shape, -1, dtype=np.int64)
         prompt = rows < info.prompt_len

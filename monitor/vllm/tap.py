@@ -22,9 +22,10 @@ class Tap:
         device: torch.device,
     ) -> None:
         self.layers = tuple(sorted(set(layers)))
-        self.buffers = {
-            layer: torch.zeros(max_tokens, hidden_size, dtype=dtype, device=device) for layer in self.layers
-        }
+        #: [layers, max_tokens, hidden]: every tapped layer in one tensor, so a step's rows of
+        #: all layers are one view (the projection reads them with one batched matmul).
+        self.stacked = torch.zeros(len(self.layers), max_tokens, hidden_size, dtype=dtype, device=device)
+        self.buffers = {layer: self.stacked[i] for i, layer in enumerate(self.layers)}
         self.calls = 0
         self.rows = 0
 
@@ -43,3 +44,7 @@ class Tap:
 
     def rows_of(self, layer: int, count: int) -> torch.Tensor:
         return self.buffers[layer][:count]
+
+    def all_rows(self, count: int) -> torch.Tensor:
+        """[layers, count, hidden]: the first ``count`` rows of every tapped layer (a view)."""
+        return self.stacked[:, :count]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.kernels import Summaries
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.vllm.batch import Segment
 
@@ -28,8 +29,7 @@ class StepResult:
     segments: list[Segment]  # every segment of the plan, in order
     keep: list[int]  # the segments with scored tokens, the only ones shipped
     positions: np.ndarray  # int64 [T]: row index -> absolute position
-    parts: list[tuple[np.ndarray, Any]]  # (pack columns, Summaries [S, F_layer]) per tapped layer
-    features: int
+    summaries: Summaries | None  # [S, F] in pack order (None when only requests ended)
     ends: list[pb.RequestEnd]
 
 
@@ -55,22 +55,19 @@ def encode(result: StepResult, stream: Stream) -> pb.StepBatch:
         produced_unix_nanos=result.produced_unix_nanos,
         ends=result.ends,
     )
-    if not result.keep:
+    summaries = result.summaries
+    if not result.keep or summaries is None:
         return batch
-    s, f = len(result.segments), result.features
-    maxima = np.empty((s, f), dtype="<f4")
-    argmax = np.empty((s, f), dtype="<i8")
-    sums = np.empty((s, f), dtype="<f4")
-    counts = np.empty((s, f), dtype="<u4")
-    for columns, summaries in result.parts:
-        rows = summaries.argmax.cpu().numpy()
-        maxima[:, columns] = summaries.max.cpu().numpy()
-        argmax[:, columns] = np.where(rows >= 0, result.positions[np.clip(rows, 0, None)], -1)
-        sums[:, columns] = summaries.sum.cpu().numpy()
-        counts[:, columns] = summaries.count.cpu().numpy()
     keep = result.keep
-    if len(keep) != s:
-        maxima, argmax, sums, counts = maxima[keep], argmax[keep], sums[keep], counts[keep]
+    everything = len(keep) == len(result.segments)
+
+    def host(tensor: Any, dtype: str) -> np.ndarray:
+        array = tensor.cpu().numpy()
+        return (array if everything else array[keep]).astype(dtype, copy=False)
+
+    rows = host(summaries.argmax, "<i8")
+    argmax = np.where(rows >= 0, result.positions[np.clip(rows, 0, None)], -1).astype("<i8", copy=False)
+    maxima, sums, counts = host(summaries.max, "<f4"), host(summaries.sum, "<f4"), host(summaries.count, "<u4")
     segments = [result.segments[i] for i in keep]
     columns = batch.columns
     columns.request_id.extend([segment.request_id for segment in segments])

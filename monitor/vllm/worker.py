@@ -22,12 +22,13 @@ import torch
 
 from monitor.config import Settings, flatten, load_settings
 from monitor.errors import SaemonError
+from monitor.kernels import LayerBanks, project_layers
 from monitor.pack import ProbePack, load_pack
 from monitor.vllm import adapter
 from monitor.vllm.batch import Planner, StepPlan
 from monitor.vllm.client import SidecarClient
-from monitor.vllm.wire import StepResult, Stream
 from monitor.vllm.tap import Tap
+from monitor.vllm.wire import StepResult, Stream
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,15 @@ class WorkerMonitor:
         self.worker = worker
         self.settings = settings
         self.vllm_config = worker.vllm_config
+        if settings.plugin.pack is None:
+            raise SaemonError("saemon: plugin.pack is not set; the worker monitor needs a probe pack")
         self.pack: ProbePack = load_pack(settings.plugin.pack)
         self.model_name = settings.plugin.model_name or adapter.served_model_name(self.vllm_config)
         self.ships = False
         self.tap: Tap | None = None
         self.planner: Planner | None = None
         self.client: SidecarClient | None = None
-        self._banks: list[tuple[int, Any, np.ndarray]] = []  # (layer, bank, pack columns)
+        self._banks: LayerBanks | None = None
         self._step = 0
         self._calls_seen = 0
         self._check_calls = True
@@ -71,7 +74,11 @@ class WorkerMonitor:
         max_tokens = int(getattr(runner, "max_num_tokens", self.vllm_config.scheduler_config.max_num_batched_tokens))
         self.tap = Tap(pack_layers, max_tokens, hidden, dtype, device)
         adapter.install_tap(model, pack_layers, self.tap.capture)
-        self._banks = self.pack.feature_banks(device=device, dtype=dtype)
+        self._banks = LayerBanks.stack(self.pack.feature_banks(device=device, dtype=dtype))
+        if self._banks.layers != self.tap.layers:
+            raise SaemonError(
+                f"saemon: the pack's banks are for layers {self._banks.layers}, the tap has {self.tap.layers}"
+            )
         # With full CUDA graphs the top-level forward is replayed without Python: the tap still
         # writes (the copy is in the graph) but cannot count its calls.
         mode = getattr(self.vllm_config.compilation_config, "cudagraph_mode", None)
@@ -123,32 +130,22 @@ class WorkerMonitor:
         num_tokens = int(scheduler_output.total_num_scheduled_tokens)
         if num_tokens > 0:
             self._verify_tap()
-        if not self.ships:
+        planner, client = self.planner, self.client
+        if not self.ships or planner is None or client is None:
             return
         try:
             self._step += 1
             plan = None
             if num_tokens > 0:
                 layout = adapter.read_layout(self.worker.model_runner, num_tokens)
-                plan = self.planner.plan(layout)
-            ends = self.planner.finish(
+                plan = planner.plan(layout)
+            ends = planner.finish(
                 getattr(scheduler_output, "finished_req_ids", ()) or (), token_ids=self.settings.plugin.send_token_ids
             )
             if plan is not None and any(s.num_tokens for s in plan.segments):
                 self._project_and_ship(plan, ends)
             elif ends:
-                self.client.submit(
-                    StepResult(
-                        self._step,
-                        time.time_ns(),
-                        [],
-                        [],
-                        np.zeros(0, np.int64),
-                        [],
-                        len(self.pack.spec.features),
-                        ends,
-                    )
-                )
+                client.submit(StepResult(self._step, time.time_ns(), [], [], np.zeros(0, np.int64), None, ends))
         except Exception:
             self._failed_steps += 1
             if self.client is not None:
@@ -170,16 +167,12 @@ class WorkerMonitor:
         self._calls_seen = self.tap.calls
 
     def _project_and_ship(self, plan: StepPlan, ends: list) -> None:
-        from monitor.kernels import projection
-
-        assert self.tap is not None and self.client is not None
+        assert self.tap is not None and self.client is not None and self._banks is not None
         total = int(plan.seg_starts[-1])
-        seg_starts = torch.from_numpy(plan.seg_starts)
-        row_mask = torch.from_numpy(plan.row_mask)
-        parts = []
-        for layer, bank, columns in self._banks:
-            x = self.tap.rows_of(layer, total)
-            parts.append((columns, projection(x, bank, seg_starts.to(x.device), row_mask.to(x.device))))
+        xs = self.tap.all_rows(total)
+        seg_starts = torch.from_numpy(plan.seg_starts).to(xs.device)
+        row_mask = torch.from_numpy(plan.row_mask).to(xs.device)
+        summaries = project_layers(xs, self._banks, seg_starts, row_mask)
         if self.settings.plugin.capture_dir is not None:
             self._capture(plan, total)
         self.client.submit(
@@ -189,8 +182,7 @@ class WorkerMonitor:
                 segments=plan.segments,
                 keep=[i for i, segment in enumerate(plan.segments) if segment.num_tokens],
                 positions=plan.positions,
-                parts=parts,
-                features=len(self.pack.spec.features),
+                summaries=summaries,
                 ends=ends,
             )
         )
@@ -199,7 +191,7 @@ class WorkerMonitor:
         """Debugging and forensics: the scored rows of this step, with their attribution."""
         from safetensors.torch import save_file
 
-        assert self.tap is not None
+        assert self.tap is not None and self.settings.plugin.capture_dir is not None
         directory = Path(self.settings.plugin.capture_dir)
         directory.mkdir(parents=True, exist_ok=True)
         mask = torch.from_numpy(plan.row_mask[:total])
