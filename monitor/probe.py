@@ -44,7 +44,6 @@ whatever the number of features and probes.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -175,175 +174,316 @@ class ProbeGroup:
         return len(self.probes)
 
 
-class ProbeTracks:
-    """All of one :class:`ProbeGroup`'s probes on one request: aggregates, scores, firing state."""
+class TrackTable:
+    """One :class:`ProbeGroup`'s state on many requests: a row per request, in arrays.
 
-    __slots__ = (
-        "_fresh",
-        "_score",
-        "best",
-        "ema",
-        "fired",
-        "firing",
-        "group",
-        "peak",
-        "peak_position",
-        "tokens",
-        "top",
-        "total",
-        "window",
-        "window_sum",
-    )
+    The sidecar keeps one table per pack and scope and folds a whole step batch with a fixed
+    handful of array operations (:meth:`observe`), whatever the number of requests,
+    features and probes; a :class:`ProbeTracks` is a handle on one row. Rows are reused once
+    released (a finished request's handle is detached first, see :meth:`ProbeTracks.detach`).
+    """
 
-    def __init__(self, group: ProbeGroup) -> None:
+    # One row per request (allocated in _allocate, grown by doubling):
+    tokens: np.ndarray  # int64 [N]
+    peak: np.ndarray  # [N, F]
+    peak_position: np.ndarray  # int64 [N, F]
+    total: np.ndarray  # [N, F]
+    firing: np.ndarray  # bool [N, P]
+    fired: np.ndarray  # bool [N, P]
+    best: np.ndarray  # [N, P]
+    top_value: np.ndarray  # [N, P, TOP_TOKENS]
+    top_position: np.ndarray  # int64 [N, P, TOP_TOKENS]
+    top_feature: np.ndarray  # int64 [N, P, TOP_TOKENS]
+    ema: np.ndarray  # [N, ema probes, F]
+    window_sum: np.ndarray  # int64 [N, window probes, F]
+    windows: list[list[deque[tuple[int, np.ndarray]]]]  # per row, per window probe
+
+    def __init__(self, group: ProbeGroup, capacity: int = 8) -> None:
         self.group = group
-        count, features = len(group), group.num_features
-        self.tokens = 0
-        self.peak = np.full(features, -np.inf)
-        self.peak_position = np.full(features, -1, dtype=np.int64)
-        self.total = np.zeros(features)
-        ema = group.by_kind.get("ema")
-        self.ema = None if ema is None else np.zeros((len(ema), features))
-        windows = group.windows
-        self.window: list[deque[tuple[int, np.ndarray]]] | None = [deque() for _ in windows] if windows else None
-        self.window_sum = np.zeros((len(windows), features), dtype=np.int64) if windows else None
-        self.firing = np.zeros(count, dtype=bool)
-        self.fired = np.zeros(count, dtype=bool)
-        #: The highest score once min_tokens were in scope (running probes' judged score).
-        self.best = np.full(count, -np.inf)
-        #: Per probe a min-heap of (value, position, feature index): the strongest step
-        #: maxima. A decode step is one token, so these are exact token peaks.
-        self.top: list[list[tuple[float, int, int]]] = [[] for _ in range(count)]
-        self._score = np.full(count, -np.inf)
-        self._fresh = True
+        self._free: list[int] = []
+        self._used = 0
+        self._allocate(max(1, capacity))
+
+    def _allocate(self, capacity: int) -> None:
+        group = self.group
+        probes, features, top = len(group), group.num_features, TOP_TOKENS
+        fresh = {
+            "tokens": np.zeros(capacity, dtype=np.int64),
+            "peak": np.full((capacity, features), -np.inf),
+            "peak_position": np.full((capacity, features), -1, dtype=np.int64),
+            "total": np.zeros((capacity, features)),
+            "firing": np.zeros((capacity, probes), dtype=bool),
+            "fired": np.zeros((capacity, probes), dtype=bool),
+            #: The highest score once min_tokens were in scope (running probes' judged score).
+            "best": np.full((capacity, probes), -np.inf),
+            #: Per probe the strongest step maxima (value, position, feature): a decode step
+            #: is one token, so these are exact token peaks.
+            "top_value": np.full((capacity, probes, top), -np.inf),
+            "top_position": np.full((capacity, probes, top), -1, dtype=np.int64),
+            "top_feature": np.full((capacity, probes, top), -1, dtype=np.int64),
+            "ema": np.zeros((capacity, len(group.by_kind.get("ema", ())), features)),
+            "window_sum": np.zeros((capacity, len(group.windows), features), dtype=np.int64),
+        }
+        old = getattr(self, "tokens", None)
+        for name, array in fresh.items():
+            if old is not None:
+                array[: len(old)] = getattr(self, name)
+            setattr(self, name, array)
+        windows: list[list[deque[tuple[int, np.ndarray]]]] = [[deque() for _ in group.windows] for _ in range(capacity)]
+        if old is not None:
+            windows[: len(old)] = self.windows
+        self.windows = windows
+        self.capacity = capacity
+
+    def new_row(self) -> int:
+        """A row in its initial state (no token seen)."""
+        if self._free:
+            return self._free.pop()
+        if self._used == self.capacity:
+            self._allocate(2 * self.capacity)
+        self._used += 1
+        return self._used - 1
+
+    def release(self, row: int) -> None:
+        """Forget a row's state; the row is reused."""
+        self.tokens[row] = 0
+        self.peak[row] = -np.inf
+        self.peak_position[row] = -1
+        self.total[row] = 0.0
+        self.firing[row] = False
+        self.fired[row] = False
+        self.best[row] = -np.inf
+        self.top_value[row] = -np.inf
+        self.top_position[row] = -1
+        self.top_feature[row] = -1
+        self.ema[row] = 0.0
+        self.window_sum[row] = 0
+        for entries in self.windows[row]:
+            entries.clear()
+        self._free.append(row)
 
     # -- folding -------------------------------------------------------------------------
 
-    def observe(self, step: Step) -> list[Transition]:
-        """Fold one step in; the transitions the rule calls for, if any."""
+    def observe(
+        self,
+        rows: np.ndarray,
+        first_positions: np.ndarray,
+        num_tokens: np.ndarray,
+        maxima: np.ndarray,
+        argmax: np.ndarray,
+        sums: np.ndarray,
+        counts: np.ndarray,
+    ) -> list[tuple[int, Transition]]:
+        """Fold one step's summaries of several requests (``rows``, one summary each) in;
+        the transitions the rule calls for, as (index into ``rows``, transition)."""
+        if len(rows) > 1 and len(np.unique(rows)) != len(rows):
+            # The same request twice in one batch: fold its summaries one after the other.
+            result = []
+            for i in range(len(rows)):
+                pick = slice(i, i + 1)
+                for _, transition in self.observe(
+                    rows[pick],
+                    first_positions[pick],
+                    num_tokens[pick],
+                    maxima[pick],
+                    argmax[pick],
+                    sums[pick],
+                    counts[pick],
+                ):
+                    result.append((i, transition))
+            return result
         group = self.group
-        n = step.num_tokens
-        first = self.tokens == 0
-        self.tokens += n
-        better = step.max > self.peak
-        if better.any():
-            np.copyto(self.peak, step.max, where=better)
-            np.copyto(self.peak_position, step.argmax, where=better)
-        self.total += step.sum
-        ema, keep = self.ema, group.ema_keep
-        if ema is not None and keep is not None:
-            mean = step.sum / n
-            if first:
-                ema[:] = mean
-            else:
-                decay = keep**n
-                ema *= decay
-                ema += mean * (1.0 - decay)
-        window, window_sum = self.window, self.window_sum
-        if window is not None and window_sum is not None:
-            last = step.first_position + n - 1
-            for i, (entries, length) in enumerate(zip(window, group.windows, strict=True)):
-                entries.append((last, step.count))
-                window_sum[i] += step.count
-                horizon = last - length
-                while entries and entries[0][0] <= horizon:
-                    window_sum[i] -= entries.popleft()[1]
-        self._push_top(step)
-        self._fresh = False
+        n = num_tokens.astype(np.int64)
+        before = self.tokens[rows]
+        self.tokens[rows] = before + n
+        peak = self.peak[rows]
+        better = maxima > peak
+        self.peak[rows] = np.where(better, maxima, peak)
+        self.peak_position[rows] = np.where(better, argmax, self.peak_position[rows])
+        self.total[rows] += sums
+        if group.ema_keep is not None:
+            mean = (sums / n[:, None])[:, None, :]
+            decay = group.ema_keep[None, :, :] ** n[:, None, None]
+            folded = self.ema[rows] * decay + mean * (1.0 - decay)
+            self.ema[rows] = np.where((before == 0)[:, None, None], mean, folded)
+        if group.windows:
+            last = first_positions + n - 1
+            for i, row in enumerate(rows.tolist()):
+                for w, (entries, length) in enumerate(zip(self.windows[row], group.windows, strict=True)):
+                    entries.append((int(last[i]), counts[i]))
+                    self.window_sum[row, w] += counts[i]
+                    horizon = int(last[i]) - length
+                    while entries and entries[0][0] <= horizon:
+                        self.window_sum[row, w] -= entries.popleft()[1]
+        self._push_top(rows, maxima, argmax)
         if not group.any_running:
             return []
-        return self._judge_running()
+        return self._judge_running(rows)
 
-    def _push_top(self, step: Step) -> None:
-        values = np.where(self.group.mask, self.group.top_scale * step.max, -np.inf)
-        features = values.argmax(axis=1)
-        peaks = values[self.group._rows, features]
-        positions = step.argmax[features]
-        for heap, value, position, feature in zip(
-            self.top, peaks.tolist(), positions.tolist(), features.tolist(), strict=True
-        ):
-            entry = (value, position, feature)
-            if len(heap) < TOP_TOKENS:
-                heapq.heappush(heap, entry)
-            elif entry > heap[0]:
-                heapq.heapreplace(heap, entry)
-
-    def _judge_running(self) -> list[Transition]:
+    def _push_top(self, rows: np.ndarray, maxima: np.ndarray, argmax: np.ndarray) -> None:
+        """Each probe's strongest feature this step replaces its weakest kept entry if stronger."""
         group = self.group
-        score = self.scores()
-        eligible = group.running & (self.tokens >= group.min_tokens)
-        np.maximum(self.best, score, out=self.best, where=eligible)
-        fire = eligible & ~self.firing & (score >= group.threshold)
-        resolve = group.running & self.firing & (score < group.floor)
+        values = np.where(group.mask[None], group.top_scale[None] * maxima[:, None, :], -np.inf)  # [S, P, F]
+        features = values.argmax(axis=2)  # [S, P]
+        peaks = np.take_along_axis(values, features[:, :, None], axis=2)[:, :, 0]
+        positions = np.take_along_axis(argmax, features, axis=1)
+        kept_value, kept_position = self.top_value[rows], self.top_position[rows]  # [S, P, K]
+        # The weakest kept entry: lowest value, then lowest position (empty slots are -inf).
+        slot = np.lexsort((kept_position, kept_value), axis=2)[:, :, 0]
+        weakest = np.take_along_axis(kept_value, slot[:, :, None], axis=2)[:, :, 0]
+        weakest_position = np.take_along_axis(kept_position, slot[:, :, None], axis=2)[:, :, 0]
+        replace = (peaks > weakest) | ((peaks == weakest) & (positions > weakest_position))
+        s, p = np.nonzero(replace)
+        if s.size:
+            target = rows[s]
+            k = slot[s, p]
+            self.top_value[target, p, k] = peaks[s, p]
+            self.top_position[target, p, k] = positions[s, p]
+            self.top_feature[target, p, k] = features[s, p]
+
+    def _judge_running(self, rows: np.ndarray) -> list[tuple[int, Transition]]:
+        group = self.group
+        score = self.scores(rows)  # [S, P]
+        eligible = group.running[None] & (self.tokens[rows][:, None] >= group.min_tokens[None])
+        self.best[rows] = np.where(eligible, np.maximum(self.best[rows], score), self.best[rows])
+        firing, fired = self.firing[rows], self.fired[rows]
+        fire = eligible & ~firing & (score >= group.threshold[None])
+        resolve = group.running[None] & firing & (score < group.floor[None])
         if not (fire.any() or resolve.any()):
             return []
-        self.firing &= ~resolve
-        return self._fire(fire) + [Transition(int(i), RESOLVED) for i in np.flatnonzero(resolve)]
-
-    def _fire(self, fire: np.ndarray) -> list[Transition]:
-        transitions = [Transition(int(i), FIRED, not self.fired[i]) for i in np.flatnonzero(fire)]
-        self.firing |= fire
-        self.fired |= fire
+        self.firing[rows] = (firing | fire) & ~resolve
+        self.fired[rows] = fired | fire
+        transitions = [
+            (int(i), Transition(int(j), FIRED, not fired[i, j])) for i, j in zip(*np.nonzero(fire), strict=True)
+        ]
+        transitions += [(int(i), Transition(int(j), RESOLVED)) for i, j in zip(*np.nonzero(resolve), strict=True)]
         return transitions
 
-    def close(self, *, judge: bool = True) -> list[Transition]:
-        """The request ended (``judge``) or was evicted: judge the ``end`` probes, then
-        resolve every firing probe. Transitions in order, as from :meth:`observe`."""
+    def close(self, row: int, *, judge: bool = True) -> list[Transition]:
+        """One request ended (``judge``) or was evicted: judge its ``end`` probes, then
+        resolve every firing probe. Transitions in order."""
         group = self.group
         transitions: list[Transition] = []
         if judge and not group.running.all():
-            score = self.scores()
-            fire = ~group.running & (self.tokens >= group.min_tokens) & (score >= group.threshold)
-            transitions += self._fire(fire)
-        transitions += [Transition(int(i), RESOLVED) for i in np.flatnonzero(self.firing)]
-        self.firing[:] = False
+            score = self.scores(np.array([row]))[0]
+            fire = ~group.running & (self.tokens[row] >= group.min_tokens) & (score >= group.threshold)
+            transitions += [Transition(int(j), FIRED, not self.fired[row, j]) for j in np.flatnonzero(fire)]
+            self.firing[row] |= fire
+            self.fired[row] |= fire
+        transitions += [Transition(int(j), RESOLVED) for j in np.flatnonzero(self.firing[row])]
+        self.firing[row] = False
         return transitions
 
     # -- reading -------------------------------------------------------------------------
 
-    def feature_scores(self) -> np.ndarray:
-        """[probes, features]: each feature's score under each probe's aggregation."""
+    def feature_scores(self, rows: np.ndarray) -> np.ndarray:
+        """[rows, probes, features]: each feature's score under each probe's aggregation."""
         group = self.group
-        scores = np.empty((len(group), group.num_features))
-        for kind, rows in group.by_kind.items():
+        scores = np.empty((len(rows), len(group), group.num_features))
+        tokens = self.tokens[rows]
+        for kind, members in group.by_kind.items():
             if kind == "max":
-                scores[rows] = self.peak
+                scores[:, members] = self.peak[rows][:, None, :]
             elif kind == "mean":
-                scores[rows] = self.total / self.tokens if self.tokens else -np.inf
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.where(tokens[:, None] > 0, self.total[rows] / np.maximum(tokens, 1)[:, None], -np.inf)
+                scores[:, members] = mean[:, None, :]
             elif kind == "ema":
-                scores[rows] = self.ema if not self._fresh else -np.inf
+                scores[:, members] = np.where(tokens[:, None, None] > 0, self.ema[rows], -np.inf)
             else:
-                scores[rows] = self.window_sum
+                scores[:, members] = self.window_sum[rows]
         return scores
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """[rows, probes]: each probe's score now (-inf before any token)."""
+        group = self.group
+        features = self.feature_scores(rows)
+        weighted = group.intercept[None] + (group.weights[None] * np.where(group.mask[None], features, 0.0)).sum(axis=2)
+        strongest = np.where(group.mask[None], features, -np.inf).max(axis=2)
+        score = np.where(group.weighted[None], weighted, strongest)
+        return np.where((self.tokens[rows] > 0)[:, None], score, -np.inf)
+
+
+class ProbeTracks:
+    """All of one :class:`ProbeGroup`'s probes on one request: a row of a :class:`TrackTable`
+    (a table of its own when none is given, as the offline evaluator uses it)."""
+
+    __slots__ = ("group", "row", "table")
+
+    def __init__(self, group: ProbeGroup, table: TrackTable | None = None) -> None:
+        self.group = group
+        self.table = table if table is not None else TrackTable(group, capacity=1)
+        self.row = self.table.new_row()
+
+    @property
+    def tokens(self) -> int:
+        return int(self.table.tokens[self.row])
+
+    @property
+    def firing(self) -> np.ndarray:
+        return self.table.firing[self.row]
+
+    @property
+    def fired(self) -> np.ndarray:
+        return self.table.fired[self.row]
+
+    def observe(self, step: Step) -> list[Transition]:
+        """Fold one step in; the transitions the rule calls for, if any."""
+        table = self.table
+        transitions = table.observe(
+            np.array([self.row]),
+            np.array([step.first_position]),
+            np.array([step.num_tokens]),
+            step.max[None],
+            step.argmax[None],
+            step.sum[None],
+            step.count[None],
+        )
+        return [transition for _, transition in transitions]
+
+    def close(self, *, judge: bool = True) -> list[Transition]:
+        """The request ended (``judge``) or was evicted: judge the ``end`` probes, then
+        resolve every firing probe. Transitions in order, as from :meth:`observe`."""
+        return self.table.close(self.row, judge=judge)
+
+    def detach(self) -> None:
+        """Move this request's state into a table of its own and give the shared row back
+        (a finished request keeps its report, not a row of the live table)."""
+        shared, row = self.table, self.row
+        if shared.capacity == 1:
+            return
+        own = TrackTable(self.group, capacity=1)
+        mine = own.new_row()
+        for name in ("tokens", "peak", "peak_position", "total", "firing", "fired", "best",
+                     "top_value", "top_position", "top_feature", "ema", "window_sum"):  # fmt: skip
+            getattr(own, name)[mine] = getattr(shared, name)[row]
+        own.windows[mine] = [deque(entries) for entries in shared.windows[row]]
+        shared.release(row)
+        self.table, self.row = own, mine
 
     def scores(self) -> np.ndarray:
         """[probes]: each probe's score now (-inf before any token)."""
-        if self._fresh:
-            return self._score
-        group = self.group
-        features = self.feature_scores()
-        weighted = group.intercept + (group.weights * np.where(group.mask, features, 0.0)).sum(axis=1)
-        strongest = np.where(group.mask, features, -np.inf).max(axis=1)
-        return np.where(group.weighted, weighted, strongest)
+        return self.table.scores(np.array([self.row]))[0]
 
     @property
     def judged(self) -> np.ndarray:
         """[probes]: the score the rule compares with the threshold (see the module doc)."""
         group = self.group
         final = np.where(self.tokens >= group.min_tokens, self.scores(), -np.inf)
-        return np.where(group.running, self.best, final)
+        return np.where(group.running, self.table.best[self.row], final)
 
     def contributions(self, index: int) -> list[pb.FeatureContribution]:
         """The features of probe ``index`` with their scores and peaks, for a decision."""
+        table, row = self.table, self.row
         probe = self.group.probes[index]
-        scores = self.feature_scores()[index]
+        scores = table.feature_scores(np.array([row]))[0, index]
         return [
             pb.FeatureContribution(
                 feature=name,
                 layer=layer,
                 score=finite(float(scores[column])),
-                peak_position=int(self.peak_position[column]),
-                peak_value=finite(float(self.peak[column])),
+                peak_position=int(table.peak_position[row, column]),
+                peak_value=finite(float(table.peak[row, column])),
             )
             for name, layer, column in zip(
                 probe.feature_names, probe.feature_layers, probe.feature_indices, strict=True
@@ -352,12 +492,22 @@ class ProbeTracks:
 
     def to_protos(self) -> list[pb.ProbeScore]:
         """One ProbeScore per probe, for the request's report."""
-        group = self.group
+        table, row, group = self.table, self.row, self.group
         scores = self.scores()
         result = []
         for index, probe in enumerate(group.probes):
             columns = list(probe.feature_indices)
-            strongest = columns[int(np.argmax(self.peak[columns]))]
+            strongest = columns[int(np.argmax(table.peak[row, columns]))]
+            kept = [
+                (float(value), int(position), int(feature))
+                for value, position, feature in zip(
+                    table.top_value[row, index],
+                    table.top_position[row, index],
+                    table.top_feature[row, index],
+                    strict=True,
+                )
+                if feature >= 0
+            ]
             result.append(
                 pb.ProbeScore(
                     probe=probe.name,
@@ -365,12 +515,12 @@ class ProbeTracks:
                     score=finite(float(scores[index])),
                     threshold=probe.spec.threshold,
                     tokens=self.tokens,
-                    firing=bool(self.firing[index]),
-                    fired=bool(self.fired[index]),
-                    peak_position=int(self.peak_position[strongest]),
+                    firing=bool(table.firing[row, index]),
+                    fired=bool(table.fired[row, index]),
+                    peak_position=int(table.peak_position[row, strongest]),
                     top_tokens=[
                         pb.TokenHit(position=position, value=value, feature=group.feature_names[feature])
-                        for value, position, feature in sorted(self.top[index], reverse=True)
+                        for value, position, feature in sorted(kept, reverse=True)
                     ],
                 )
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from monitor.probe import ProbeGroup, ProbeTracks
+from monitor.probe import ProbeGroup, ProbeTracks, TrackTable
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.token_text import apply_texts
 
@@ -54,12 +54,12 @@ class RequestState:
         #: {probe: {position: text}} of the top tokens, when the audit trail keeps token text.
         self.texts: dict[str, dict[str, str]] = {}
 
-    def tracks_for(self, pack: str, group: ProbeGroup) -> ProbeTracks:
-        """This request's state for a pack's probes of one scope; a reloaded pack starts afresh."""
+    def tracks_for(self, pack: str, group: ProbeGroup, table: TrackTable) -> ProbeTracks:
+        """This request's row of a pack's probes of one scope; a reloaded pack starts afresh."""
         key = (pack, group.scope)
         tracks = self.tracks.get(key)
         if tracks is None or tracks.group is not group:
-            tracks = self.tracks[key] = ProbeTracks(group)
+            tracks = self.tracks[key] = ProbeTracks(group, table)
         return tracks
 
     def record(self, decision: pb.Decision) -> None:

@@ -19,7 +19,17 @@ import numpy as np
 
 from monitor.config import SidecarSettings
 from monitor.pack import PackSet
-from monitor.probe import SCOPE_LABELS, CompiledProbe, ProbeGroup, ProbeTracks, Step, Transition, finite, probe_groups
+from monitor.probe import (
+    SCOPE_LABELS,
+    CompiledProbe,
+    ProbeGroup,
+    ProbeTracks,
+    Step,
+    TrackTable,
+    Transition,
+    finite,
+    probe_groups,
+)
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.request_state import RequestState, RequestTable
@@ -48,6 +58,7 @@ class CompiledPack:
     feature_count: int
     groups: dict[int, ProbeGroup]  # by scope
     probes: tuple[CompiledProbe, ...]  # in the pack's order
+    tables: dict[int, TrackTable]  # by scope: the live requests' state
 
 
 @dataclass(frozen=True)
@@ -198,8 +209,9 @@ class Scorer:
             groups = probe_groups(pack)
             by_name = {probe.name: probe for group in groups.values() for probe in group.probes}
             probes = tuple(by_name[spec.name] for spec in pack.spec.probes)
+            tables = {scope: TrackTable(group, capacity=256) for scope, group in groups.items()}
             compiled[pack.name] = CompiledPack(
-                pack.name, pack.version, pack.spec.model.name, len(pack.spec.features), groups, probes
+                pack.name, pack.version, pack.spec.model.name, len(pack.spec.features), groups, probes, tables
             )
         self.packs, self._compiled = packs, compiled
         self.metrics.probes_loaded.set(sum(len(p.spec.probes) for p in packs.packs))
@@ -271,6 +283,8 @@ class Scorer:
         produced = batch.produced_unix_nanos
         groups = pack.groups
         scored = dict.fromkeys(SCOPE_LABELS, 0)
+        # Per scope: the batch rows, their table rows and owners, folded in one call below.
+        pending: dict[int, tuple[list[int], list[int], list[tuple[RequestState, ProbeTracks]]]] = {}
         for row, (request_id, scope, tokens) in enumerate(
             zip(columns.request_ids, columns.scopes.tolist(), columns.num_tokens.tolist(), strict=True)
         ):
@@ -282,8 +296,24 @@ class Scorer:
             group = groups.get(scope)
             if group is None:
                 continue
-            tracks = state.tracks_for(pack.name, group)
-            for transition in tracks.observe(columns.step(row)):
+            tracks = state.tracks_for(pack.name, group, pack.tables[scope])
+            batch_rows, table_rows, owners = pending.setdefault(scope, ([], [], []))
+            batch_rows.append(row)
+            table_rows.append(tracks.row)
+            owners.append((state, tracks))
+        for scope, (batch_rows, table_rows, owners) in pending.items():
+            pick = np.array(batch_rows)
+            folded = pack.tables[scope].observe(
+                np.array(table_rows),
+                columns.first_positions[pick],
+                columns.num_tokens[pick],
+                columns.max[pick],
+                columns.argmax[pick],
+                columns.sum[pick],
+                columns.count[pick],
+            )
+            for i, transition in folded:
+                state, tracks = owners[i]
                 decisions.append(self._decide(state, tracks, transition, produced, now))
         for scope, tokens in scored.items():
             if tokens:
@@ -374,6 +404,8 @@ class Scorer:
                 if tracks.tokens:
                     for probe, score in zip(tracks.group.probes, tracks.scores().tolist(), strict=True):
                         self.metrics.probe_score.labels(state.model_name, probe.name).observe(finite(score))
+        for tracks in state.tracks.values():
+            tracks.detach()  # the report keeps its numbers; the live table gets the row back
         self.table.finish(state, now)
         self._closed.append(state)
         return decisions
