@@ -59,6 +59,12 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def _steal() -> float:
+    """Seconds the hypervisor gave this VM's CPUs to someone else (all CPUs, /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) / _TICK
+
+
 def _classify(name: str) -> str:
     # gRPC runs the client's request generator (which builds the messages) on a Python
     # thread of its own: that is saemon's shipping thread.
@@ -181,18 +187,25 @@ def alternate(requests: int, tokens: int, rounds: int, work: Path, pack: Path) -
             [{"role": "user", "content": f"Write a short story about robot number {i}."}] for i in range(requests)
         ]
         llm.chat(prompts[:2], SamplingParams(temperature=0, max_tokens=8))  # warm-up
-        order: list[tuple[bool, float]] = []  # (monitored, tokens/s) in the order they ran
+        order: list[tuple[bool, float, float, float]] = []  # (monitored, tokens/s, CPU s per 1k tokens, steal s)
         cpu = {True: [0.0, 0.0], False: [0.0, 0.0]}  # (saemon threads, sidecar) CPU seconds
         walls = {True: 0.0, False: 0.0}
         for k in range(2 * rounds):
             active = k % 4 in (0, 3)  # on off off on on off off on ...: no arm always first
             state["active"] = active
             threads_before, sidecar_before = _thread_cpu(), _process_cpu(sidecar.process.pid)
+            process_before, steal_before = _process_cpu(os.getpid()), _steal()
             started = time.perf_counter()
             llm.chat(prompts, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
             elapsed = time.perf_counter() - started
             threads_after = _thread_cpu()
-            order.append((active, requests * tokens / elapsed))
+            # Everything the machine spent on the round: the engine's process (the hook, the
+            # shipping thread and any OpenMP thread left spinning at a barrier included) and
+            # the sidecar. Unlike wall time it does not count what the hypervisor took away.
+            spent = _process_cpu(os.getpid()) - process_before + _process_cpu(sidecar.process.pid) - sidecar_before
+            order.append(
+                (active, requests * tokens / elapsed, 1000 * spent / (requests * tokens), _steal() - steal_before)
+            )
             walls[active] += elapsed
             cpu[active][0] += sum(
                 seconds - threads_before.get(tid, (name, 0.0))[1]
@@ -319,13 +332,25 @@ def main() -> None:
         blocks = [order[i : i + 4] for i in range(0, len(order) - 3, 4)]
         ratios = [(b[0][1] + b[3][1]) / (b[1][1] + b[2][1]) for b in blocks]
         noise = [b[2][1] / b[1][1] for b in blocks]
+        cpu_ratios = [(b[1][2] + b[2][2]) / (b[0][2] + b[3][2]) for b in blocks]
+        cpu_noise = [b[1][2] / b[2][2] for b in blocks]
+        wall = sum(requests_tokens / r for _, r, _, _ in order for requests_tokens in [args.requests * args.tokens])
         print(f"one engine, the monitor's per-step work switched per round ({len(order)} rounds, on off off on ...):")
-        print("  tokens/s: " + " ".join(f"{'on' if on else 'off'} {rate:.1f}" for on, rate in order))
+        print("  tokens/s: " + " ".join(f"{'on' if on else 'off'} {rate:.1f}" for on, rate, _, _ in order))
+        print("  CPU s per 1k tokens: " + " ".join(f"{'on' if on else 'off'} {c:.3f}" for on, _, c, _ in order))
+        print(f"  steal during the rounds: {sum(st for *_, st in order):.1f} s over {wall:.1f} s")
         print(
             f"  throughput on/off: {statistics.median(ratios):.3f} (median of {len(ratios)} blocks: "
             + " ".join(f"{r:.3f}" for r in ratios)
             + f")   off/off noise: {statistics.median(noise):.3f} ("
             + " ".join(f"{r:.3f}" for r in noise)
+            + ")"
+        )
+        print(
+            f"  CPU per token, off/on (the throughput a saturated CPU allows): {statistics.median(cpu_ratios):.3f} ("
+            + " ".join(f"{r:.3f}" for r in cpu_ratios)
+            + f")   off/off noise: {statistics.median(cpu_noise):.3f} ("
+            + " ".join(f"{r:.3f}" for r in cpu_noise)
             + ")"
         )
         print(

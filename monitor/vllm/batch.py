@@ -27,6 +27,8 @@ import numpy as np
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 
+_PROMPT, _RESPONSE = pb.TOKEN_SCOPE_PROMPT, pb.TOKEN_SCOPE_RESPONSE
+
 
 def external_id(worker_request_id: str) -> str:
     """vLLM's worker sees "{external id}-{8 random chars}"; clients know the external id."""
@@ -83,12 +85,13 @@ class StepPlan:
 
 
 class _Track:
-    __slots__ = ("external", "info", "next_position")
+    __slots__ = ("external", "info", "next_position", "prompt_len")
 
     def __init__(self, external: str) -> None:
         self.external = external
         self.next_position = 0  # every position below this one was scored (or skipped) once
         self.info: RequestView | None = None
+        self.prompt_len = 0
 
 
 class Planner:
@@ -106,64 +109,59 @@ class Planner:
         row_mask = np.zeros(total, dtype=bool)
         starts: list[int] = [int(qsl[0])] if len(qsl) else [0]
         segments: list[Segment] = []
+        # Plain Python lists: a decode step is one row per request, and per-element numpy
+        # indexing costs more than the work.
+        bounds, at = qsl.tolist(), positions.tolist()
+        requests, tracks, special = layout.requests, self.tracks, self.special_set
         for i, worker_id in enumerate(layout.req_ids):
-            a, b = int(qsl[i]), int(qsl[i + 1])
+            a, b = bounds[i], bounds[i + 1]
             if b <= a:
                 continue
-            track = self.tracks.get(worker_id)
+            track = tracks.get(worker_id)
             if track is None:
-                track = self.tracks[worker_id] = _Track(external_id(worker_id))
-            info = layout.requests.get(worker_id) or track.info
-            track.info = info
-            prompt_len = info.prompt_len if info is not None else 0
-            if b - a == 1:  # a decode step: plain Python, numpy calls cost more than the work
-                self._plan_one(track, info, prompt_len, int(positions[a]), a, row_mask, segments, starts)
+                track = tracks[worker_id] = _Track(external_id(worker_id))
+            info = requests.get(worker_id) or track.info
+            if info is not track.info:
+                track.info = info
+                track.prompt_len = info.prompt_len if info is not None else 0
+            prompt_len = track.prompt_len
+            if b - a == 1:  # a decode step
+                position = at[a]
+                fresh = position >= track.next_position
+                if fresh and special and info is not None:
+                    if position < prompt_len:
+                        token = info.prompt_token_ids[position]
+                    else:
+                        outputs = info.output_token_ids
+                        token = outputs[position - prompt_len] if position - prompt_len < len(outputs) else -1
+                    fresh = token not in special
+                if fresh:
+                    row_mask[a] = True
+                segments.append(
+                    Segment(track.external, _PROMPT if position < prompt_len else _RESPONSE, position, int(fresh))
+                )
+                starts.append(b)
+                if position + 1 > track.next_position:
+                    track.next_position = position + 1
                 continue
             rows = positions[a:b]
-            fresh = rows >= track.next_position
+            fresh_rows = rows >= track.next_position
             if self.special.size and info is not None:
-                fresh &= ~np.isin(self._token_ids(info, rows), self.special)
-            row_mask[a:b] = fresh
+                fresh_rows &= ~np.isin(self._token_ids(info, rows), self.special)
+            row_mask[a:b] = fresh_rows
             split = a + int(np.searchsorted(rows, prompt_len, side="left"))
-            for lo, hi, scope in ((a, split, pb.TOKEN_SCOPE_PROMPT), (split, b, pb.TOKEN_SCOPE_RESPONSE)):
+            for lo, hi, scope in ((a, split, _PROMPT), (split, b, _RESPONSE)):
                 if hi <= lo:
                     continue
                 scored = row_mask[lo:hi]
                 count = int(scored.sum())
-                first = int(positions[lo + int(np.argmax(scored))]) if count else int(positions[lo])
+                first = at[lo + int(np.argmax(scored))] if count else at[lo]
                 segments.append(Segment(track.external, scope, first, count))
                 starts.append(hi)
             track.next_position = max(track.next_position, int(rows.max()) + 1)
         # Segments tile [qsl[0], total); a request with no rows adds no segment.
         seg_starts = np.array(starts if segments else [0], dtype=np.int32)
         return StepPlan(seg_starts, row_mask, segments, positions)
-
-    def _plan_one(
-        self,
-        track: _Track,
-        info: RequestView | None,
-        prompt_len: int,
-        position: int,
-        row: int,
-        row_mask: np.ndarray,
-        segments: list[Segment],
-        starts: list[int],
-    ) -> None:
-        """plan() for a request with one row this step, with the same rules."""
-        fresh = position >= track.next_position
-        if fresh and self.special_set and info is not None:
-            if position < prompt_len:
-                token = info.prompt_token_ids[position]
-            elif position - prompt_len < len(info.output_token_ids):
-                token = info.output_token_ids[position - prompt_len]
-            else:
-                token = -1
-            fresh = token not in self.special_set
-        row_mask[row] = fresh
-        scope = pb.TOKEN_SCOPE_PROMPT if position < prompt_len else pb.TOKEN_SCOPE_RESPONSE
-        segments.append(Segment(track.external, scope, position, int(fresh)))
-        starts.append(row + 1)
-        track.next_position = max(track.next_position, position + 1)
 
     @staticmethod
     def _token_ids(info: RequestView, rows: np.ndarray) -> np.ndarray:
