@@ -10,7 +10,7 @@ a pack of F features and P probes, then from this process (the other core):
    and reports p50 / p99 of decided - produced from the decisions' own timestamps
    (WatchAlerts), i.e. gRPC + queue + scoring.
 
-    python bench/ingest.py [--features 16] [--requests-per-step 32] [--seconds 10]
+    python bench/ingest.py [--features 16] [--requests-per-step 32] [--seconds 10] [--form columns|rows]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -85,9 +86,22 @@ def step_batch(step: int, requests: int, features: int, fire: bool, produced: in
                 count_above=[0] * features,
             )
         )
-    return pb.StepBatch(
-        model_name="bench", pack="bench", pack_version="1", step=step, produced_unix_nanos=produced, requests=summaries
-    )
+    batch = pb.StepBatch(model_name="bench", pack="bench", pack_version="1", step=step, produced_unix_nanos=produced)
+    if FORM == "rows":
+        batch.requests.extend(summaries)
+        return batch
+    columns = batch.columns  # the same summaries as the plugin sends them
+    columns.request_id.extend(s.request_id for s in summaries)
+    columns.scope.extend(s.scope for s in summaries)
+    columns.first_position.extend(s.first_position for s in summaries)
+    columns.num_tokens.extend(s.num_tokens for s in summaries)
+    for name, dtype in (("max", "<f4"), ("argmax_position", "<i8"), ("sum", "<f4"), ("count_above", "<u4")):
+        setattr(columns, name, np.array([getattr(s, name) for s in summaries], dtype=dtype).tobytes())
+    return batch
+
+
+#: The wire form of the step batches (--form).
+FORM = "columns"
 
 
 def saturation(stub, batches: int, requests: int, features: int, sidecar: SidecarProcess) -> float:
@@ -133,7 +147,15 @@ def main() -> None:
     parser.add_argument("--requests-per-step", type=int, default=32, help="requests in each step batch")
     parser.add_argument("--batches", type=int, default=4000, help="batches in the saturation run")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency run")
+    parser.add_argument(
+        "--form",
+        choices=["columns", "rows"],
+        default="columns",
+        help="columns: SummaryColumns, as the plugin sends; rows: one RequestSummary per request",
+    )
     args = parser.parse_args()
+    global FORM
+    FORM = args.form
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -150,7 +172,7 @@ def main() -> None:
             rate = saturation(stub, args.batches, args.requests_per_step, args.features, sidecar)
             print(
                 f"shape: {args.requests_per_step} requests/step x {args.features} features = "
-                f"{per_batch} feature summaries per step batch, 4 probes"
+                f"{per_batch} feature summaries per step batch, 4 probes, {args.form} on the wire"
             )
             print(
                 f"saturation: {rate:,.0f} feature summaries/s "

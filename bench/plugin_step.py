@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
+#: --sidecar-nice: the sidecar's CPU priority (0 = like the engine's).
+SIDECAR_NICE = 0
 
 
 def _thread_cpu() -> dict[int, tuple[str, float]]:
@@ -102,6 +104,8 @@ def run(mode: str, requests: int, tokens: int, work: Path, pack: Path) -> None:
         work / f"sidecar-{mode}", {"grpc_listen": f"unix://{work}/s.sock", "probes_dir": str(pack.parent)}
     )
     with sidecar:
+        if SIDECAR_NICE:
+            os.setpriority(os.PRIO_PROCESS, sidecar.process.pid, SIDECAR_NICE)
         llm = LLM(
             model=str(path),
             dtype=settings.vllm.dtype,
@@ -175,6 +179,8 @@ def alternate(requests: int, tokens: int, rounds: int, work: Path, pack: Path) -
         work / "sidecar-alternate", {"grpc_listen": f"unix://{work}/a.sock", "probes_dir": str(pack.parent)}
     )
     with sidecar:
+        if SIDECAR_NICE:
+            os.setpriority(os.PRIO_PROCESS, sidecar.process.pid, SIDECAR_NICE)
         llm = LLM(
             model=str(path),
             dtype=settings.vllm.dtype,
@@ -237,7 +243,15 @@ def main() -> None:
     )
     parser.add_argument("--mode", choices=["off", "on", "alternate"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sidecar-nice",
+        type=int,
+        default=0,
+        help="run the sidecar at this nice value (a CPU deployment's lower priority for the monitor)",
+    )
     args = parser.parse_args()
+    global SIDECAR_NICE
+    SIDECAR_NICE = args.sidecar_nice
     if args.mode == "alternate":
         alternate(args.requests, args.tokens, args.rounds, args.work, args.pack)
         return
@@ -275,6 +289,8 @@ def main() -> None:
                         str(args.requests),
                         "--tokens",
                         str(args.tokens),
+                        "--sidecar-nice",
+                        str(args.sidecar_nice),
                     ],
                     capture_output=True,
                     text=True,
@@ -318,6 +334,8 @@ def main() -> None:
                 str(args.tokens),
                 "--rounds",
                 str(args.rounds),
+                "--sidecar-nice",
+                str(args.sidecar_nice),
             ],
             capture_output=True,
             text=True,

@@ -180,7 +180,7 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
     print(
         "  (the deceptive requests carry a system prompt telling the model to lie; the probe reads\n"
         "  that intent in the residual stream of the answer, even where this small model ends up\n"
-        "  telling the truth. It is a demo probe: see monitor/probes/demo_pack.py.)\n",
+        "  telling the truth. It is a demo probe: see monitor/lab/demo_pack.py.)\n",
         file=out,
     )
     if not caught:

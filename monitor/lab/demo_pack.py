@@ -84,7 +84,7 @@ def build(model_path: Path, out_dir: Path, model_name: str = "SmolLM2-135M-Instr
     spec = PackSpec(
         pack="demo-deception",
         version="1",
-        description="Demo deception probe (difference of means, layer 20); see monitor/probes/demo_pack.py.",
+        description="Demo deception probe (difference of means, layer 20); see monitor/lab/demo_pack.py.",
         model=ModelBinding(name=model_name, hidden_size=hidden, num_layers=model.config.num_hidden_layers),
         weights="demo-deception.safetensors",
         features=[FeatureSpec(name="deception_dir", layer=LAYER, activation="identity", threshold=threshold)],
