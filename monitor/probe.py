@@ -168,7 +168,6 @@ class ProbeGroup:
         ema = self.by_kind.get("ema")
         self.ema_keep = None if ema is None else np.array([1.0 - self.probes[i].spec.ema_alpha for i in ema])[:, None]
         self.windows = tuple(self.probes[i].spec.window_tokens for i in self.by_kind.get("window_count", ()))
-        self._rows = np.arange(count)
 
     def __len__(self) -> int:
         return len(self.probes)

@@ -30,7 +30,6 @@ from monitor.lab.datasets import Example
 from monitor.pack import ProbePack
 from monitor.probe import FIRED, SCOPE_LABELS, ProbeTracks, Step, probe_groups
 
-SCOPES = ("prompt", "response")
 #: Tokens per forward batch (padded); about 1000 tokens/s on 2 cores for SmolLM2.
 BATCH_TOKENS = 4096
 

@@ -24,7 +24,6 @@ from monitor.probe import (
     CompiledProbe,
     ProbeGroup,
     ProbeTracks,
-    Step,
     TrackTable,
     Transition,
     finite,
@@ -73,16 +72,6 @@ class Columns:
     argmax: np.ndarray  # int64 [S, F]
     sum: np.ndarray  # float32 [S, F]
     count: np.ndarray  # uint32 [S, F]
-
-    def step(self, row: int) -> Step:
-        return Step(
-            int(self.first_positions[row]),
-            int(self.num_tokens[row]),
-            self.max[row],
-            self.argmax[row],
-            self.sum[row],
-            self.count[row],
-        )
 
 
 _EMPTY = Columns(
