@@ -37,9 +37,10 @@ score for ``end``, the highest running score once ``min_tokens`` were in scope f
 ``running``): a probe fired on a request exactly when ``judged >= threshold``, which is what
 calibration relies on.
 
-The state of all of a pack's probes of one scope on one request is a few arrays over the
-pack's features (:class:`ProbeTracks`), so a step costs a fixed handful of array operations
-whatever the number of features and probes.
+The state of a pack's probes of one scope is a row of arrays over the pack's features per
+request (:class:`TrackTable`; a :class:`ProbeTracks` is one request's row), so the sidecar
+folds a whole step batch with a fixed handful of array operations whatever the number of
+requests, features and probes.
 """
 
 from __future__ import annotations
