@@ -71,7 +71,7 @@ def main() -> None:
         runs = []
         with sidecar:
             for monitored in (False, True, False):
-                extra = ["--no-enable-prefix-caching"]
+                extra: list[str] = []
                 if monitored:
                     extra += ["--additional-config", json.dumps({"saemon": plugin})]
                 server = VllmServer(

@@ -265,7 +265,22 @@ class PluginSettings(_Section):
     """The vLLM plugin, in each vLLM worker. Usually given as vLLM's additional config:
     ``--additional-config '{"saemon": {"pack": "/path/pack.yaml"}}'``."""
 
-    pack: Path | None = Field(None, description="Probe pack YAML to project onto. Unset: the plugin stays inert.")
+    pack: Path | None = Field(
+        None, description="Probe pack YAML to project onto. Unset (and no packs): the plugin stays inert."
+    )
+    packs: list[Path] = Field(
+        default_factory=list,
+        description="More probe packs for the same model, projected in the same pass (the tap reads the "
+        "union of their layers once); the sidecar scores each pack's probes.",
+    )
+    prefix_cache: Literal["reuse", "recompute"] = Field(
+        "reuse",
+        description="With vLLM's prefix caching on: 'reuse' serves cached prompt tokens' scores from the "
+        "score table kept beside the KV cache (positions it cannot serve are counted in "
+        "saemon_tokens_unscored_total); 'recompute' makes every request skip prefix-cache reads "
+        "(skip_reading_prefix_cache), so every token is computed in front of the tap, at the "
+        "cost of the cache's speed-up.",
+    )
     sidecar: str | None = Field(None, description="Sidecar gRPC target; default: the sidecar's own grpc_listen.")
     model_name: str | None = Field(
         None, description="model_name sent with every batch; default: vLLM's served model name."
@@ -293,6 +308,12 @@ class PluginSettings(_Section):
         description="Debugging and forensics: also write every tapped row (with request id and "
         "position) to safetensors files here. Slow and large: never in production.",
     )
+
+    @property
+    def pack_paths(self) -> list[Path]:
+        """``pack`` then ``packs``, each once."""
+        paths = ([self.pack] if self.pack is not None else []) + list(self.packs)
+        return list(dict.fromkeys(paths))
 
 
 class Settings(_Section):

@@ -81,7 +81,7 @@ def run(settings: Settings, out: TextIO) -> int:
         settings.model.name,
         settings.vllm,
         settings.logs_dir / "demo-vllm.log",
-        extra_args=["--no-enable-prefix-caching", "--additional-config", json.dumps({"saemon": plugin})],
+        extra_args=["--additional-config", json.dumps({"saemon": plugin})],
     )
     mode = "eager" if settings.vllm.enforce_eager else "compiled"
     print(f"saemon demo: serving {settings.model.name} from {path}", file=out)

@@ -218,7 +218,7 @@ def test_compose_wires_vllm_saemon_redis_prometheus_alertmanager_and_grafana():
             )
         )
         assert plugin["saemon"]["sidecar"] == settings.grpc_listen
-        assert "--no-enable-prefix-caching" in service["command"]
+        assert "--no-enable-prefix-caching" not in service["command"]  # monitored with the cache on
         assert "saemon-socket:" + str(Path(socket).parent) in service["volumes"]
         assert service["networks"]["default"]["aliases"] == ["vllm"]  # Prometheus scrapes vllm:8000
     assert "saemon-socket:" + str(Path(socket).parent) in services["saemon"]["volumes"]
@@ -278,7 +278,7 @@ def test_kubernetes_manifests_wire_the_native_sidecar_socket_probes_and_monitors
     plugin = json.loads(args[args.index("--additional-config") + 1])["saemon"]
     assert plugin["sidecar"] == settings.grpc_listen
     assert plugin["pack"].startswith(mounts["vllm"]["saemon-probes"] + "/")
-    assert f"--served-model-name={settings.model.name}" in args and "--no-enable-prefix-caching" in args
+    assert f"--served-model-name={settings.model.name}" in args and "--no-enable-prefix-caching" not in args
     vllm_ports = {p["name"] for p in vllm["ports"]}
     # Service and monitors select the pod and name ports that exist.
     service = objects[("Service", "vllm-saemon")]

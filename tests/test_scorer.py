@@ -258,3 +258,51 @@ def test_reloaded_probe_starts_a_fresh_track(tmp_path, clock):
         scorer.validate(batch([summary("r", [0.1, 0], 1)]))  # the old version is gone
     scorer.apply(batch([summary("r", [0.1, 0], 1)], version="2"))
     assert scores(scorer, "r")["safety_max"].score == pytest.approx(0.1)
+
+
+def test_unscored_positions_are_counted_by_reason_and_lower_the_reports_coverage(tmp_path, clock):
+    scorer = make_engine(tmp_path, clock)
+    step = batch([summary("r", [0.2, 0.0], 0, n=30, scope=pb.TOKEN_SCOPE_PROMPT)])
+    step.unscored.append(pb.UnscoredTokens(request_id="r", reason=pb.UNSCORED_REASON_NOT_SEEN, count=8))
+    step.unscored.append(pb.UnscoredTokens(request_id="r", reason=pb.UNSCORED_REASON_RESET, count=2))
+    scorer.apply(step, scorer.validate(step))
+    last = batch([summary("r", [0.1, 0.0], 40)], ends=[end("r")])
+    last.ends[0].prompt_tokens, last.ends[0].response_tokens = 40, 10
+    scorer.apply(last, scorer.validate(last))
+    report = scorer.report("r")
+    assert {(u.reason, u.count) for u in report.unscored} == {
+        (pb.UNSCORED_REASON_NOT_SEEN, 8),
+        (pb.UNSCORED_REASON_RESET, 2),
+    }
+    assert report.coverage == pytest.approx(1 - 10 / 50)
+    assert sample(scorer, "saemon_tokens_unscored_total", {"model_name": MODEL, "reason": "not_seen"}) == 8
+    assert sample(scorer, "saemon_tokens_unscored_total", {"model_name": MODEL, "reason": "reset"}) == 2
+    # a request without unscored positions is fully covered
+    scorer.apply(batch([summary("q", [0.1, 0.0], 0)], ends=[end("q")]))
+    assert scorer.report("q").coverage == 1.0 and not scorer.report("q").unscored
+
+
+def test_an_unscored_entry_without_a_known_reason_is_refused(tmp_path, clock):
+    scorer = make_engine(tmp_path, clock)
+    step = batch([summary("r", [0.2, 0.0], 0)])
+    step.unscored.append(pb.UnscoredTokens(request_id="r", count=3))
+    with pytest.raises(Rejected, match="known reason"):
+        scorer.validate(step)
+
+
+def test_two_packs_batches_of_one_step_count_its_tokens_once(tmp_path, clock):
+    write_pack(tmp_path)
+    write_pack(
+        tmp_path,
+        name="second",
+        probes=[{"name": "second_max", "concept": "c", "features": ["f0"], "aggregation": "max", "threshold": 0.5}],
+    )
+    scorer = Scorer(SidecarSettings(), SidecarMetrics(CollectorRegistry()), clock)
+    scorer.set_packs(load_pack_dir(tmp_path))
+    for pack in ("safety", "second"):
+        scorer.apply(batch([summary("r", [0.9, 0.0], 0, n=5, scope=pb.TOKEN_SCOPE_PROMPT)], pack=pack))
+        scorer.apply(batch([summary("r", [0.9, 0.0], 5)], pack=pack))
+    assert sample(scorer, "saemon_tokens_scored_total", {"model_name": MODEL, "scope": "prompt"}) == 5
+    assert sample(scorer, "saemon_tokens_scored_total", {"model_name": MODEL, "scope": "response"}) == 1
+    probes = {s.probe for s in scorer.report("r").scores}
+    assert "second_max" in probes and len(probes) > 1

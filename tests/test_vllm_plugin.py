@@ -193,27 +193,32 @@ def test_eager_engine_under_preemption_scores_every_token_once(default_model, pa
     check_tap_and_coverage(default_model, outputs, capture, sidecar)
 
 
-def test_prefix_caching_is_refused_with_the_fix(default_model, pack, tmp_path, capfd, monkeypatch):
+def test_packs_for_different_models_are_refused_naming_the_files(default_model, pack, tmp_path, capfd, monkeypatch):
+    import yaml
     from vllm import LLM
 
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # the failing worker is killed before it flushes
+    other = yaml.safe_load(pack.read_text())
+    other["pack"], other["model"]["name"] = "other-model-pack", "SomeOtherModel-135M"
+    for name in ("weights",):
+        other[name] = str(pack.parent / other[name])
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
 
-    config = {"saemon": {"pack": str(pack), "sidecar": f"unix://{tmp_path}/none.sock"}}
+    config = {
+        "saemon": {
+            "pack": str(pack),
+            "packs": [str(tmp_path / "other.yaml")],
+            "sidecar": f"unix://{tmp_path}/none.sock",
+        }
+    }
     with pytest.raises(RuntimeError, match="initialization failed"):
-        LLM(
-            model=str(default_model),
-            dtype="float32",
-            max_model_len=512,
-            enforce_eager=True,
-            enable_prefix_caching=True,
-            additional_config=config,
-        )
+        LLM(model=str(default_model), dtype="float32", max_model_len=512, enforce_eager=True, additional_config=config)
     # the worker refused at load time; its message (in vLLM's log, which workers write to the
-    # inherited stdout/stderr) names the fix
+    # inherited stdout/stderr) names both files
     captured = capfd.readouterr()
     logged = captured.out + captured.err
-    assert "saemon cannot monitor this vLLM engine: prefix caching is on" in logged
-    assert "--no-enable-prefix-caching" in logged
+    assert "saemon: the packs are for different models" in logged
+    assert str(tmp_path / "other.yaml") in logged and "SomeOtherModel-135M" in logged
 
 
 def test_server_monitors_chat_requests_by_their_request_id_and_survives_a_dead_sidecar(
@@ -225,7 +230,7 @@ def test_server_monitors_chat_requests_by_their_request_id_and_survives_a_dead_s
         settings.model.name,
         settings.vllm.model_copy(update={"enforce_eager": True}),
         tmp_path / "vllm.log",
-        extra_args=["--no-enable-prefix-caching", "--additional-config", json.dumps({"saemon": plugin})],
+        extra_args=["--additional-config", json.dumps({"saemon": plugin})],
     )
     with server:
         answer = server.chat(model.CHECK_QUESTION, max_tokens=24, request_id="trace-42")

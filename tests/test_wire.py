@@ -19,9 +19,11 @@ from monitor.vllm.batch import Segment
 from monitor.vllm.wire import StepResult, Stream, encode
 
 STREAM = Stream("m", "safety", "1")
+#: two packs of one projection: "safety" owns column 0, "code" columns 1 and 2
+SPLIT = (Stream("m", "safety", "1", 0, 1), Stream("m", "code", "2", 1, 2))
 
 
-def result() -> StepResult:
+def result(streams: tuple[Stream, ...] = (STREAM,), unscored=()) -> StepResult:
     """Three segments (the middle one fully masked, not shipped); row indices are mapped to
     absolute positions on the way (-1: no row)."""
     segments = [
@@ -37,11 +39,12 @@ def result() -> StepResult:
         count=torch.tensor([[1, 0, 2], [0, 0, 0], [1, 0, 1]], dtype=torch.int32),
     )
     ends = [pb.RequestEnd(request_id="z", finish_reason=pb.FINISH_REASON_LENGTH)]
-    return StepResult(7, 123, segments, [0, 2], positions, summaries, ends)
+    return StepResult(7, 123, segments, [0, 2], positions, summaries, ends, streams, list(unscored))
 
 
 def test_an_encoded_step_decodes_to_the_kept_segments_with_positions_in_pack_order():
-    batch = pb.StepBatch.FromString(encode(result(), STREAM).SerializeToString())
+    (encoded,) = encode(result())
+    batch = pb.StepBatch.FromString(encoded.SerializeToString())
     assert (batch.model_name, batch.pack, batch.pack_version, batch.step) == ("m", "safety", "1", 7)
     assert not batch.requests and [e.request_id for e in batch.ends] == ["z"]
     columns = decode(batch, features=3)
@@ -55,10 +58,26 @@ def test_an_encoded_step_decodes_to_the_kept_segments_with_positions_in_pack_ord
 
 
 def test_a_step_with_only_ends_carries_no_summaries():
-    empty = StepResult(1, 0, [], [], np.zeros(0, np.int64), None, [pb.RequestEnd(request_id="z")])
-    batch = encode(empty, STREAM)
+    empty = StepResult(1, 0, [], [], np.zeros(0, np.int64), None, [pb.RequestEnd(request_id="z")], (STREAM,))
+    (batch,) = encode(empty)
     assert not batch.HasField("columns") and len(batch.ends) == 1
     assert decode(batch, features=3).request_ids == []
+
+
+def test_several_packs_get_one_batch_each_with_their_columns_and_the_request_facts_once():
+    lost = pb.UnscoredTokens(request_id="a", reason=pb.UNSCORED_REASON_NOT_SEEN, count=4)
+    safety, code = encode(result(SPLIT, [lost]))
+    assert (safety.pack, code.pack, code.pack_version) == ("safety", "code", "2")
+    whole = decode(encode(result())[0], features=3)
+    for batch, columns in ((safety, slice(0, 1)), (code, slice(1, 3))):
+        got = decode(batch, features=columns.stop - columns.start)
+        assert got.request_ids == whole.request_ids and got.first_positions.tolist() == [0, 40]
+        for name in ("max", "argmax", "sum", "count"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(whole, name)[:, columns])
+    # unscored counts ride with the first pack's batch, end markers with the last one, so no
+    # pack's rows of the step arrive after its request was closed
+    assert list(safety.unscored) == [lost] and not code.unscored
+    assert not safety.ends and [e.request_id for e in code.ends] == ["z"]
 
 
 def columnar(rows: list[pb.RequestSummary], features: int) -> pb.StepBatch:

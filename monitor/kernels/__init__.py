@@ -6,6 +6,22 @@ live beside it in :mod:`monitor.kernels.projection`, full-SAE TopK mode in
 :mod:`monitor.kernels.topk`.
 """
 
-from monitor.kernels.projection import FeatureBank, LayerBanks, Summaries, project_layers, projection
+from monitor.kernels.projection import (
+    FeatureBank,
+    LayerBanks,
+    Summaries,
+    project_layers,
+    projection,
+    summarize_segments,
+    token_scores,
+)
 
-__all__ = ["FeatureBank", "LayerBanks", "Summaries", "project_layers", "projection"]
+__all__ = [
+    "FeatureBank",
+    "LayerBanks",
+    "Summaries",
+    "project_layers",
+    "projection",
+    "summarize_segments",
+    "token_scores",
+]

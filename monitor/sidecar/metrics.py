@@ -48,6 +48,13 @@ class SidecarMetrics:
             ["model_name", "scope"],
             registry=r,
         )
+        self.tokens_unscored = Counter(
+            "saemon_tokens_unscored_total",
+            "Token positions vLLM processed whose feature scores were not recovered (prefix-cache hits "
+            "on KV the tap never saw with that prefix, or scored before a pack reload), by reason.",
+            ["model_name", "reason"],
+            registry=r,
+        )
         self.requests_scored = Counter(
             "saemon_requests_scored_total",
             "Requests that finished with at least one scored token.",

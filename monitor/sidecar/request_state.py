@@ -28,6 +28,7 @@ class RequestState:
         "first_seen",
         "last_seen",
         "model_name",
+        "pack_tokens",
         "prompt_tokens",
         "request_id",
         "response_tokens",
@@ -35,6 +36,7 @@ class RequestState:
         "token_ids",
         "tokens",
         "tracks",
+        "unscored",
     )
 
     def __init__(self, request_id: str, model_name: str, now: float) -> None:
@@ -43,7 +45,11 @@ class RequestState:
         self.first_seen = now
         self.last_seen = now
         self.tracks: dict[tuple[str, int], ProbeTracks] = {}
-        self.tokens = {pb.TOKEN_SCOPE_PROMPT: 0, pb.TOKEN_SCOPE_RESPONSE: 0}
+        #: tokens scored per scope (the most any pack has seen: every pack gets the same rows)
+        self.tokens: dict[int, int] = {pb.TOKEN_SCOPE_PROMPT: 0, pb.TOKEN_SCOPE_RESPONSE: 0}
+        self.pack_tokens: dict[tuple[str, int], int] = {}
+        #: positions the plugin could not score, by pb.UnscoredReason
+        self.unscored: dict[pb.UnscoredReason, int] = {}
         self.decisions: list[pb.Decision] = []
         self.finished = False
         self.finish_reason = pb.FINISH_REASON_UNSPECIFIED
@@ -62,6 +68,27 @@ class RequestState:
             tracks = self.tracks[key] = ProbeTracks(group, table)
         return tracks
 
+    def add_tokens(self, pack: str, scope: int, count: int) -> int:
+        """Count ``count`` tokens of ``scope`` scored by ``pack``; returns how many of them no
+        pack had counted yet (what the scored-tokens metric adds)."""
+        key = (pack, scope)
+        total = self.pack_tokens.get(key, 0) + count
+        self.pack_tokens[key] = total
+        new = max(0, total - self.tokens[scope])
+        self.tokens[scope] += new
+        return new
+
+    @property
+    def coverage(self) -> float:
+        """The share of the request's token positions the probes saw."""
+        missing = sum(self.unscored.values())
+        if not missing:
+            return 1.0
+        total = (self.prompt_tokens or self.tokens[pb.TOKEN_SCOPE_PROMPT]) + (
+            self.response_tokens or self.tokens[pb.TOKEN_SCOPE_RESPONSE]
+        )
+        return max(0.0, 1.0 - missing / max(total, missing))
+
     def record(self, decision: pb.Decision) -> None:
         if len(self.decisions) < MAX_DECISIONS_PER_REQUEST:
             self.decisions.append(decision)
@@ -78,6 +105,11 @@ class RequestState:
             decisions=self.decisions,
             first_seen_unix_nanos=int(self.first_seen * 1e9),
             last_seen_unix_nanos=int(self.last_seen * 1e9),
+            unscored=[
+                pb.UnscoredTokens(request_id=self.request_id, reason=reason, count=count)
+                for reason, count in sorted(self.unscored.items())
+            ],
+            coverage=self.coverage,
         )
         if self.texts:
             apply_texts(report, self.texts)

@@ -38,6 +38,10 @@ SEVERITY_LABELS: dict[int, str] = {
     pb.SEVERITY_WARNING: "warning",
     pb.SEVERITY_CRITICAL: "critical",
 }
+UNSCORED_LABELS: dict[int, str] = {
+    pb.UNSCORED_REASON_NOT_SEEN: "not_seen",
+    pb.UNSCORED_REASON_RESET: "reset",
+}
 KIND_LABELS: dict[int, str] = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND_RESOLVED: "resolved"}
 
 
@@ -255,6 +259,13 @@ class Scorer:
         for end in batch.ends:
             if not end.request_id:
                 raise Rejected("malformed", "RequestEnd.request_id is empty")
+        for unscored in batch.unscored:
+            if not unscored.request_id or unscored.reason not in UNSCORED_LABELS:
+                raise Rejected(
+                    "malformed",
+                    f"UnscoredTokens for {unscored.request_id!r}: needs a request id and a known reason "
+                    f"({', '.join(UNSCORED_LABELS.values())}), got reason {unscored.reason}",
+                )
         return columns
 
     def apply(self, batch: pb.StepBatch, columns: Columns | None = None) -> list[pb.Decision]:
@@ -280,8 +291,9 @@ class Scorer:
             state = self.table.touch(request_id, model, now)
             if state is None:
                 continue  # a late row (one more step after EOS): the report is closed
-            state.tokens[scope] += tokens
-            scored[scope] += tokens
+            # Each pack's batch carries the same rows: count a token once, whichever pack's
+            # batch brings it first.
+            scored[scope] += state.add_tokens(pack.name, scope, tokens)
             group = groups.get(scope)
             if group is None:
                 continue
@@ -307,6 +319,11 @@ class Scorer:
         for scope, tokens in scored.items():
             if tokens:
                 self.metrics.tokens_scored.labels(model, SCOPE_LABELS[scope]).inc(tokens)
+        for unscored in batch.unscored:
+            state = self.table.touch(unscored.request_id, model, now)
+            if state is not None:
+                state.unscored[unscored.reason] = state.unscored.get(unscored.reason, 0) + unscored.count
+            self.metrics.tokens_unscored.labels(model, UNSCORED_LABELS[unscored.reason]).inc(unscored.count)
         for end in batch.ends:
             state = self.table.touch(end.request_id, model, now)
             if state is not None:

@@ -35,7 +35,8 @@ def register() -> None:
 
     _log_like_vllm()
     adapter.check_version()
-    adapter.patch_worker(_on_loaded, _on_step, _on_shutdown)
+    adapter.patch_worker(_on_loaded, _on_step, _on_shutdown, _on_control)
+    adapter.patch_scheduler(_recompute_prefixes)
 
 
 def _log_like_vllm() -> None:
@@ -71,6 +72,22 @@ def _on_step(worker: Any, scheduler_output: Any) -> None:
     monitor = getattr(worker, "_saemon_monitor", None)
     if monitor is not None:
         monitor.step(scheduler_output)
+
+
+def _on_control(worker: Any, command: str, argument: Any) -> Any:
+    monitor = getattr(worker, "_saemon_monitor", None)
+    if monitor is None:
+        raise RuntimeError("saemon is not monitoring this vLLM engine (no plugin.pack configured)")
+    if command == "reload_packs":
+        return monitor.reload_packs(argument)
+    raise ValueError(f"unknown saemon control command {command!r}")
+
+
+def _recompute_prefixes(vllm_config: Any) -> bool:
+    from monitor.vllm.worker import settings_for
+
+    settings = settings_for(vllm_config)
+    return settings is not None and settings.plugin.prefix_cache == "recompute"
 
 
 def _on_shutdown(worker: Any) -> None:

@@ -55,8 +55,10 @@ def patch_worker(
     on_loaded: Callable[[Any], None],
     on_step: Callable[[Any, Any], None],
     on_shutdown: Callable[[Any], None],
+    on_control: Callable[[Any, str, Any], Any],
 ) -> bool:
-    """Wrap Worker.load_model, execute_model and shutdown once; False if already done."""
+    """Wrap Worker.load_model, execute_model and shutdown once and add the control method;
+    False if already done."""
     try:
         from vllm.v1.worker.gpu_worker import Worker
     except ImportError as exc:
@@ -87,6 +89,9 @@ def patch_worker(
 
     Worker.load_model = load_model
     Worker.execute_model = execute_model
+    # The control plane: LLM.collective_rpc("saemon_reload_packs", args=([paths],)) and
+    # the engine's collective_rpc reach every worker's method of this name.
+    Worker.saemon_reload_packs = lambda self, paths=None: on_control(self, "reload_packs", paths)
     original_shutdown = getattr(Worker, "shutdown", None)
     if callable(original_shutdown):
 
@@ -123,14 +128,13 @@ def model_shape(vllm_config: Any) -> tuple[int, int]:
 def check_engine_config(vllm_config: Any) -> None:
     """Refuse settings under which the tap would miss or misattribute rows."""
     problems = []
-    if getattr(vllm_config.cache_config, "enable_prefix_caching", False):
-        problems.append(
-            "prefix caching is on: cached prompt tokens are never recomputed, so their "
-            "activations never pass the tap and requests would be scored on part of their "
-            "prompt. Start vLLM with --no-enable-prefix-caching (LLM(enable_prefix_caching=False))"
-        )
     if vllm_config.parallel_config.pipeline_parallel_size > 1:
         problems.append("pipeline parallelism is not supported; use tensor parallelism")
+    if getattr(vllm_config.parallel_config, "decode_context_parallel_size", 1) > 1 and prefix_caching(vllm_config):
+        problems.append(
+            "decode context parallelism interleaves KV slots across ranks, which the prefix-cache "
+            "score table does not follow; turn prefix caching off or use tensor parallelism"
+        )
     spec = getattr(vllm_config, "speculative_config", None)
     if spec is not None:
         problems.append(
@@ -139,6 +143,64 @@ def check_engine_config(vllm_config: Any) -> None:
         )
     if problems:
         raise SaemonError("saemon cannot monitor this vLLM engine: " + "; ".join(problems) + ".")
+
+
+def prefix_caching(vllm_config: Any) -> bool:
+    return bool(getattr(vllm_config.cache_config, "enable_prefix_caching", False))
+
+
+def kv_slots(runner: Any, vllm_config: Any) -> tuple[int, int]:
+    """(KV slots, kernel block size) of the cache group the score table mirrors, once the
+    KV cache exists (after the first step's setup). The slot of position p of the request
+    in batch row i is ``block_table[i, p // block_size] * block_size + p % block_size``."""
+    tables = getattr(getattr(getattr(runner, "input_batch", None), "block_table", None), "block_tables", None)
+    config = getattr(runner, "kv_cache_config", None)
+    if not tables or config is None:
+        raise UnsupportedVllm(
+            f"vLLM {vllm_version()}: the model runner ({type(runner).__name__}) has no "
+            "input_batch.block_table or kv_cache_config, which the prefix-cache score table "
+            "reads (model runner V2 is not supported with prefix caching yet). Start vLLM with "
+            "--no-enable-prefix-caching or the V1 model runner."
+        )
+    groups = config.kv_cache_groups
+    kinds = [type(group.kv_cache_spec).__name__ for group in groups]
+    if len(groups) != 1 or kinds[0] != "FullAttentionSpec":
+        raise UnsupportedVllm(
+            f"vLLM {vllm_version()}: KV cache groups {kinds}; the prefix-cache score table "
+            "supports one full-attention group. Start vLLM with --no-enable-prefix-caching."
+        )
+    return int(config.num_blocks) * int(vllm_config.cache_config.block_size), int(tables[0].block_size)
+
+
+def block_table(runner: Any, num_requests: int) -> np.ndarray:
+    """The host block table's first rows (the batch's requests, in row order)."""
+    return runner.input_batch.block_table.block_tables[0].block_table.np[:num_requests]
+
+
+def patch_scheduler(recompute_prefixes: Callable[[Any], bool]) -> None:
+    """``plugin.prefix_cache: recompute`` makes every request skip prefix-cache reads (still
+    writing the cache), as if each had ``skip_reading_prefix_cache``: for deployments that
+    want every token computed in front of the tap. Read per engine from its
+    additional_config in the engine-core process, where the scheduler runs."""
+    try:
+        from vllm.v1.core.sched.scheduler import Scheduler
+    except ImportError:
+        return  # not the V1 engine: check_engine_config / the worker will say so
+    if getattr(Scheduler, _PATCHED, False):
+        return
+    original = Scheduler.add_request
+
+    @functools.wraps(original)
+    def add_request(self, request, *args, **kwargs):
+        recompute = getattr(self, "_saemon_recompute", None)
+        if recompute is None:
+            recompute = self._saemon_recompute = bool(recompute_prefixes(self.vllm_config))
+        if recompute:
+            request.skip_reading_prefix_cache = True
+        return original(self, request, *args, **kwargs)
+
+    Scheduler.add_request = add_request
+    setattr(Scheduler, _PATCHED, True)
 
 
 def tensor_parallel_rank() -> int:
@@ -233,8 +295,8 @@ def _requests_of(runner: Any) -> _RunnerRequests:
     return views
 
 
-def read_layout(runner: Any, num_tokens: int) -> StepLayout:
-    """This step's rows, from either model-runner layout."""
+def read_layout(runner: Any, num_tokens: int, *, with_blocks: bool = False) -> StepLayout:
+    """This step's rows, from either model-runner layout (with the block table: V1 only)."""
     state = getattr(runner, "execute_model_state", None)
     batch = getattr(state, "input_batch", None)
     if batch is not None and hasattr(batch, "query_start_loc_np"):  # model runner V2
@@ -255,7 +317,8 @@ def read_layout(runner: Any, num_tokens: int) -> StepLayout:
         positions = _v1_positions(runner, input_batch, qsl, num_tokens)
     if positions is None:
         raise UnsupportedVllm(f"vLLM {vllm_version()}: cannot find the positions of this step's rows.")
-    return StepLayout(req_ids, qsl, positions, _requests_of(runner))
+    blocks = block_table(runner, len(req_ids)) if with_blocks else None
+    return StepLayout(req_ids, qsl, positions, _requests_of(runner), blocks)
 
 
 def _v1_positions(runner: Any, input_batch: Any, qsl: np.ndarray, num_tokens: int) -> np.ndarray:

@@ -15,6 +15,11 @@ planner turns that into segments for the projection:
 
 Each request's rows become up to two contiguous segments (prompt part, response part);
 masked rows stay inside their segment with ``row_mask`` False, so segments tile the rows.
+
+- **Gaps.** With prefix caching on, a request's first rows start past positions it never
+  computed here (vLLM had their KV cached). The planner reports them as a :class:`Gap`
+  (its special tokens already left out) and counts them as done; the score table
+  (:mod:`monitor.vllm.prefix`) serves their scores.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ class StepLayout:
     query_start_loc: np.ndarray  # int, [R + 1]
     positions: np.ndarray  # int, [T] absolute position of each row (T >= qsl[-1])
     requests: Mapping[str, RequestView]  # by worker request id
+    #: [R, max blocks] the KV block ids of each request row (the runner's block table),
+    #: where the score table needs them (prefix caching on)
+    block_table: np.ndarray | None = None
 
 
 class Segment(NamedTuple):  # a tuple: built once per request per step, on the engine thread
@@ -76,12 +84,24 @@ class Segment(NamedTuple):  # a tuple: built once per request per step, on the e
     num_tokens: int  # scored (unmasked) rows
 
 
+class Gap(NamedTuple):
+    """Positions a request skipped because vLLM had their KV cached."""
+
+    row: int  # the request's row in the batch (its block-table row)
+    worker_id: str
+    external: str
+    info: RequestView
+    positions: np.ndarray  # int64, ascending: the skipped positions that would be scored
+    prompt_len: int
+
+
 @dataclass(frozen=True)
 class StepPlan:
     seg_starts: np.ndarray  # int32 [S + 1], segments tile rows seg_starts[0]:seg_starts[-1]
     row_mask: np.ndarray  # bool [T]: rows to score
     segments: list[Segment]  # [S]; num_tokens == 0 for fully masked segments
     positions: np.ndarray  # int64 [T], to map a row index back to a position
+    gaps: list[Gap]  # skipped (prefix-cached) positions, when the planner looks for them
 
 
 class _Track:
@@ -97,7 +117,10 @@ class _Track:
 class Planner:
     """Per-worker attribution state; one instance for the worker's lifetime."""
 
-    def __init__(self, special_token_ids: Iterable[int] = ()) -> None:
+    def __init__(self, special_token_ids: Iterable[int] = (), *, gaps: bool = False) -> None:
+        #: report prefix-cached positions as gaps (prefix caching on); otherwise a request
+        #: cannot skip positions and none are looked for
+        self.find_gaps = gaps
         self.special_set = frozenset(int(t) for t in special_token_ids)
         self.special = np.array(sorted(self.special_set), dtype=np.int64)
         self.tracks: dict[str, _Track] = {}
@@ -105,10 +128,13 @@ class Planner:
     def plan(self, layout: StepLayout) -> StepPlan:
         qsl = np.asarray(layout.query_start_loc, dtype=np.int64)
         total = int(qsl[-1]) if len(qsl) else 0
-        positions = np.asarray(layout.positions[:total], dtype=np.int64)
+        # a copy: the layout may be a view of the runner's buffer, which the next step rewrites
+        # before the client thread maps argmax rows to positions
+        positions = np.array(layout.positions[:total], dtype=np.int64)
         row_mask = np.zeros(total, dtype=bool)
         starts: list[int] = [int(qsl[0])] if len(qsl) else [0]
         segments: list[Segment] = []
+        gaps: list[Gap] = []
         # Plain Python lists: a decode step is one row per request, and per-element numpy
         # indexing costs more than the work.
         bounds, at = qsl.tolist(), positions.tolist()
@@ -125,6 +151,9 @@ class Planner:
                 track.info = info
                 track.prompt_len = info.prompt_len if info is not None else 0
             prompt_len = track.prompt_len
+            if self.find_gaps and at[a] > track.next_position and info is not None:
+                gaps.append(self._gap(i, worker_id, track, info, at[a]))
+                track.next_position = at[a]
             if b - a == 1:  # a decode step
                 position = at[a]
                 fresh = position >= track.next_position
@@ -161,7 +190,13 @@ class Planner:
             track.next_position = max(track.next_position, int(rows.max()) + 1)
         # Segments tile [qsl[0], total); a request with no rows adds no segment.
         seg_starts = np.array(starts if segments else [0], dtype=np.int32)
-        return StepPlan(seg_starts, row_mask, segments, positions)
+        return StepPlan(seg_starts, row_mask, segments, positions, gaps)
+
+    def _gap(self, row: int, worker_id: str, track: _Track, info: RequestView, first: int) -> Gap:
+        skipped = np.arange(track.next_position, first, dtype=np.int64)
+        if self.special.size:
+            skipped = skipped[~np.isin(self._token_ids(info, skipped), self.special)]
+        return Gap(row, worker_id, track.external, info, skipped, track.prompt_len)
 
     @staticmethod
     def _token_ids(info: RequestView, rows: np.ndarray) -> np.ndarray:

@@ -116,7 +116,7 @@ class SidecarClient:
         self,
         target: str,
         *,
-        encode: Callable[[Any], pb.StepBatch] | None = None,
+        encode: Callable[[Any], pb.StepBatch | list[pb.StepBatch]] | None = None,
         interval_seconds: float = 0.1,
         queue_size: int = 4096,
         max_batches_per_message: int = 64,
@@ -465,7 +465,11 @@ class SidecarClient:
             item = self._queue.popleft()
             count += 1
             try:
-                batches.append(item if self._encode is None else self._encode(item))
+                encoded = item if self._encode is None else self._encode(item)
+                if isinstance(encoded, pb.StepBatch):
+                    batches.append(encoded)
+                else:
+                    batches.extend(encoded)
             except Exception:  # a bug in encoding must not end shipping: count, log once
                 self._encode_failed(item)
         if not batches:

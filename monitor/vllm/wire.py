@@ -1,4 +1,4 @@
-"""What one step ships as: its projection turned into a columnar ``StepBatch``.
+"""What one step ships as: its projection turned into columnar ``StepBatch`` messages.
 
 The engine thread hands the client a :class:`StepResult` (the plan's segments and the
 projection's summaries, possibly still on the GPU); the client's thread calls
@@ -6,11 +6,17 @@ projection's summaries, possibly still on the GPU); the client's thread calls
 and the message building never run on the engine thread. The summaries travel as raw
 little-endian arrays (``SummaryColumns``): a handful of ``tobytes`` per step instead of a
 protobuf message and four Python lists per request.
+
+With several packs the projection's columns are the packs' features one pack after
+another; each pack's range becomes one ``StepBatch`` (the sidecar scores each pack's
+probes from its own batch). Per-request facts go once: the unscored counts with the first
+pack's batch, the end markers with the last one (so no pack's rows of the step arrive
+after the request was closed).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +27,18 @@ from monitor.vllm.batch import Segment
 
 
 @dataclass(frozen=True)
+class Stream:
+    """Who a batch is from: the served model, and the pack its columns follow (columns
+    ``first:first + width`` of the projection)."""
+
+    model_name: str
+    pack: str
+    pack_version: str
+    first: int = 0
+    width: int | None = None  # None: every column
+
+
+@dataclass(frozen=True)
 class StepResult:
     """One step's projection, as it came out of the kernel."""
 
@@ -28,36 +46,30 @@ class StepResult:
     produced_unix_nanos: int
     segments: list[Segment]  # every segment of the plan, in order
     keep: list[int]  # the segments with scored tokens, the only ones shipped
-    positions: np.ndarray  # int64 [T]: row index -> absolute position
-    summaries: Summaries | None  # [S, F] in pack order (None when only requests ended)
+    positions: np.ndarray  # int64: row index -> absolute position
+    summaries: Summaries | None  # [S, F] in the streams' column order (None when only requests ended)
     ends: list[pb.RequestEnd]
+    streams: tuple[Stream, ...]
+    unscored: list[pb.UnscoredTokens] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Stream:
-    """Who the batches are from: the served model and the pack their columns follow."""
-
-    model_name: str
-    pack: str
-    pack_version: str
-
-    def encode(self, result: StepResult) -> pb.StepBatch:
-        return encode(result, self)
-
-
-def encode(result: StepResult, stream: Stream) -> pb.StepBatch:
-    """The step as the sidecar ingests it."""
-    batch = pb.StepBatch(
-        model_name=stream.model_name,
-        pack=stream.pack,
-        pack_version=stream.pack_version,
-        step=result.step,
-        produced_unix_nanos=result.produced_unix_nanos,
-        ends=result.ends,
-    )
+def encode(result: StepResult) -> list[pb.StepBatch]:
+    """The step as the sidecar ingests it: one batch per pack."""
+    batches = [
+        pb.StepBatch(
+            model_name=stream.model_name,
+            pack=stream.pack,
+            pack_version=stream.pack_version,
+            step=result.step,
+            produced_unix_nanos=result.produced_unix_nanos,
+        )
+        for stream in result.streams
+    ]
+    batches[0].unscored.extend(result.unscored)
+    batches[-1].ends.extend(result.ends)
     summaries = result.summaries
     if not result.keep or summaries is None:
-        return batch
+        return batches
     keep = result.keep
     everything = len(keep) == len(result.segments)
 
@@ -69,13 +81,20 @@ def encode(result: StepResult, stream: Stream) -> pb.StepBatch:
     argmax = np.where(rows >= 0, result.positions[np.clip(rows, 0, None)], -1).astype("<i8", copy=False)
     maxima, sums, counts = host(summaries.max, "<f4"), host(summaries.sum, "<f4"), host(summaries.count, "<u4")
     segments = [result.segments[i] for i in keep]
-    columns = batch.columns
-    columns.request_id.extend([segment.request_id for segment in segments])
-    columns.scope.extend([segment.scope for segment in segments])
-    columns.first_position.extend([segment.first_position for segment in segments])
-    columns.num_tokens.extend([segment.num_tokens for segment in segments])
-    columns.max = maxima.tobytes()
-    columns.argmax_position = argmax.tobytes()
-    columns.sum = sums.tobytes()
-    columns.count_above = counts.tobytes()
-    return batch
+    request_ids = [segment.request_id for segment in segments]
+    scopes = [segment.scope for segment in segments]
+    firsts = [segment.first_position for segment in segments]
+    counts_of = [segment.num_tokens for segment in segments]
+    for batch, stream in zip(batches, result.streams, strict=True):
+        lo = stream.first
+        hi = maxima.shape[1] if stream.width is None else lo + stream.width
+        columns = batch.columns
+        columns.request_id.extend(request_ids)
+        columns.scope.extend(scopes)
+        columns.first_position.extend(firsts)
+        columns.num_tokens.extend(counts_of)
+        columns.max = np.ascontiguousarray(maxima[:, lo:hi]).tobytes()
+        columns.argmax_position = np.ascontiguousarray(argmax[:, lo:hi]).tobytes()
+        columns.sum = np.ascontiguousarray(sums[:, lo:hi]).tobytes()
+        columns.count_above = np.ascontiguousarray(counts[:, lo:hi]).tobytes()
+    return batches

@@ -2,10 +2,16 @@
 
 Created when the worker has loaded its model and saemon is configured for the engine
 (vLLM's ``additional_config["saemon"]`` and/or the file named by ``SAEMON_CONFIG``).
-Configuration problems (a pack for another model, prefix caching on, an architecture the tap
-cannot reach, a tap that produced nothing) stop the engine with a message that says how to
-fix them. Once running, a failure of the monitor itself is logged once, counted, and the
-step's scores are dropped: inference goes on.
+Configuration problems (a pack that does not load, packs for another model, an architecture
+the tap cannot reach, a tap that produced nothing) stop the engine with a message that says
+how to fix them. Once running, a failure of the monitor itself is logged once, counted, and
+the step's scores are dropped (and the prefix-cache score table reset, since the step's
+rows may be missing from it): inference goes on.
+
+Several packs are projected as one: their banks are merged per layer
+(:meth:`LayerBanks.merge`), the tap reads the union of their layers, and each step ships
+one batch per pack. With prefix caching on, a :class:`ScoreTable` keeps every computed
+row's scores by KV slot and serves the positions vLLM took from its cache.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import atexit
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +29,14 @@ import torch
 
 from monitor.config import Settings, flatten, load_settings
 from monitor.errors import SaemonError
-from monitor.kernels import LayerBanks, project_layers
+from monitor.kernels import FeatureBank, LayerBanks, Summaries, project_layers, summarize_segments, token_scores
 from monitor.pack import ProbePack, load_pack
 from monitor.vllm import adapter
-from monitor.vllm.batch import Planner, StepPlan
+from monitor.vllm.batch import Planner, StepLayout, StepPlan
 from monitor.vllm.client import SidecarClient
+from monitor.vllm.prefix import PrefixHasher, ScoreTable
 from monitor.vllm.tap import Tap
-from monitor.vllm.wire import StepResult, Stream
+from monitor.vllm.wire import StepResult, Stream, encode
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,22 @@ def settings_for(vllm_config: Any) -> Settings | None:
     """The worker's settings, or None when saemon is not configured for this engine."""
     section = adapter.saemon_section(vllm_config)
     settings = load_settings(overrides=flatten("plugin", section or {}))
-    return settings if settings.plugin.pack is not None else None
+    return settings if settings.plugin.pack_paths else None
+
+
+def load_packs(paths: Sequence[Path]) -> list[ProbePack]:
+    """The packs, checked against each other: one model, distinct names."""
+    if not paths:
+        raise SaemonError("saemon: no probe pack is configured (plugin.pack / plugin.packs)")
+    packs = [load_pack(path) for path in paths]  # a PackError names the file and the problem
+    models = {(p.spec.model.name, p.spec.model.hidden_size, p.spec.model.num_layers) for p in packs}
+    if len(models) > 1:
+        listing = ", ".join(f"{p.path} ({p.spec.model.name})" for p in packs)
+        raise SaemonError(f"saemon: the packs are for different models ({listing}); one engine serves one model")
+    names = [p.name for p in packs]
+    if len(set(names)) != len(names):
+        raise SaemonError(f"saemon: two packs have the same name ({', '.join(map(str, paths))}); rename one")
+    return packs
 
 
 class WorkerMonitor:
@@ -45,15 +68,18 @@ class WorkerMonitor:
         self.worker = worker
         self.settings = settings
         self.vllm_config = worker.vllm_config
-        if settings.plugin.pack is None:
-            raise SaemonError("saemon: plugin.pack is not set; the worker monitor needs a probe pack")
-        self.pack: ProbePack = load_pack(settings.plugin.pack)
+        self.packs: list[ProbePack] = load_packs(settings.plugin.pack_paths)
         self.model_name = settings.plugin.model_name or adapter.served_model_name(self.vllm_config)
         self.ships = False
         self.tap: Tap | None = None
         self.planner: Planner | None = None
         self.client: SidecarClient | None = None
+        self.table: ScoreTable | None = None
+        self.prefix_caching = adapter.prefix_caching(self.vllm_config)
         self._banks: LayerBanks | None = None
+        self._streams: tuple[Stream, ...] = ()
+        self._device = torch.device("cpu")
+        self._dtype = torch.float32
         self._step = 0
         self._calls_seen = 0
         self._check_calls = True
@@ -65,40 +91,84 @@ class WorkerMonitor:
         """After load_model, before vLLM compiles or warms up the model."""
         adapter.check_engine_config(self.vllm_config)
         hidden, layers = adapter.model_shape(self.vllm_config)
-        self.pack.check_model(self.model_name, hidden, layers)
+        for pack in self.packs:
+            pack.check_model(self.model_name, hidden, layers)
         runner = self.worker.model_runner
         model = runner.get_model()
-        dtype = self.vllm_config.model_config.dtype
-        device = torch.device(getattr(runner, "device", "cpu"))
-        pack_layers = tuple(sorted({f.layer for f in self.pack.spec.features}))
+        self._dtype = self.vllm_config.model_config.dtype
+        self._device = torch.device(getattr(runner, "device", "cpu"))
+        tapped = tuple(sorted({f.layer for pack in self.packs for f in pack.spec.features}))
         max_tokens = int(getattr(runner, "max_num_tokens", self.vllm_config.scheduler_config.max_num_batched_tokens))
-        self.tap = Tap(pack_layers, max_tokens, hidden, dtype, device)
-        adapter.install_tap(model, pack_layers, self.tap.capture)
-        self._banks = LayerBanks.stack(self.pack.feature_banks(device=device, dtype=dtype))
-        if self._banks.layers != self.tap.layers:
-            raise SaemonError(
-                f"saemon: the pack's banks are for layers {self._banks.layers}, the tap has {self.tap.layers}"
-            )
+        self.tap = Tap(tapped, max_tokens, hidden, self._dtype, self._device)
+        adapter.install_tap(model, tapped, self.tap.capture)
+        self._use_packs(self.packs)
         # With full CUDA graphs the top-level forward is replayed without Python: the tap still
         # writes (the copy is in the graph) but cannot count its calls.
         mode = getattr(self.vllm_config.compilation_config, "cudagraph_mode", None)
         self._check_calls = mode is None or not getattr(mode, "has_full_cudagraphs", lambda: False)()
         self.ships = adapter.tensor_parallel_rank() == 0
         if self.ships:
-            self.planner = Planner(self._special_token_ids() if self.settings.plugin.exclude_special_tokens else ())
+            specials = self._special_token_ids() if self.settings.plugin.exclude_special_tokens else ()
+            self.planner = Planner(specials, gaps=self._reuses_prefixes)
             self.client = self._client()
             self.client.start()
             # vLLM calls Worker.shutdown on a clean stop; this covers an interpreter exit without it
             atexit.register(self.close)
         log.info(
-            "saemon: monitoring %s with pack %s@%s (%d features at layers %s)%s",
+            "saemon: monitoring %s with %s at layers %s; prefix caching %s%s",
             self.model_name,
-            self.pack.name,
-            self.pack.version,
-            len(self.pack.spec.features),
-            list(pack_layers),
+            ", ".join(f"{p.name}@{p.version} ({len(p.spec.features)} features)" for p in self.packs),
+            list(tapped),
+            "off" if not self.prefix_caching else f"on ({self.settings.plugin.prefix_cache} cached prompt scores)",
             "" if self.ships else " (this rank does not ship)",
         )
+
+    @property
+    def _reuses_prefixes(self) -> bool:
+        return self.prefix_caching and self.settings.plugin.prefix_cache == "reuse"
+
+    def _use_packs(self, packs: list[ProbePack]) -> None:
+        """Merge the packs' banks and name their column ranges."""
+        assert self.tap is not None
+        per_pack = [pack.feature_banks(device=self._device, dtype=self._dtype) for pack in packs]
+        read = {layer for banks in per_pack for layer, _, _ in banks}
+        missing = sorted(read - set(self.tap.layers))
+        if missing:
+            raise SaemonError(
+                f"saemon: the packs read layers {missing}, which the tap installed at start does not "
+                f"capture (it taps {list(self.tap.layers)}); restart vLLM to monitor other layers"
+            )
+        unread = [layer for layer in self.tap.layers if layer not in read]
+        if unread:  # one bank per tapped layer: a reload may read fewer layers than the tap
+            hidden = self.tap.stacked.shape[-1]
+            empty = FeatureBank.from_numpy(np.zeros((0, hidden), np.float32), [], [], [], self._device, self._dtype)
+            per_pack.append([(layer, empty, np.zeros(0, np.int64)) for layer in unread])
+        banks = LayerBanks.merge(per_pack)
+        streams, first = [], 0
+        for pack in packs:
+            width = len(pack.spec.features)
+            streams.append(Stream(self.model_name, pack.name, pack.version, first, width))
+            first += width
+        self.packs, self._banks, self._streams = packs, banks, tuple(streams)
+
+    def reload_packs(self, paths: Sequence[str] | None = None) -> list[str]:
+        """Load the packs again (from ``paths``, default: the same files) and use them from the
+        next step. All or nothing: a pack that fails to load, is for another model or reads a
+        layer the tap does not capture leaves the current packs in place and raises. Scores
+        the score table holds become unusable: cached prompt tokens from before the reload are
+        reported unscored (reason RESET) rather than scored by an older pack; reset vLLM's
+        prefix cache after a reload to have them recomputed instead."""
+        files = [Path(p) for p in paths] if paths else [p.path for p in self.packs]
+        packs = load_packs(files)
+        hidden, layers = adapter.model_shape(self.vllm_config)
+        for pack in packs:
+            pack.check_model(self.model_name, hidden, layers)
+        self._use_packs(packs)
+        if self.table is not None:
+            assert self._banks is not None
+            self.table.reset(self._banks.num_features)
+        log.info("saemon: reloaded packs %s", ", ".join(f"{p.name}@{p.version}" for p in packs))
+        return [f"{p.name}@{p.version}" for p in packs]
 
     def _client(self) -> SidecarClient:
         plugin = self.settings.plugin
@@ -107,10 +177,9 @@ class WorkerMonitor:
             token = plugin.auth_token_file.read_text().strip()
         roots = plugin.tls_ca_file.read_bytes() if plugin.tls_ca_file is not None else None
         target = plugin.sidecar or self.settings.grpc_listen
-        stream = Stream(self.model_name, self.pack.name, self.pack.version)
         return SidecarClient(
             target,
-            encode=stream.encode,
+            encode=encode,
             interval_seconds=plugin.ship_interval_seconds,
             queue_size=plugin.queue_size,
             token=token,
@@ -133,27 +202,33 @@ class WorkerMonitor:
         planner, client = self.planner, self.client
         if not self.ships or planner is None or client is None:
             return
+        finished = getattr(scheduler_output, "finished_req_ids", ()) or ()
         try:
             self._step += 1
-            plan = None
+            plan = layout = None
             if num_tokens > 0:
-                layout = adapter.read_layout(self.worker.model_runner, num_tokens)
+                layout = adapter.read_layout(self.worker.model_runner, num_tokens, with_blocks=self._reuses_prefixes)
                 plan = planner.plan(layout)
-            ends = planner.finish(
-                getattr(scheduler_output, "finished_req_ids", ()) or (), token_ids=self.settings.plugin.send_token_ids
-            )
-            if plan is not None and any(s.num_tokens for s in plan.segments):
-                self._project_and_ship(plan, ends)
+            ends = planner.finish(finished, token_ids=self.settings.plugin.send_token_ids)
+            if plan is not None and layout is not None:
+                self._project_and_ship(plan, layout, ends)
             elif ends:
-                client.submit(StepResult(self._step, time.time_ns(), [], [], np.zeros(0, np.int64), None, ends))
+                client.submit(
+                    StepResult(self._step, time.time_ns(), [], [], np.zeros(0, np.int64), None, ends, self._streams)
+                )
         except Exception:
             self._failed_steps += 1
+            if self.table is not None and num_tokens > 0:
+                self.table.reset()  # this step's rows may be missing from the table: never serve them
             if self.client is not None:
                 self.client.count_dropped()  # reaches saemon_events_dropped_total
             if self._failed_steps == 1:  # log once with the traceback, count every time
                 log.exception(
                     "saemon: monitoring step %d failed; its scores are dropped, inference goes on", self._step
                 )
+        finally:
+            if self.table is not None and finished:
+                self.table.forget(finished)
 
     def _verify_tap(self) -> None:
         assert self.tap is not None
@@ -166,26 +241,68 @@ class WorkerMonitor:
             )
         self._calls_seen = self.tap.calls
 
-    def _project_and_ship(self, plan: StepPlan, ends: list) -> None:
+    def _project_and_ship(self, plan: StepPlan, layout: StepLayout, ends: list) -> None:
         assert self.tap is not None and self.client is not None and self._banks is not None
+        banks = self._banks
         total = int(plan.seg_starts[-1])
-        xs = self.tap.all_rows(total)
-        seg_starts = torch.from_numpy(plan.seg_starts).to(xs.device)
-        row_mask = torch.from_numpy(plan.row_mask).to(xs.device)
-        summaries = project_layers(xs, self._banks, seg_starts, row_mask)
-        if self.settings.plugin.capture_dir is not None:
+        segments, positions = plan.segments, plan.positions
+        unscored: list = []
+        scores = None
+        parts: list[Summaries] = []
+        if self._reuses_prefixes and total:
+            # Every computed row's scores go to the table (duplicates too: a recomputed row's KV
+            # was written to a new slot), and the positions vLLM served from its cache come back.
+            table = self.table or self._make_table()
+            assert layout.block_table is not None
+            xs = self.tap.all_rows(total)
+            scores = token_scores(xs, banks, total)
+            if plan.gaps:
+                recovered = table.recover(plan.gaps, layout.block_table)
+                unscored = recovered.unscored
+                if recovered.segments:
+                    found = summarize_segments(recovered.scores, recovered.starts, banks.threshold)
+                    parts.append(Summaries(found.max, found.argmax + total, found.sum, found.count))
+                    segments = plan.segments + recovered.segments
+                    positions = np.concatenate([plan.positions[:total], recovered.positions])
+            table.write(table.layout_slots(layout, total), table.row_tags(layout, total), scores)
+        if any(segment.num_tokens for segment in plan.segments):
+            xs = self.tap.all_rows(total)
+            seg_starts = torch.from_numpy(plan.seg_starts).to(xs.device)
+            row_mask = torch.from_numpy(plan.row_mask).to(xs.device)
+            parts.insert(0, project_layers(xs, banks, seg_starts, row_mask, scores=scores))
+        elif parts:  # only recovered rows: the summaries cover the recovered segments alone
+            segments = segments[len(plan.segments) :]
+        if self.settings.plugin.capture_dir is not None and total:
             self._capture(plan, total)
+        if not parts and not ends and not unscored:
+            return
         self.client.submit(
             StepResult(
                 step=self._step,
                 produced_unix_nanos=time.time_ns(),
-                segments=plan.segments,
-                keep=[i for i, segment in enumerate(plan.segments) if segment.num_tokens],
-                positions=plan.positions,
-                summaries=summaries,
+                segments=segments,
+                keep=[i for i, segment in enumerate(segments) if segment.num_tokens],
+                positions=positions,
+                summaries=Summaries.cat(parts) if parts else None,
                 ends=ends,
+                streams=self._streams,
+                unscored=unscored,
             )
         )
+
+    def _make_table(self) -> ScoreTable:
+        """The score table, made at the first step (vLLM sizes its KV cache after load_model)."""
+        assert self._banks is not None
+        slots, block_size = adapter.kv_slots(self.worker.model_runner, self.vllm_config)
+        self.table = ScoreTable(slots, self._banks.num_features, block_size, self._device, PrefixHasher())
+        log.info(
+            "saemon: prefix caching is on: keeping cached prompt tokens' scores by KV slot "
+            "(%d slots x %d features, %.1f MiB)",
+            slots,
+            self._banks.num_features,
+            self.table.nbytes / 2**20,
+        )
+        return self.table
 
     def _capture(self, plan: StepPlan, total: int) -> None:
         """Debugging and forensics: the scored rows of this step, with their attribution."""

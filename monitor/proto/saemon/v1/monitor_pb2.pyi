@@ -21,6 +21,12 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_ABORT: _ClassVar[FinishReason]
     FINISH_REASON_ERROR: _ClassVar[FinishReason]
 
+class UnscoredReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UNSCORED_REASON_UNSPECIFIED: _ClassVar[UnscoredReason]
+    UNSCORED_REASON_NOT_SEEN: _ClassVar[UnscoredReason]
+    UNSCORED_REASON_RESET: _ClassVar[UnscoredReason]
+
 class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SEVERITY_UNSPECIFIED: _ClassVar[Severity]
@@ -47,6 +53,9 @@ FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
 FINISH_REASON_ERROR: FinishReason
+UNSCORED_REASON_UNSPECIFIED: UnscoredReason
+UNSCORED_REASON_NOT_SEEN: UnscoredReason
+UNSCORED_REASON_RESET: UnscoredReason
 SEVERITY_UNSPECIFIED: Severity
 SEVERITY_INFO: Severity
 SEVERITY_WARNING: Severity
@@ -67,7 +76,7 @@ class IngestRequest(_message.Message):
     def __init__(self, batches: _Optional[_Iterable[_Union[StepBatch, _Mapping]]] = ..., client_dropped: _Optional[int] = ...) -> None: ...
 
 class StepBatch(_message.Message):
-    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends", "columns")
+    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends", "columns", "unscored")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PACK_FIELD_NUMBER: _ClassVar[int]
     PACK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +85,7 @@ class StepBatch(_message.Message):
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ENDS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    UNSCORED_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     pack: str
     pack_version: str
@@ -84,7 +94,18 @@ class StepBatch(_message.Message):
     requests: _containers.RepeatedCompositeFieldContainer[RequestSummary]
     ends: _containers.RepeatedCompositeFieldContainer[RequestEnd]
     columns: SummaryColumns
-    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ..., columns: _Optional[_Union[SummaryColumns, _Mapping]] = ...) -> None: ...
+    unscored: _containers.RepeatedCompositeFieldContainer[UnscoredTokens]
+    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ..., columns: _Optional[_Union[SummaryColumns, _Mapping]] = ..., unscored: _Optional[_Iterable[_Union[UnscoredTokens, _Mapping]]] = ...) -> None: ...
+
+class UnscoredTokens(_message.Message):
+    __slots__ = ("request_id", "reason", "count")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    reason: UnscoredReason
+    count: int
+    def __init__(self, request_id: _Optional[str] = ..., reason: _Optional[_Union[UnscoredReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class SummaryColumns(_message.Message):
     __slots__ = ("request_id", "scope", "first_position", "num_tokens", "max", "argmax_position", "sum", "count_above")
@@ -262,7 +283,7 @@ class GetRequestReportResponse(_message.Message):
     def __init__(self, report: _Optional[_Union[RequestReport, _Mapping]] = ...) -> None: ...
 
 class RequestReport(_message.Message):
-    __slots__ = ("request_id", "model_name", "finished", "finish_reason", "prompt_tokens", "response_tokens", "scores", "decisions", "first_seen_unix_nanos", "last_seen_unix_nanos")
+    __slots__ = ("request_id", "model_name", "finished", "finish_reason", "prompt_tokens", "response_tokens", "scores", "decisions", "first_seen_unix_nanos", "last_seen_unix_nanos", "unscored", "coverage")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +294,8 @@ class RequestReport(_message.Message):
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEEN_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    UNSCORED_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_name: str
     finished: bool
@@ -283,7 +306,9 @@ class RequestReport(_message.Message):
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     first_seen_unix_nanos: int
     last_seen_unix_nanos: int
-    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., response_tokens: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[ProbeScore, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., first_seen_unix_nanos: _Optional[int] = ..., last_seen_unix_nanos: _Optional[int] = ...) -> None: ...
+    unscored: _containers.RepeatedCompositeFieldContainer[UnscoredTokens]
+    coverage: float
+    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., response_tokens: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[ProbeScore, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., first_seen_unix_nanos: _Optional[int] = ..., last_seen_unix_nanos: _Optional[int] = ..., unscored: _Optional[_Iterable[_Union[UnscoredTokens, _Mapping]]] = ..., coverage: _Optional[float] = ...) -> None: ...
 
 class ListProbesRequest(_message.Message):
     __slots__ = ()
