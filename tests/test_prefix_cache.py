@@ -132,7 +132,7 @@ def test_prefix_caching_on_scores_every_token_as_with_it_off(default_model, pack
             assert_same(pack, cached[name], reference[name], rec, ref)
     # the second round of the shared workload came from the cache: fewer rows computed
     # (seen through vLLM's own counter of cached prompt tokens)
-    assert sum(o.num_cached_tokens or 0 for o in cached["shared"][8:]) >= 8 * 256
+    assert sum(o.num_cached_tokens or 0 for o in cached["shared"][8:]) >= 8 * 192  # 6 full blocks each
 
     # A KV cache of 40 blocks of 32 tokens: the fillers evict the shared prompt's blocks. One
     # pack alone in this engine scores as it did beside the other pack.

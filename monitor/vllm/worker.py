@@ -256,6 +256,10 @@ class WorkerMonitor:
             assert layout.block_table is not None
             xs = self.tap.all_rows(total)
             scores = token_scores(xs, banks, total)
+            # Written before the gaps are read: vLLM lets a request hit blocks that another
+            # request of the same step is computing (their KV is written earlier in the same
+            # forward), so a gap may be served by this very step's rows.
+            table.write(table.layout_slots(layout, total), table.row_tags(layout, total), scores)
             if plan.gaps:
                 recovered = table.recover(plan.gaps, layout.block_table)
                 unscored = recovered.unscored
@@ -264,7 +268,6 @@ class WorkerMonitor:
                     parts.append(Summaries(found.max, found.argmax + total, found.sum, found.count))
                     segments = plan.segments + recovered.segments
                     positions = np.concatenate([plan.positions[:total], recovered.positions])
-            table.write(table.layout_slots(layout, total), table.row_tags(layout, total), scores)
         if any(segment.num_tokens for segment in plan.segments):
             xs = self.tap.all_rows(total)
             seg_starts = torch.from_numpy(plan.seg_starts).to(xs.device)
