@@ -200,8 +200,7 @@ def test_packs_for_different_models_are_refused_naming_the_files(default_model, 
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # the failing worker is killed before it flushes
     other = yaml.safe_load(pack.read_text())
     other["pack"], other["model"]["name"] = "other-model-pack", "SomeOtherModel-135M"
-    for name in ("weights",):
-        other[name] = str(pack.parent / other[name])
+    other["weights"] = str(pack.parent / other["weights"])
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
 
     config = {

@@ -269,7 +269,7 @@ class WorkerMonitor:
                     segments = plan.segments + recovered.segments
                     positions = np.concatenate([plan.positions[:total], recovered.positions])
         if any(segment.num_tokens for segment in plan.segments):
-            xs = self.tap.all_rows(total)
+            xs = self.tap.all_rows(total)  # a view: no copy
             seg_starts = torch.from_numpy(plan.seg_starts).to(xs.device)
             row_mask = torch.from_numpy(plan.row_mask).to(xs.device)
             parts.insert(0, project_layers(xs, banks, seg_starts, row_mask, scores=scores))
