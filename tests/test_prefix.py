@@ -65,3 +65,8 @@ def test_a_cached_prefix_is_served_only_with_its_own_scores():
     table.reset()
     got = table.recover([Gap(0, "d-1", "d", same, np.arange(8), 12)], blocks)
     assert not got.segments and [(u.reason, u.count) for u in got.unscored] == [(pb.UNSCORED_REASON_RESET, 8)]
+    # another prefix's old scores are not "reset" ones: they were never this prefix's
+    got = table.recover([Gap(0, "e-1", "e", other, np.arange(8), 12)], blocks)
+    assert [(u.reason, u.count) for u in sorted(got.unscored, key=lambda u: u.reason)] == sorted(
+        [(pb.UNSCORED_REASON_RESET, 6), (pb.UNSCORED_REASON_NOT_SEEN, 2)]
+    )

@@ -24,7 +24,7 @@ SAFETY = REPO / "probes" / "SmolLM2-135M-Instruct" / "safety.yaml"
 SYSTEM = (
     "You are the support assistant of a small bicycle shop in a quiet town. "
     + "Answer politely and briefly, mention opening hours only when asked, never invent prices, "
-    "and recommend a visit to the shop when a repair needs tools the customer does not have. " * 5
+    "and recommend a visit to the shop when a repair needs tools the customer does not have. " * 8
 )
 QUESTIONS = [
     "How do I fix a flat tyre?",
@@ -36,7 +36,7 @@ QUESTIONS = [
     "What size frame do I need?",
     "Is a bell required by law?",
 ]
-FILLERS = [f"Tell me a short story about the number {n} and a {c} cat." * 3 for n, c in enumerate("abcdef")]
+FILLERS = [f"Tell me a short story about the number {n} and a {c} cat." * 12 for n, c in enumerate("abcdef")]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def packs(default_model, tmp_path_factory):
 
 
 def shared(llm, sampling):
-    """Eight requests with one ~300-token system prompt at once, then the same eight again."""
+    """Eight requests with one 300-token system prompt at once, then the same eight again."""
     conversations = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS]
     return llm.chat(conversations, sampling) + llm.chat(conversations, sampling)
 
@@ -64,13 +64,11 @@ def multi_turn(llm, sampling):
 
 
 def evicting(llm, sampling):
-    """The shared prompt, long unrelated prompts that push its blocks out, the shared prompt again."""
+    """The shared prompt, six unrelated 210-token prompts at once that push some of its blocks
+    out, the shared prompt again (a partial hit)."""
     conversations = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS[:2]]
     fillers = [[{"role": "user", "content": f}] for f in FILLERS]
-    outputs = llm.chat(conversations, sampling)
-    for filler in fillers:
-        outputs += llm.chat([filler], sampling)
-    return outputs + llm.chat(conversations, sampling)
+    return llm.chat(conversations, sampling) + llm.chat(fillers, sampling) + llm.chat(conversations, sampling)
 
 
 def run(default_model, tmp_path, pack_files, workloads, features, **engine):
@@ -132,7 +130,7 @@ def test_prefix_caching_on_scores_every_token_as_with_it_off(default_model, pack
             assert_same(pack, cached[name], reference[name], rec, ref)
     # the second round of the shared workload came from the cache: fewer rows computed
     # (seen through vLLM's own counter of cached prompt tokens)
-    assert sum(o.num_cached_tokens or 0 for o in cached["shared"][8:]) >= 8 * 192  # 6 full blocks each
+    assert sum(o.num_cached_tokens or 0 for o in cached["shared"][8:]) >= 8 * 288  # 9 full blocks each
 
     # A KV cache of 40 blocks of 32 tokens: the fillers evict the shared prompt's blocks. One
     # pack alone in this engine scores as it did beside the other pack.
@@ -147,3 +145,41 @@ def test_prefix_caching_on_scores_every_token_as_with_it_off(default_model, pack
         num_gpu_blocks_override=40,
     )
     assert_same(packs["names"][0], small["evicting"], reference["evicting"], small_rec, ref)
+    # the cache did evict: the shared prompt's first request hit fewer than its 9 full blocks
+    # (the second hits the blocks the first recomputes in the same step)
+    assert (small["evicting"][-2].num_cached_tokens or 0) < 288
+
+
+def test_a_pack_reload_reuses_no_stale_scores(default_model, packs, tmp_path):
+    """Two packs, then a reload to one of them mid-run: the prompt tokens vLLM serves from its
+    cache were scored before the reload, so they are reported unscored (RESET), never scored
+    from the old table; after vLLM's prefix cache is reset they are computed and scored again."""
+    from transformers import AutoTokenizer
+
+    files = [packs["safety"], packs["demo"]]
+    safety, demo = packs["names"]
+    features = {name: len(load_pack(f).spec.features) for name, f in zip(packs["names"], files, strict=True)}
+    conversations = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS[:4]]
+    special = set(AutoTokenizer.from_pretrained(str(default_model)).all_special_ids)
+
+    def swap(llm, sampling):
+        before = llm.chat(conversations, sampling)
+        (loaded,) = llm.collective_rpc("saemon_reload_packs", args=([str(files[0])],))
+        assert loaded == [f"{safety}@{load_pack(files[0]).version}"]
+        after = llm.chat(conversations, sampling)
+        assert llm.reset_prefix_cache()
+        return before + after + llm.chat(conversations, sampling)
+
+    results, rec = run(default_model, tmp_path, files, {"swap": swap}, features, enable_prefix_caching=True)
+    before, after, fresh = results["swap"][:4], results["swap"][4:8], results["swap"][8:]
+    for old, new in zip(before, after, strict=True):
+        cached = new.num_cached_tokens or 0
+        assert cached >= 288
+        reset = sum(1 for t in new.prompt_token_ids[:cached] if t not in special)
+        assert rec.unscored[new.request_id] == {pb.UNSCORED_REASON_RESET: reset}
+        assert rec.of(demo, new.request_id) == {}, "the reloaded engine no longer runs the demo pack"
+        prompt = rec.of(safety, new.request_id)[pb.TOKEN_SCOPE_PROMPT]
+        assert prompt.tokens == rec.of(safety, old.request_id)[pb.TOKEN_SCOPE_PROMPT].tokens - reset
+    assert all(not o.num_cached_tokens for o in fresh[:1])
+    assert_same(safety, fresh, before, rec, rec)
+    assert all(rec.of(demo, o.request_id) == {} for o in fresh)

@@ -262,9 +262,11 @@ class ScoreTable:
             wanted = np.full(gap.positions.shape, -2, np.int64)  # -2 never matches a tag
             hashed = gap.positions < len(expected)
             wanted[hashed] = expected[gap.positions[hashed]]
-            current = self.written[slots] == self.generation
-            ok = current & (self.tags[slots] == wanted)
-            stale = int((~current & (self.written[slots] >= 0)).sum())
+            written = self.written[slots]
+            same_prefix = self.tags[slots] == wanted
+            ok = same_prefix & (written == self.generation)
+            # this prefix's scores, but from before a reset; anything else was never seen here
+            stale = int((same_prefix & (written >= 0) & (written != self.generation)).sum())
             missing = int((~ok).sum()) - stale
             for reason, count in ((RESET, stale), (NOT_SEEN, missing)):
                 if count:
