@@ -226,6 +226,22 @@ def test_drops_made_before_submit_are_reported_like_the_clients_own(tmp_path, se
     assert servicer.client_dropped == 3
 
 
+def test_an_item_of_several_batches_counts_each_when_dropped(tmp_path, serve, make_client):
+    """A step of two packs encodes to two batches: dropped, it counts two, like sent would."""
+    target = unix_target(tmp_path)
+    servicer = RecordingServicer()
+    serve(servicer, target)
+    client = make_client(
+        target, queue_size=1, encode=lambda i: [batch(i, "a"), batch(i, "b")], batches_of=lambda i: 2, **FAST
+    )
+    assert client.submit(0)
+    wait_until(lambda: client.stats().sent == 2)
+    client.close(timeout=1)
+    assert not client.submit(1)  # closed: dropped
+    stats = client.stats()
+    assert (stats.submitted, stats.sent, stats.dropped) == (2, 2, 2)
+
+
 def test_the_client_reconnects_when_the_sidecar_restarts_on_the_same_socket(tmp_path, serve, make_client):
     target = unix_target(tmp_path)
     first = RecordingServicer()

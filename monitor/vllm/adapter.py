@@ -16,12 +16,15 @@ import functools
 import logging
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from monitor.errors import SaemonError
 from monitor.vllm.batch import StepLayout
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +178,12 @@ def kv_slots(runner: Any, vllm_config: Any) -> tuple[int, int]:
 def block_table(runner: Any, num_requests: int) -> np.ndarray:
     """The host block table's first rows (the batch's requests, in row order)."""
     return runner.input_batch.block_table.block_tables[0].block_table.np[:num_requests]
+
+
+def slot_mapping(runner: Any, total: int) -> torch.Tensor:
+    """The KV slot of each of the step's rows on the model's device, as vLLM computed it for
+    this step's KV writes (valid until the next step prepares its inputs)."""
+    return runner.input_batch.block_table.block_tables[0].slot_mapping.gpu[:total]
 
 
 def patch_scheduler(recompute_prefixes: Callable[[Any], bool]) -> None:

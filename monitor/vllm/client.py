@@ -117,6 +117,7 @@ class SidecarClient:
         target: str,
         *,
         encode: Callable[[Any], pb.StepBatch | list[pb.StepBatch]] | None = None,
+        batches_of: Callable[[Any], int] | None = None,
         interval_seconds: float = 0.1,
         queue_size: int = 4096,
         max_batches_per_message: int = 64,
@@ -147,6 +148,8 @@ class SidecarClient:
         )
         self._target = target
         self._encode = encode
+        # how many step batches an item encodes to: drops are counted in the unit of sent
+        self._batches_of = batches_of or (lambda item: 1)
         self._interval = interval_seconds
         self._queue_size = queue_size
         self._max_batches = max_batches_per_message
@@ -250,9 +253,11 @@ class SidecarClient:
             if self._accepting and len(self._queue) < self._queue_size:
                 self._queue.append(item)
                 return True
-            self._dropped += 1
-            self._dropped_unreported += 1
-            return False
+        lost = self._lost(item)
+        with self._lock:
+            self._dropped += lost
+            self._dropped_unreported += lost
+        return False
 
     def count_dropped(self, count: int = 1) -> None:
         """Count batches the caller dropped before they reached submit() (its own queue was full,
@@ -485,9 +490,10 @@ class SidecarClient:
         return request
 
     def _encode_failed(self, item: Any) -> None:
+        lost = self._lost(item)
         with self._lock:
-            self._dropped += 1
-            self._dropped_unreported += 1
+            self._dropped += lost
+            self._dropped_unreported += lost
             first = not self._encode_errors
             self._encode_errors += 1
         if first:
@@ -575,12 +581,18 @@ class SidecarClient:
             ceiling = min(self._backoff_max, self._backoff_initial * 2 ** min(self._failures - 1, 30))
         return random.uniform(max(self._backoff_initial, ceiling / 2), ceiling)
 
+    def _lost(self, item: Any) -> int:
+        """The step batches a dropped item stood for (1 if that cannot be told)."""
+        try:
+            return max(1, int(self._batches_of(item)))
+        except Exception:
+            return 1
+
     def _drain_queue(self) -> int:
         """Empty the queue after the thread stopped, counting what is left as dropped."""
         abandoned = 0
         while self._queue:
-            self._queue.popleft()
-            abandoned += 1
+            abandoned += self._lost(self._queue.popleft())
         if abandoned:
             with self._lock:
                 self._dropped += abandoned

@@ -235,15 +235,20 @@ class ScoreTable:
 
     # -- write and read ------------------------------------------------------------------
 
-    def write(self, slots: np.ndarray, tags: np.ndarray, scores: torch.Tensor) -> None:
+    def write(
+        self, slots: np.ndarray, tags: np.ndarray, scores: torch.Tensor, device_slots: torch.Tensor | None = None
+    ) -> None:
         """This step's rows: ``scores [n, F]`` at ``slots [n]``; a tag of -1 (token not known
-        yet) marks the slot as holding nothing usable."""
+        yet) marks the slot as holding nothing usable. ``device_slots``: the same slots
+        already on the scores' device (vLLM's own slot mapping on a GPU), so the write needs
+        no host-to-device copy."""
         known = tags >= 0
         self.written[slots] = np.where(known, self.generation, -1)
         self.tags[slots] = tags
-        index = torch.from_numpy(slots)
-        if self.scores.is_cuda:
-            index = index.pin_memory().to(self.device, non_blocking=True)
+        if device_slots is not None and device_slots.device == self.scores.device:
+            index = device_slots
+        else:
+            index = torch.from_numpy(slots).to(self.scores.device)
         self.scores.index_copy_(0, index, scores)
 
     def recover(self, gaps: Sequence[Gap], block_table: np.ndarray) -> Recovered:

@@ -34,7 +34,7 @@ from monitor.pack import ProbePack, load_pack
 from monitor.vllm import adapter
 from monitor.vllm.batch import Planner, StepLayout, StepPlan
 from monitor.vllm.client import SidecarClient
-from monitor.vllm.prefix import PrefixHasher, ScoreTable
+from monitor.vllm.prefix import PrefixHasher, Recovered, ScoreTable
 from monitor.vllm.tap import Tap
 from monitor.vllm.wire import StepResult, Stream, encode
 
@@ -180,6 +180,7 @@ class WorkerMonitor:
         return SidecarClient(
             target,
             encode=encode,
+            batches_of=lambda result: max(1, len(result.streams)),
             interval_seconds=plugin.ship_interval_seconds,
             queue_size=plugin.queue_size,
             token=token,
@@ -221,7 +222,7 @@ class WorkerMonitor:
             if self.table is not None and num_tokens > 0:
                 self.table.reset()  # this step's rows may be missing from the table: never serve them
             if self.client is not None:
-                self.client.count_dropped()  # reaches saemon_events_dropped_total
+                self.client.count_dropped(len(self._streams))  # one batch per pack: saemon_events_dropped_total
             if self._failed_steps == 1:  # log once with the traceback, count every time
                 log.exception(
                     "saemon: monitoring step %d failed; its scores are dropped, inference goes on", self._step
@@ -245,36 +246,25 @@ class WorkerMonitor:
         assert self.tap is not None and self.client is not None and self._banks is not None
         banks = self._banks
         total = int(plan.seg_starts[-1])
-        segments, positions = plan.segments, plan.positions
-        unscored: list = []
-        scores = None
+        scores, recovered = (
+            self._through_table(plan, layout, total) if self._reuses_prefixes and total else (None, None)
+        )
+        # summaries' argmax are rows of ``positions``: the step's rows, then the recovered ones
+        positions = plan.positions[:total]
+        segments: list = []
         parts: list[Summaries] = []
-        if self._reuses_prefixes and total:
-            # Every computed row's scores go to the table (duplicates too: a recomputed row's KV
-            # was written to a new slot), and the positions vLLM served from its cache come back.
-            table = self.table or self._make_table()
-            assert layout.block_table is not None
-            xs = self.tap.all_rows(total)
-            scores = token_scores(xs, banks, total)
-            # Written before the gaps are read: vLLM lets a request hit blocks that another
-            # request of the same step is computing (their KV is written earlier in the same
-            # forward), so a gap may be served by this very step's rows.
-            table.write(table.layout_slots(layout, total), table.row_tags(layout, total), scores)
-            if plan.gaps:
-                recovered = table.recover(plan.gaps, layout.block_table)
-                unscored = recovered.unscored
-                if recovered.segments:
-                    found = summarize_segments(recovered.scores, recovered.starts, banks.threshold)
-                    parts.append(Summaries(found.max, found.argmax + total, found.sum, found.count))
-                    segments = plan.segments + recovered.segments
-                    positions = np.concatenate([plan.positions[:total], recovered.positions])
         if any(segment.num_tokens for segment in plan.segments):
             xs = self.tap.all_rows(total)  # a view: no copy
             seg_starts = torch.from_numpy(plan.seg_starts).to(xs.device)
             row_mask = torch.from_numpy(plan.row_mask).to(xs.device)
-            parts.insert(0, project_layers(xs, banks, seg_starts, row_mask, scores=scores))
-        elif parts:  # only recovered rows: the summaries cover the recovered segments alone
-            segments = segments[len(plan.segments) :]
+            parts.append(project_layers(xs, banks, seg_starts, row_mask, scores=scores))
+            segments += plan.segments
+        if recovered is not None and recovered.segments:
+            found = summarize_segments(recovered.scores, recovered.starts, banks.threshold)
+            parts.append(Summaries(found.max, found.argmax + total, found.sum, found.count))
+            segments += recovered.segments
+            positions = np.concatenate([positions, recovered.positions])
+        unscored = recovered.unscored if recovered is not None else []
         if self.settings.plugin.capture_dir is not None and total:
             self._capture(plan, total)
         if not parts and not ends and not unscored:
@@ -292,6 +282,21 @@ class WorkerMonitor:
                 unscored=unscored,
             )
         )
+
+    def _through_table(self, plan: StepPlan, layout: StepLayout, total: int) -> tuple[torch.Tensor, Recovered | None]:
+        """Prefix caching: every computed row's scores go to the table (duplicates too: a
+        recomputed row's KV was written to a new slot), and the positions vLLM served from its
+        cache come back. Returns the step's per-row scores (the projection reuses them) and
+        what the table recovered for the step's gaps."""
+        assert self.tap is not None and self._banks is not None and layout.block_table is not None
+        table = self.table or self._make_table()
+        scores = token_scores(self.tap.all_rows(total), self._banks, total)
+        device_slots = adapter.slot_mapping(self.worker.model_runner, total) if scores.is_cuda else None
+        # Written before the gaps are read: vLLM lets a request hit blocks that another
+        # request of the same step is computing (their KV is written earlier in the same
+        # forward), so a gap may be served by this very step's rows.
+        table.write(table.layout_slots(layout, total), table.row_tags(layout, total), scores, device_slots)
+        return scores, table.recover(plan.gaps, layout.block_table) if plan.gaps else None
 
     def _make_table(self) -> ScoreTable:
         """The score table, made at the first step (vLLM sizes its KV cache after load_model)."""
