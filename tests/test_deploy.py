@@ -28,6 +28,7 @@ SHIPPED_ALERTS = {
     "SaemonRedisDown",
     "SaemonAlertDeliveryFailing",
     "SaemonCoverageLow",
+    "SaemonTokensUnscored",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
@@ -47,6 +48,7 @@ def metric_names() -> set[str]:
     metrics.requests_flagged.labels("m", "p", "critical")
     metrics.probe_score.labels("m", "p")
     metrics.tokens_scored.labels("m", "response")
+    metrics.tokens_unscored.labels("m", "reset")
     metrics.requests_scored.labels("m")
     metrics.decisions.labels("m", "p", "critical", "fired")
     metrics.stream_length.labels("m", "events")
@@ -72,7 +74,7 @@ def recorded() -> set[str]:
 
 @needs_promtool
 def test_rules_and_config_pass_promtool_checks_and_unit_tests():
-    assert "SUCCESS: 9 rules found" in run("promtool", "check", "rules", str(RULES))
+    assert "SUCCESS: 11 rules found" in run("promtool", "check", "rules", str(RULES))
     run("promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
     assert "SUCCESS" in run("promtool", "test", "rules", "saemon.rules.test.yml", cwd=RULES.parent)
 
@@ -162,6 +164,7 @@ def test_dashboards_are_file_provisionable_and_query_real_metrics(path):
     used = {m for p in panels(dashboard) for t in p.get("targets", []) for m in promql_metrics(t["expr"])}
     for wanted in (
         "saemon_tokens_scored_total",
+        "saemon_tokens_unscored_total",
         "saemon_requests_flagged_total",
         "saemon_probe_score_bucket",
         "saemon_events_dropped_total",
