@@ -232,14 +232,11 @@ def test_memory_is_bounded_by_the_caps(tmp_path, clock):
     [
         (batch([summary("r", [0.1, 0.2], 0)], pack="nope"), "unknown_pack"),
         (batch([summary("r", [0.1, 0.2], 0)], version="2"), "unknown_pack"),
-        (batch([summary("r", [0.1], 0)]), "malformed"),
-        (batch([summary("", [0.1, 0.2], 0)]), "malformed"),
-        (batch([summary("r", [0.1, 0.2], 0, scope=pb.TOKEN_SCOPE_UNSPECIFIED)]), "malformed"),
-        (batch([summary("r", [0.1, 0.2], 0, n=0)]), "malformed"),
-        (batch([summary("r", [math.nan, 0.2], 0)]), "non_finite"),
-        (batch([summary("r", [0.1, 0.2], 0, sums=[math.inf, 0])]), "non_finite"),
         (batch([summary("r", [0.1, 0.2], 0)], model=""), "malformed"),
+        (batch([summary("r", [0.1, 0.2], 0)], model="m" * 300), "malformed"),
+        (batch([summary("r", [0.1, 0.2], 0)], model="m\nfake_metric 1"), "malformed"),
         (batch([], ends=[end("")]), "malformed"),
+        (batch([], ends=[end("x" * 600)]), "malformed"),
     ],
 )
 def test_bad_batches_are_rejected_with_a_reason(tmp_path, clock, bad, reason):
@@ -247,6 +244,40 @@ def test_bad_batches_are_rejected_with_a_reason(tmp_path, clock, bad, reason):
     with pytest.raises(Rejected) as err:
         scorer.validate(bad)
     assert err.value.reason == reason and str(err.value)
+
+
+def bad_argmax() -> pb.RequestSummary:
+    row = summary("bad", [0.1, 0.2], 5)
+    row.argmax_position[0] = -(2**63)
+    return row
+
+
+@pytest.mark.parametrize(
+    "bad, reason, problem",
+    [
+        (summary("bad", [0.1], 0), "malformed", "feature arrays have lengths"),
+        (summary("", [0.1, 0.2], 0), "malformed", "request_id is empty"),
+        (summary("x" * 600, [0.1, 0.2], 0), "malformed", "too long"),
+        (summary("bad", [0.1, 0.2], 0, scope=pb.TOKEN_SCOPE_UNSPECIFIED), "malformed", "scope"),
+        (summary("bad", [0.1, 0.2], 0, n=0), "malformed", "num_tokens is 0"),
+        (summary("bad", [0.1, 0.2], 0, n=2**32 - 1), "out_of_range", "num_tokens is above"),
+        (summary("bad", [0.1, 0.2], -1), "out_of_range", "first_position"),
+        (bad_argmax(), "out_of_range", "argmax"),
+        (summary("bad", [0.9, 0.2], 0, n=2, counts=[3, 0]), "out_of_range", "count_above"),
+        (summary("bad", [math.nan, 0.2], 0), "non_finite", "NaN"),
+        (summary("bad", [0.1, 0.2], 0, sums=[math.inf, 0]), "non_finite", "NaN"),
+    ],
+)
+def test_a_bad_row_is_refused_alone_and_the_batchs_good_rows_are_scored(tmp_path, clock, bad, reason, problem):
+    scorer = make_engine(tmp_path, clock)
+    step = batch([summary("good", [0.9, 0.0], 0), bad, summary("also", [0.2, 0.0], 0)])
+    columns = scorer.validate(step)
+    assert columns.request_ids == ["good", "also"]
+    assert columns.rejected == {reason: 1} and problem in columns.first_error
+    scorer.apply(step, columns)
+    assert scores(scorer, "good")["safety_max"].score == pytest.approx(0.9)
+    assert scores(scorer, "also")["safety_max"].score == pytest.approx(0.2)
+    assert scorer.report("bad") is None and scorer.report("x" * 600) is None
 
 
 def test_reloaded_probe_starts_a_fresh_track(tmp_path, clock):

@@ -168,7 +168,7 @@ def test_concurrent_streams_produce_exact_reports_metrics_and_alerts(sidecar):
     assert [f.feature for f in mean_fire.features] == ["f0", "f1"]
 
 
-def test_bad_batches_are_counted_and_the_stream_goes_on(tmp_path, packs):
+def test_bad_batches_and_bad_rows_are_counted_and_the_stream_goes_on(tmp_path, packs):
     sidecar = SidecarProcess(
         tmp_path,
         {
@@ -182,25 +182,30 @@ def test_bad_batches_are_counted_and_the_stream_goes_on(tmp_path, packs):
     assert huge.ByteSize() > 65536
     messages = [
         pb.IngestRequest(batches=[good]),
-        pb.IngestRequest(batches=[batch([summary("x", [math.nan, 0.0], 0)])]),
+        # a NaN row beside a good one: the good one is scored
+        pb.IngestRequest(batches=[batch([summary("x", [math.nan, 0.0], 0), summary("fine", [0.3, 0.0], 0)])]),
         pb.IngestRequest(batches=[batch([summary("x", [0.1], 0)]), batch([summary("x", [0.1, 0.1], 0)], pack="other")]),
         huge,
         pb.IngestRequest(batches=[batch([summary("good", [0.2, 0.1], 1)])], client_dropped=7),
+        pb.IngestRequest(batches=[batch([summary("neg", [0.2, 0.1], -1)])], client_dropped=2**64 - 1),
     ]
     response = stub(sidecar).Ingest(iter(messages))
-    assert response.batches_accepted == 2
-    assert dict(response.rejected_by_reason) == {"non_finite": 1, "malformed": 1, "unknown_pack": 1, "oversized": 1}
+    assert response.batches_accepted == 5
+    assert dict(response.rejected_by_reason) == {"unknown_pack": 1, "oversized": 1}
+    assert dict(response.summaries_rejected_by_reason) == {"non_finite": 1, "malformed": 1, "out_of_range": 1}
+    assert response.summaries_rejected == 3
     assert "NaN" in response.first_error
-    report = stub(sidecar).GetRequestReport(pb.GetRequestReportRequest(request_id="good")).report
-    assert report.response_tokens == 2
-    for reason, count in {
-        "non_finite": 1,
-        "malformed": 1,
-        "unknown_pack": 1,
-        "oversized": 1,
-        "client_queue_full": 7,
-    }.items():
+    client = stub(sidecar)
+    assert client.GetRequestReport(pb.GetRequestReportRequest(request_id="good")).report.response_tokens == 2
+    assert client.GetRequestReport(pb.GetRequestReportRequest(request_id="fine")).report.response_tokens == 1
+    for rid in ("x", "neg"):
+        with pytest.raises(grpc.RpcError) as err:
+            client.GetRequestReport(pb.GetRequestReportRequest(request_id=rid))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    for reason, count in {"unknown_pack": 1, "oversized": 1, "client_queue_full": 7}.items():
         assert sidecar.metric("saemon_events_dropped_total", reason=reason) == count
+    for reason in ("non_finite", "malformed", "out_of_range"):
+        assert sidecar.metric("saemon_summaries_rejected_total", reason=reason) == 1
     assert sidecar.stop() == 0
 
 
@@ -381,3 +386,59 @@ def test_client_reconnects_when_the_sidecar_restarts_mid_stream(tmp_path, packs)
     assert drops_told_first + drops_told_second >= stats.dropped
     assert drops_told_second <= stats.dropped
     assert second.stop() == 0
+
+
+def test_bytes_that_are_not_a_message_answer_invalid_argument_and_keep_what_came_before(sidecar):
+    raw = channel(sidecar)
+    ingest = raw.stream_unary(
+        "/saemon.v1.MonitorService/Ingest",
+        request_serializer=lambda b: b,
+        response_deserializer=pb.IngestResponse.FromString,
+    )
+    good = pb.IngestRequest(batches=[batch([summary("before", [0.1, 0.1], 0)])]).SerializeToString()
+    with pytest.raises(grpc.RpcError) as err:
+        ingest(iter([good, b"\xff\xff\xff\xff"]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "the request (4 bytes) is not a valid saemon.v1.IngestRequest message"
+    report = raw.unary_unary(
+        "/saemon.v1.MonitorService/GetRequestReport",
+        request_serializer=lambda b: b,
+        response_deserializer=pb.GetRequestReportResponse.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        report(b"\x0a\xff")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "GetRequestReportRequest" in err.value.details()
+    # the message before the garbage was scored, and the server serves on
+    wait_for(lambda: stub(sidecar).GetRequestReport(pb.GetRequestReportRequest(request_id="before")).report)
+    assert stub(sidecar).ListProbes(pb.ListProbesRequest()).probes
+
+
+def test_an_unexpected_error_answers_internal_without_its_text():
+    """The guards around every method, on a real aio server with a servicer that fails."""
+    import asyncio
+
+    from monitor.sidecar.service import register
+
+    class Failing:
+        def __getattr__(self, name):
+            async def fail(request, context):
+                raise RuntimeError("secret path /etc/saemon/token")
+
+            return fail
+
+    async def scenario():
+        server = grpc.aio.server()
+        port = server.add_insecure_port("127.0.0.1:0")
+        register(Failing(), server)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await monitor_pb2_grpc.MonitorServiceStub(ch).ListProbes(pb.ListProbesRequest())
+                return err.value
+        finally:
+            await server.stop(0)
+
+    error = asyncio.run(scenario())
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in error.details() and "logged" in error.details()

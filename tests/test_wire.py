@@ -133,9 +133,6 @@ def test_both_wire_forms_score_identically(tmp_path):
             "SummaryColumns.max has 4 bytes; 1 rows x 2 features of float32 need 8",
         ),
         (lambda c: c.scope.append(pb.TOKEN_SCOPE_PROMPT), "malformed", "1 request ids but 2 scopes"),
-        (lambda c: c.num_tokens.__setitem__(0, 0), "malformed", "num_tokens is 0"),
-        (lambda c: c.scope.__setitem__(0, pb.TOKEN_SCOPE_UNSPECIFIED), "malformed", "scope is unspecified"),
-        (lambda c: setattr(c, "sum", np.array([np.nan, 0], "<f4").tobytes()), "non_finite", "NaN or infinite"),
     ],
 )
 def test_malformed_columns_are_rejected_naming_the_problem(tmp_path, change, reason, message):
@@ -157,3 +154,26 @@ def test_a_batch_with_both_forms_is_refused(tmp_path):
     batch.requests.append(summary("r", [0.2, 0.0], 1))
     with pytest.raises(Rejected, match="both requests and columns"):
         scorer.validate(batch)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "message"),
+    [
+        (lambda c: c.num_tokens.__setitem__(1, 0), "malformed", "num_tokens is 0"),
+        (lambda c: c.scope.__setitem__(1, pb.TOKEN_SCOPE_UNSPECIFIED), "malformed", "scope is unspecified"),
+        (lambda c: c.first_position.__setitem__(1, -1), "out_of_range", "first_position"),
+        (
+            lambda c: setattr(c, "sum", np.array([0.2, 0, np.nan, 0], "<f4").tobytes()),
+            "non_finite",
+            "NaN or infinite",
+        ),
+    ],
+)
+def test_a_bad_column_row_is_refused_alone(tmp_path, change, reason, message):
+    write_pack(tmp_path)
+    scorer = Scorer(SidecarSettings(), SidecarMetrics())
+    scorer.set_packs(load_pack_dir(tmp_path))
+    batch = columnar([summary("r", [0.2, 0.0], 0), summary("q", [0.3, 0.0], 0)], 2)
+    change(batch.columns)
+    columns = scorer.validate(batch)
+    assert columns.request_ids == ["r"] and columns.rejected == {reason: 1} and message in columns.first_error

@@ -16,6 +16,7 @@ DROP_REASONS = (
     "malformed",  # shapes disagree with the pack, empty ids, bad scope
     "unknown_pack",  # the batch names a pack (or version) that is not loaded
     "non_finite",  # NaN or infinity in a score
+    "out_of_range",  # a position, count or length beyond what a step can hold
     "oversized",  # a message larger than ingest.max_message_bytes
     "client_queue_full",  # reported by clients: dropped before reaching the sidecar
     "unauthenticated",  # a call without a valid token
@@ -93,6 +94,14 @@ class SidecarMetrics:
         )
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
+        self.summaries_rejected = Counter(
+            "saemon_summaries_rejected_total",
+            "Request summaries refused on their own inside accepted step batches (the batch's other rows were scored), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("malformed", "out_of_range", "non_finite"):
+            self.summaries_rejected.labels(reason)
         self.queue_depth = Gauge("saemon_ingest_queue_depth", "Step batches waiting in the ingest queue.", registry=r)
         self.queue_capacity = Gauge(
             "saemon_ingest_queue_capacity", "Capacity of the ingest queue, in step batches.", registry=r

@@ -2,7 +2,10 @@
 
 Synchronous and single-threaded: the server feeds it from one asyncio task, so it needs no
 locks. Validation is separate from application so the ingest stream can reject a bad batch
-(and say why in its response) before it is queued; a batch is applied whole or not at all.
+(and say why in its response) before it is queued. A batch whose frame is wrong (unknown
+pack, column bytes that do not fit the pack) is refused whole; a bad row (an empty or
+overlong id, a position or count out of range, NaN) is refused alone and the batch's good
+rows are scored, so one bad summary loses nothing already valid.
 Validation decodes the batch's summaries into arrays once (:class:`Columns`, from either
 wire form); applying folds each row into the request's :class:`monitor.probe.ProbeTracks`
 and turns the transitions the rule reports into decisions.
@@ -12,8 +15,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,6 +47,13 @@ UNSCORED_LABELS: dict[int, str] = {
     pb.UNSCORED_REASON_RESET: "reset",
 }
 KIND_LABELS: dict[int, str] = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND_RESOLVED: "resolved"}
+
+#: Bounds on what a step can carry. A position (and so a token count) beyond 2^24 is more
+#: than any context window vLLM serves; an id or model name longer than these is not one
+#: vLLM makes, and both become label values or Redis keys.
+MAX_POSITION = 1 << 24
+MAX_ID_LENGTH = 512
+MAX_MODEL_NAME_LENGTH = 256
 
 
 class Rejected(Exception):
@@ -76,6 +87,24 @@ class Columns:
     argmax: np.ndarray  # int64 [S, F]
     sum: np.ndarray  # float32 [S, F]
     count: np.ndarray  # uint32 [S, F]
+    #: Rows refused on their own (the rows above are the valid ones), by reason, and the
+    #: first refused row's problem.
+    rejected: Counter[str] = field(default_factory=Counter)
+    first_error: str = ""
+
+    def select(self, keep: np.ndarray) -> Columns:
+        picked = np.flatnonzero(keep)
+        return replace(
+            self,
+            request_ids=[self.request_ids[i] for i in picked.tolist()],
+            scopes=self.scopes[picked],
+            first_positions=self.first_positions[picked],
+            num_tokens=self.num_tokens[picked],
+            max=self.max[picked],
+            argmax=self.argmax[picked],
+            sum=self.sum[picked],
+            count=self.count[picked],
+        )
 
 
 _EMPTY = Columns(
@@ -98,17 +127,19 @@ def decode(batch: pb.StepBatch, features: int) -> Columns:
         return _from_columns(batch.columns, features)
     if not batch.requests:
         return _EMPTY
+    summaries, rejected, first_error = [], Counter[str](), ""
     for summary in batch.requests:
-        if not (
-            len(summary.max) == len(summary.sum) == len(summary.argmax_position) == len(summary.count_above) == features
-        ):
-            raise Rejected(
-                "malformed",
-                f"request {summary.request_id}: feature arrays have lengths "
-                f"{len(summary.max)}/{len(summary.argmax_position)}/{len(summary.sum)}/"
-                f"{len(summary.count_above)}, pack {batch.pack!r} has {features} features",
-            )
-    summaries = batch.requests
+        if len(summary.max) == len(summary.sum) == len(summary.argmax_position) == len(summary.count_above) == features:
+            summaries.append(summary)
+            continue
+        rejected["malformed"] += 1
+        first_error = first_error or (
+            f"request {summary.request_id[:MAX_ID_LENGTH]!r}: feature arrays have lengths "
+            f"{len(summary.max)}/{len(summary.argmax_position)}/{len(summary.sum)}/"
+            f"{len(summary.count_above)}, pack {batch.pack!r} has {features} features"
+        )
+    if not summaries:
+        return replace(_EMPTY, rejected=rejected, first_error=first_error)
     return _checked(
         Columns(
             request_ids=[s.request_id for s in summaries],
@@ -119,6 +150,8 @@ def decode(batch: pb.StepBatch, features: int) -> Columns:
             argmax=np.array([s.argmax_position for s in summaries], dtype=np.int64),
             sum=np.array([s.sum for s in summaries], dtype=np.float32),
             count=np.array([s.count_above for s in summaries], dtype=np.uint32),
+            rejected=rejected,
+            first_error=first_error,
         )
     )
 
@@ -158,20 +191,42 @@ def _from_columns(columns: pb.SummaryColumns, features: int) -> Columns:
 
 
 def _checked(columns: Columns) -> Columns:
-    """Row checks shared by both wire forms; the first bad row is named."""
+    """Row checks shared by both wire forms: the rows that fail one are refused alone,
+    counted by reason, and the first is named."""
     ids = columns.request_ids
-    if not all(ids):
-        raise Rejected("malformed", "RequestSummary.request_id is empty")
-    scoped = np.isin(columns.scopes, list(SCOPE_LABELS))
-    if not scoped.all():
-        raise Rejected("malformed", f"request {ids[int(np.argmin(scoped))]}: scope is unspecified")
-    counted = columns.num_tokens > 0
-    if not counted.all():
-        raise Rejected("malformed", f"request {ids[int(np.argmin(counted))]}: num_tokens is 0")
-    finite_rows = np.isfinite(columns.max).all(axis=1) & np.isfinite(columns.sum).all(axis=1)
-    if not finite_rows.all():
-        raise Rejected("non_finite", f"request {ids[int(np.argmin(finite_rows))]}: NaN or infinite score")
-    return columns
+    if not ids:
+        return columns
+    first, num, argmax = columns.first_positions, columns.num_tokens, columns.argmax
+    checks = (
+        ("malformed", np.array([0 < len(i) <= MAX_ID_LENGTH for i in ids]), "request_id is empty or too long"),
+        ("malformed", np.isin(columns.scopes, list(SCOPE_LABELS)), "scope is unspecified or unknown"),
+        ("malformed", num > 0, "num_tokens is 0"),
+        ("out_of_range", num <= MAX_POSITION, f"num_tokens is above {MAX_POSITION}"),
+        ("out_of_range", (first >= 0) & (first < MAX_POSITION), f"first_position is outside 0..{MAX_POSITION}"),
+        (
+            "out_of_range",
+            ((argmax >= first[:, None]) & (argmax < MAX_POSITION)).all(axis=1),
+            "an argmax position is before the row's first position or beyond any context",
+        ),
+        ("out_of_range", (columns.count <= num[:, None]).all(axis=1), "a count_above exceeds num_tokens"),
+        (
+            "non_finite",
+            np.isfinite(columns.max).all(axis=1) & np.isfinite(columns.sum).all(axis=1),
+            "NaN or infinite score",
+        ),
+    )
+    good = np.ones(len(ids), bool)
+    rejected, first_error = Counter(columns.rejected), columns.first_error
+    for reason, ok, problem in checks:
+        bad = good & ~ok
+        if bad.any():
+            rejected[reason] += int(bad.sum())
+            row = int(np.argmax(bad))
+            first_error = first_error or f"request {ids[row][:MAX_ID_LENGTH]!r}: {problem}"
+            good &= ok
+    if good.all():
+        return columns
+    return replace(columns.select(good), rejected=rejected, first_error=first_error)
 
 
 class Scorer:
@@ -242,6 +297,12 @@ class Scorer:
         """The batch's summaries decoded; Rejected if it cannot be scored as a whole."""
         if not batch.model_name:
             raise Rejected("malformed", "StepBatch.model_name is empty")
+        if len(batch.model_name) > MAX_MODEL_NAME_LENGTH or not batch.model_name.isprintable():
+            raise Rejected(
+                "malformed",
+                f"StepBatch.model_name {batch.model_name[:64]!r}... is longer than {MAX_MODEL_NAME_LENGTH} "
+                "characters or has control characters",
+            )
         pack = self._compiled.get(batch.pack)
         if pack is None:
             loaded = sorted(self._compiled) or ["none"]
@@ -257,14 +318,20 @@ class Scorer:
             )
         columns = decode(batch, pack.feature_count)
         for end in batch.ends:
-            if not end.request_id:
-                raise Rejected("malformed", "RequestEnd.request_id is empty")
+            if not 0 < len(end.request_id) <= MAX_ID_LENGTH:
+                raise Rejected("malformed", "RequestEnd.request_id is empty or too long")
+            if max(end.prompt_tokens, end.response_tokens, len(end.token_ids)) > MAX_POSITION:
+                raise Rejected("out_of_range", f"RequestEnd {end.request_id!r}: a length is above {MAX_POSITION}")
         for unscored in batch.unscored:
-            if not unscored.request_id or unscored.reason not in UNSCORED_LABELS:
+            if not 0 < len(unscored.request_id) <= MAX_ID_LENGTH or unscored.reason not in UNSCORED_LABELS:
                 raise Rejected(
                     "malformed",
-                    f"UnscoredTokens for {unscored.request_id!r}: needs a request id and a known reason "
-                    f"({', '.join(UNSCORED_LABELS.values())}), got reason {unscored.reason}",
+                    f"UnscoredTokens for {unscored.request_id[:MAX_ID_LENGTH]!r}: needs a request id and a known "
+                    f"reason ({', '.join(UNSCORED_LABELS.values())}), got reason {unscored.reason}",
+                )
+            if unscored.count > MAX_POSITION:
+                raise Rejected(
+                    "out_of_range", f"UnscoredTokens for {unscored.request_id!r}: count above {MAX_POSITION}"
                 )
         return columns
 

@@ -25,7 +25,6 @@ from monitor.config import Settings
 from monitor.errors import ConfigError, PackError
 from monitor.pack import PackSet, load_pack_dir
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.proto.saemon.v1 import monitor_pb2_grpc
 from monitor.sidecar.alerts import IncidentBook
 from monitor.sidecar.delivery import Delivery, receivers_from
 from monitor.sidecar.endpoints import HttpEndpoints
@@ -40,7 +39,7 @@ from monitor.sidecar.security import (
     secure_unix_socket,
     server_credentials,
 )
-from monitor.sidecar.service import MonitorServicer
+from monitor.sidecar.service import MonitorServicer, register
 from monitor.sidecar.store import AuditStore
 from monitor.sidecar.token_text import TokenTexts
 from monitor.sidecar.watch import WatchHub
@@ -134,7 +133,7 @@ class Sidecar:
         servicer = MonitorServicer(
             self.settings, self.metrics, self.scorer, self.pipeline, self.store, self.watch, self.reload
         )
-        monitor_pb2_grpc.add_MonitorServiceServicer_to_server(servicer, server)
+        register(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if cfg.reflection:
             from grpc_reflection.v1alpha import reflection

@@ -4,15 +4,22 @@ Ingest validates each batch (a rejection is counted and reported in the stream's
 the stream goes on) and queues accepted ones for the pipeline. Queries answer with
 canonical codes: NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION for a failed reload
 (which keeps the old packs), UNAVAILABLE when a replay needs Redis and it is away.
+
+:func:`register` installs the methods with lenient request parsing: bytes that are not
+the method's message answer INVALID_ARGUMENT with a short reason (grpc's default is UNKNOWN
+with the parser's exception text), and an unexpected exception answers INTERNAL without
+its text, which goes to the sidecar's log only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from monitor.config import Settings
 from monitor.errors import PackError
@@ -26,6 +33,11 @@ from monitor.sidecar.store import AuditStore, StoreUnavailable, stream_id
 from monitor.sidecar.watch import CLOSED, WatchHub
 
 log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["MonitorService"]
+
+#: Batches a client can have dropped between two of its messages (seconds apart).
+MAX_CLIENT_DROPPED = 1 << 32
 
 
 class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
@@ -51,10 +63,17 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         metrics, scorer, pipeline = self.metrics, self.scorer, self.pipeline
         limit = self.settings.sidecar.max_message_bytes
         accepted, rejected, first_error = 0, Counter[str](), ""
+        rows_rejected = Counter[str]()
         async for request in request_iterator:
             count = len(request.batches)
             metrics.batches_received.inc(count)
-            if request.client_dropped:
+            if request.client_dropped > MAX_CLIENT_DROPPED:
+                # a counter a client cannot have reached: not counted, said
+                first_error = first_error or (
+                    f"IngestRequest.client_dropped {request.client_dropped} is above {MAX_CLIENT_DROPPED}: "
+                    "not counted (it reports batches dropped since the client's previous message)"
+                )
+            elif request.client_dropped:
                 metrics.dropped.labels("client_queue_full").inc(request.client_dropped)
             size = request.ByteSize()
             if size > limit:
@@ -73,14 +92,21 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
                     rejected[exc.reason] += 1
                     first_error = first_error or str(exc)
                     continue
+                if columns.rejected:
+                    for reason, n in columns.rejected.items():
+                        metrics.summaries_rejected.labels(reason).inc(n)
+                    rows_rejected.update(columns.rejected)
+                    first_error = first_error or columns.first_error
                 await pipeline.put(batch, columns)
                 accepted += 1
-        if rejected:
+        if rejected or rows_rejected:
             log.warning(
-                "ingest stream from %s: %d batches rejected %s; first: %s",
+                "ingest stream from %s: %d batches rejected %s, %d summaries rejected %s; first: %s",
                 context.peer(),
                 sum(rejected.values()),
                 dict(rejected),
+                sum(rows_rejected.values()),
+                dict(rows_rejected),
                 first_error,
             )
         return pb.IngestResponse(
@@ -88,6 +114,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             batches_rejected=sum(rejected.values()),
             rejected_by_reason=dict(rejected),
             first_error=first_error,
+            summaries_rejected=sum(rows_rejected.values()),
+            summaries_rejected_by_reason=dict(rows_rejected),
         )
 
     async def GetRequestReport(self, request, context) -> pb.GetRequestReportResponse:
@@ -175,3 +203,101 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
                 grpc.StatusCode.UNAVAILABLE, f"cannot replay: {exc}; retry, or watch live without after_event_id"
             )
             raise AssertionError("context.abort returned") from None
+
+
+class Undecodable:
+    """A request whose bytes did not parse as the method's message."""
+
+    __slots__ = ("message", "size")
+
+    def __init__(self, message: str, size: int) -> None:
+        self.message, self.size = message, size
+
+    def details(self) -> str:
+        return f"the request ({self.size} bytes) is not a valid {self.message} message"
+
+
+def _parser(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return Undecodable(message_class.DESCRIPTOR.full_name, len(data))
+
+    return parse
+
+
+_INTERNAL = "internal error in the sidecar (logged there); retry, and report it if it persists"
+
+
+def _guard_unary(method: str, behavior: Callable) -> Callable:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details())
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("saemon.v1.MonitorService/%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+
+    return call
+
+
+def _guard_stream_in(method: str, behavior: Callable) -> Callable:
+    async def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        async def parsed() -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, Undecodable):
+                    # what came before it on the stream is kept (already queued)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details())
+                yield request
+
+        try:
+            return await behavior(parsed(), context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("saemon.v1.MonitorService/%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+
+    return call
+
+
+def _guard_stream_out(method: str, behavior: Callable) -> Callable:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details())
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("saemon.v1.MonitorService/%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+
+    return call
+
+
+def register(servicer: MonitorServicer, server: grpc.aio.Server) -> None:
+    """Add the service to ``server`` (in place of the generated add_..._to_server)."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        behavior = getattr(servicer, method.name)
+        kinds = {
+            (False, False): (grpc.unary_unary_rpc_method_handler, _guard_unary),
+            (True, False): (grpc.stream_unary_rpc_method_handler, _guard_stream_in),
+            (False, True): (grpc.unary_stream_rpc_method_handler, _guard_stream_out),
+        }
+        make, guard = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            guard(method.name, behavior),
+            request_deserializer=_parser(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)

@@ -88,6 +88,8 @@ class ClientStats:
     """The sidecar's rejections, summed over all responses, by reason."""
     first_error: str = ""
     """The first rejection message the sidecar reported, to help fix the plugin."""
+    summaries_rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """Rows the sidecar refused inside accepted batches (the batches' other rows were scored)."""
 
 
 @dataclass
@@ -188,6 +190,7 @@ class SidecarClient:
         self._accepted = 0
         self._rejected = 0
         self._rejected_by_reason: Counter[str] = Counter()
+        self._rows_rejected: Counter[str] = Counter()
         self._first_error = ""
         self._unconfirmed = 0
         self._stream_errors = 0
@@ -322,6 +325,7 @@ class SidecarClient:
                 queue_capacity=self._queue_size,
                 rejected_by_reason=types.MappingProxyType(dict(self._rejected_by_reason)),
                 first_error=self._first_error,
+                summaries_rejected_by_reason=types.MappingProxyType(dict(self._rows_rejected)),
             )
 
     def __enter__(self) -> Self:
@@ -519,6 +523,7 @@ class SidecarClient:
             self._accepted += accepted
             self._rejected += rejected
             self._rejected_by_reason.update(response.rejected_by_reason)
+            self._rows_rejected.update(response.summaries_rejected_by_reason)
             self._unconfirmed += max(0, stream.sent - accepted - rejected)
             if response.first_error and not self._first_error:
                 self._first_error = response.first_error
@@ -528,10 +533,13 @@ class SidecarClient:
                 self._reconnects += 1
         if first_rejection:
             logger.warning(
-                "sidecar at %s rejected %d batches %s; first error: %s (counted in stats().rejected)",
+                "sidecar at %s rejected %d batches %s and %d summaries %s; first error: %s "
+                "(counted in stats().rejected and stats().summaries_rejected_by_reason)",
                 self._target,
                 rejected,
                 dict(response.rejected_by_reason),
+                response.summaries_rejected,
+                dict(response.summaries_rejected_by_reason),
                 response.first_error,
             )
         if self._failures:

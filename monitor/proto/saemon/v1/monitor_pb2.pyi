@@ -162,8 +162,15 @@ class RequestEnd(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., response_tokens: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("batches_accepted", "batches_rejected", "rejected_by_reason", "first_error")
+    __slots__ = ("batches_accepted", "batches_rejected", "rejected_by_reason", "first_error", "summaries_rejected", "summaries_rejected_by_reason")
     class RejectedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class SummariesRejectedByReasonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -174,11 +181,15 @@ class IngestResponse(_message.Message):
     BATCHES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
     FIRST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIES_REJECTED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
     batches_accepted: int
     batches_rejected: int
     rejected_by_reason: _containers.ScalarMap[str, int]
     first_error: str
-    def __init__(self, batches_accepted: _Optional[int] = ..., batches_rejected: _Optional[int] = ..., rejected_by_reason: _Optional[_Mapping[str, int]] = ..., first_error: _Optional[str] = ...) -> None: ...
+    summaries_rejected: int
+    summaries_rejected_by_reason: _containers.ScalarMap[str, int]
+    def __init__(self, batches_accepted: _Optional[int] = ..., batches_rejected: _Optional[int] = ..., rejected_by_reason: _Optional[_Mapping[str, int]] = ..., first_error: _Optional[str] = ..., summaries_rejected: _Optional[int] = ..., summaries_rejected_by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ProbeScore(_message.Message):
     __slots__ = ("probe", "scope", "score", "threshold", "tokens", "firing", "fired", "peak_position", "top_tokens")
