@@ -246,9 +246,11 @@ def load_pack(path: Path, *, with_weights: bool = True) -> ProbePack:
     """Load and validate one pack YAML (and its safetensors unless ``with_weights`` is False)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PackError(f"probe pack {path}: cannot read it ({exc.strerror}).") from None
+    except UnicodeDecodeError as exc:
+        raise PackError(f"probe pack {path}: not UTF-8 text (byte {exc.start}); save the YAML as UTF-8.") from None
     except yaml.YAMLError as exc:
         raise PackError(f"probe pack {path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -348,8 +350,17 @@ def load_pack_dir(directory: Path | None, *, with_weights: bool = False) -> Pack
             f"probe pack directory {directory} does not exist or is not a directory. "
             "Set sidecar.probes_dir (SAEMON_SIDECAR__PROBES_DIR) to a folder of pack YAML files."
         )
-    files = sorted(p for p in directory.iterdir() if p.suffix in PACK_SUFFIXES and p.is_file())
-    packs, errors = [], []
+    entries = sorted(p for p in directory.iterdir() if p.suffix in PACK_SUFFIXES)
+    # A pack name that is not a readable file (a directory, a dangling link) is an error,
+    # not a pack to skip: skipping it would drop its probes without a word.
+    files = [p for p in entries if p.is_file()]
+    errors = [
+        f"probe pack {p}: {'a directory' if p.is_dir() else 'not a regular file (a dangling link?)'}, "
+        "not a pack YAML file; move it out of the pack directory or restore the file"
+        for p in entries
+        if not p.is_file()
+    ]
+    packs = []
     for file in files:
         try:
             packs.append(load_pack(file, with_weights=with_weights))

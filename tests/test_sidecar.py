@@ -252,6 +252,36 @@ def test_reload_keeps_old_packs_on_error_and_sighup_reloads(sidecar, packs):
     assert sidecar.metric("saemon_probes_loaded") == 6
 
 
+def test_a_reload_never_empties_the_probe_set_and_survives_any_bad_file(sidecar, packs):
+    client = stub(sidecar)
+    pack = packs / "safety.yaml"
+    original = pack.read_bytes()
+
+    def refused(fragment: str) -> None:
+        with pytest.raises(grpc.RpcError) as err:
+            client.ReloadProbes(pb.ReloadProbesRequest())
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+        assert fragment in err.value.details()
+        assert len(client.ListProbes(pb.ListProbesRequest()).probes) == 2  # the old packs serve
+        assert sidecar.metric("saemon_config_last_reload_successful") == 0
+
+    pack.write_bytes(b"pack: caf\xe9\n")  # Latin-1, not UTF-8
+    refused("not UTF-8")
+    sidecar.signal(signal.SIGHUP)  # the handler survives it too
+    wait_for(lambda: "SIGHUP reload failed" in sidecar.log())
+    pack.unlink()
+    pack.mkdir()
+    refused("safety.yaml: a directory")
+    pack.rmdir()
+    refused("now holds no pack")
+
+    pack.write_bytes(original)
+    assert client.ReloadProbes(pb.ReloadProbesRequest()).probes == 2
+    assert sidecar.metric("saemon_config_last_reload_successful") == 1
+    client.Ingest(iter([pb.IngestRequest(batches=[batch([summary("after", [0.1, 0.1], 0)])])]))
+    assert client.GetRequestReport(pb.GetRequestReportRequest(request_id="after")).report.response_tokens == 1
+
+
 def test_unix_socket_is_private_to_the_pod_group(sidecar, tmp_path):
     mode = (tmp_path / "saemon.sock").stat().st_mode & 0o777
     assert mode == 0o660

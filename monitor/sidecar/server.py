@@ -74,12 +74,23 @@ class Sidecar:
     # -- packs ---------------------------------------------------------------------------
 
     def reload(self) -> PackSet:
-        """(Re)load the probe pack directory; on error keep the old packs and re-raise."""
+        """(Re)load the probe pack directory, all or nothing; on error keep the old packs,
+        set saemon_config_last_reload_successful to 0 and raise PackError naming the file."""
         try:
             packs = load_pack_dir(self.settings.sidecar.probes_dir)
+            if self.scorer.packs.packs and not packs.packs:
+                raise PackError(
+                    f"the pack directory {self.settings.sidecar.probes_dir} now holds no pack "
+                    f"(loaded: {', '.join(p.name for p in self.scorer.packs.packs)}); a reload never "
+                    "turns monitoring off: put the packs back, or stop the sidecar"
+                )
         except PackError:
             self.metrics.config_reload_ok.set(0)
             raise
+        except Exception as exc:  # anything else reading the directory: the same outcome
+            self.metrics.config_reload_ok.set(0)
+            log.exception("reloading the probe packs failed")
+            raise PackError(f"reading {self.settings.sidecar.probes_dir} failed: {type(exc).__name__}") from exc
         self.scorer.set_packs(packs)
         # Known label sets start at 0, so increase() and rate() see the first detection.
         for info in self.scorer.probe_infos():
@@ -198,7 +209,7 @@ async def serve(settings: Settings) -> None:
     def reload_on_hup() -> None:
         try:
             sidecar.reload()
-        except PackError as exc:
+        except Exception as exc:  # the handler must survive anything: the old packs serve on
             log.error("SIGHUP reload failed, old packs kept: %s", exc)
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
