@@ -108,6 +108,7 @@ def run(mode: str, requests: int, tokens: int, work: Path, pack: Path) -> None:
             os.setpriority(os.PRIO_PROCESS, sidecar.process.pid, SIDECAR_NICE)
         llm = LLM(
             model=str(path),
+            served_model_name=settings.model.name,
             dtype=settings.vllm.dtype,
             max_model_len=1024,
             enable_prefix_caching=False,
@@ -183,6 +184,7 @@ def alternate(requests: int, tokens: int, rounds: int, work: Path, pack: Path) -
             os.setpriority(os.PRIO_PROCESS, sidecar.process.pid, SIDECAR_NICE)
         llm = LLM(
             model=str(path),
+            served_model_name=settings.model.name,
             dtype=settings.vllm.dtype,
             max_model_len=1024,
             enable_prefix_caching=False,

@@ -119,6 +119,23 @@ class SidecarSettings(_Section):
     watch_queue_size: int = Field(
         1024, gt=0, description="Decisions buffered per WatchAlerts subscriber before it is cut off."
     )
+    model_names: list[str] = Field(
+        default_factory=list,
+        description="Served model names accepted besides model.name and the loaded packs' models "
+        "(their model.name): a batch for any other name is refused as unknown_model, so no client "
+        "can create metric label values. List vLLM's --served-model-name here when it differs.",
+    )
+    max_model_names: int = Field(
+        64, gt=0, description="Hard cap on accepted model names (label values); more fail the start or reload."
+    )
+
+    @field_validator("model_names")
+    @classmethod
+    def _names_are_labels(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or len(name) > 256 or not name.isprintable():
+                raise ValueError(f"model name {name[:64]!r}: 1 to 256 printable characters")
+        return names
 
 
 class RedisSettings(_Section):

@@ -337,3 +337,24 @@ def test_two_packs_batches_of_one_step_count_its_tokens_once(tmp_path, clock):
     assert sample(scorer, "saemon_tokens_scored_total", {"model_name": MODEL, "scope": "response"}) == 1
     probes = {s.probe for s in scorer.report("r").scores}
     assert "second_max" in probes and len(probes) > 1
+
+
+def test_only_the_models_this_sidecar_serves_are_accepted(tmp_path, clock):
+    scorer = make_engine(tmp_path, clock, model_names=["my-served-name"])
+    with pytest.raises(Rejected) as err:
+        scorer.validate(batch([summary("r", [0.1, 0.2], 0)], model="someone-elses"))
+    assert err.value.reason == "unknown_model" and "sidecar.model_names" in str(err.value)
+    # the pack's own model and the listed served name are accepted
+    for model in (MODEL, "my-served-name"):
+        scorer.validate(batch([summary("r", [0.1, 0.2], 0)], model=model))
+
+
+def test_the_cap_on_model_names_holds_even_when_the_configuration_is_wrong(tmp_path, clock):
+    from monitor.errors import PackError
+
+    write_pack(tmp_path)
+    settings = SidecarSettings(model_names=[f"m{i}" for i in range(5)], max_model_names=4)
+    scorer = Scorer(settings, SidecarMetrics(CollectorRegistry()), clock)
+    with pytest.raises(PackError, match="max_model_names"):
+        scorer.set_packs(load_pack_dir(tmp_path))
+    assert not scorer.packs.packs

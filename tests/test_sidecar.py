@@ -472,3 +472,26 @@ def test_an_unexpected_error_answers_internal_without_its_text():
     error = asyncio.run(scenario())
     assert error.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in error.details() and "logged" in error.details()
+
+
+def test_ten_thousand_made_up_model_names_create_no_series(sidecar):
+    """Before: every distinct model_name made ~112 series (10k names: a 100 MB /metrics)."""
+    http = sidecar.http
+
+    def exposition() -> str:
+        with urllib.request.urlopen(f"{http}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    before = len(exposition())
+    names = [f"tenant-{i}" for i in range(10_000)] + ["x" * 1_000_000]
+    messages = [
+        pb.IngestRequest(batches=[batch([summary(f"r{k}", [0.1, 0.1], 0)], model=name) for name in names[i : i + 500]])
+        for i, k in zip(range(0, len(names), 500), range(10_000), strict=False)
+    ]
+    response = stub(sidecar).Ingest(iter(messages))
+    assert response.batches_accepted == 0
+    assert dict(response.rejected_by_reason) == {"unknown_model": 10_000, "malformed": 1}
+    assert "sidecar.model_names" in response.first_error
+    text = exposition()
+    assert "tenant-" not in text and len(text) < before * 1.05
+    assert sidecar.metric("saemon_events_dropped_total", reason="unknown_model") == 10_000

@@ -123,6 +123,7 @@ def run_offline(default_model, pack, sidecar, capture, max_model_len=1024, max_t
     }
     llm = LLM(
         model=str(default_model),
+        served_model_name=default_model.name,  # the name the sidecar serves (sidecar.model_names)
         dtype="float32",
         max_model_len=max_model_len,
         enable_prefix_caching=False,
@@ -276,6 +277,7 @@ def test_the_shipped_pack_scores_live_traffic_as_probes_eval_does(default_model,
         config = {"saemon": {"pack": str(shipped), "sidecar": process.settings["sidecar"]["grpc_listen"]}}
         llm = LLM(
             model=str(default_model),
+            served_model_name=default_model.name,
             dtype="float32",
             max_model_len=1024,
             enable_prefix_caching=False,

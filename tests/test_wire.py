@@ -98,7 +98,7 @@ def columnar(rows: list[pb.RequestSummary], features: int) -> pb.StepBatch:
             for name, (dtype, values) in arrays.items()
         },
     )
-    return pb.StepBatch(model_name="m", pack="safety", pack_version="1", columns=columns)
+    return pb.StepBatch(model_name="SmolLM2-135M-Instruct", pack="safety", pack_version="1", columns=columns)
 
 
 def test_both_wire_forms_score_identically(tmp_path):
@@ -115,7 +115,7 @@ def test_both_wire_forms_score_identically(tmp_path):
         kinds = []
         for rows in steps:
             if form == "rows":
-                batch = pb.StepBatch(model_name="m", pack="safety", pack_version="1", requests=rows)
+                batch = pb.StepBatch(model_name="SmolLM2-135M-Instruct", pack="safety", pack_version="1", requests=rows)
             else:
                 batch = columnar(rows, 2)
             kinds += [(d.request_id, d.probe, d.kind, d.score) for d in scorer.apply(batch, scorer.validate(batch))]

@@ -15,6 +15,7 @@ from monitor import __version__
 DROP_REASONS = (
     "malformed",  # shapes disagree with the pack, empty ids, bad scope
     "unknown_pack",  # the batch names a pack (or version) that is not loaded
+    "unknown_model",  # a model name this sidecar does not serve (sidecar.model_names)
     "non_finite",  # NaN or infinity in a score
     "out_of_range",  # a position, count or length beyond what a step can hold
     "oversized",  # a message larger than ingest.max_message_bytes

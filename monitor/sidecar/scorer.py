@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from monitor.config import SidecarSettings
+from monitor.errors import PackError
 from monitor.pack import PackSet
 from monitor.probe import (
     SCOPE_LABELS,
@@ -235,10 +236,14 @@ class Scorer:
         settings: SidecarSettings,
         metrics: SidecarMetrics,
         clock: Callable[[], float] = time.time,
+        served: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        #: Model names accepted whatever the packs (the configured model.name)
+        self.served = frozenset(served) | frozenset(settings.model_names)
+        self.models = self.served
         self.table = RequestTable(
             settings.max_active_requests,
             settings.max_finished_requests,
@@ -252,6 +257,15 @@ class Scorer:
     # -- probe packs ---------------------------------------------------------------------
 
     def set_packs(self, packs: PackSet) -> None:
+        """Use these packs from now on; PackError (nothing changed) if they would take the
+        accepted model names past sidecar.max_model_names."""
+        models = self.served | {pack.spec.model.name for pack in packs.packs}
+        if len(models) > self.settings.max_model_names:
+            raise PackError(
+                f"{len(models)} model names (the packs' models and sidecar.model_names) exceed "
+                f"sidecar.max_model_names ({self.settings.max_model_names}); each is a label value "
+                "on every metric: raise the cap deliberately or serve fewer models per sidecar"
+            )
         compiled = {}
         for pack in packs.packs:
             groups = probe_groups(pack)
@@ -261,7 +275,7 @@ class Scorer:
             compiled[pack.name] = CompiledPack(
                 pack.name, pack.version, pack.spec.model.name, len(pack.spec.features), groups, probes, tables
             )
-        self.packs, self._compiled = packs, compiled
+        self.packs, self._compiled, self.models = packs, compiled, frozenset(models)
         self.metrics.probes_loaded.set(sum(len(p.spec.probes) for p in packs.packs))
 
     def probe_infos(self) -> list[pb.ProbeInfo]:
@@ -315,6 +329,13 @@ class Scorer:
                 "unknown_pack",
                 f"pack {batch.pack!r} version {batch.pack_version!r} is not the loaded version "
                 f"{pack.version!r}: the plugin and the sidecar must load the same pack",
+            )
+        if batch.model_name not in self.models:
+            raise Rejected(
+                "unknown_model",
+                f"StepBatch.model_name {batch.model_name!r} is not a model this sidecar serves "
+                f"({', '.join(sorted(self.models))}); add vLLM's served name to sidecar.model_names, "
+                "or set the plugin's model_name to one of these",
             )
         columns = decode(batch, pack.feature_count)
         for end in batch.ends:

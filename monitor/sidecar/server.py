@@ -55,7 +55,7 @@ class Sidecar:
     def __init__(self, settings: Settings, metrics: SidecarMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics = metrics or SidecarMetrics()
-        self.scorer = Scorer(settings.sidecar, metrics)
+        self.scorer = Scorer(settings.sidecar, metrics, served=[settings.model.name])
         self.watch = WatchHub(settings.sidecar.watch_queue_size)
         receivers = receivers_from(settings)
         self.store = AuditStore(settings.redis, metrics, [r.name for r in receivers], on_event=self.watch.publish)
@@ -84,6 +84,7 @@ class Sidecar:
                     f"(loaded: {', '.join(p.name for p in self.scorer.packs.packs)}); a reload never "
                     "turns monitoring off: put the packs back, or stop the sidecar"
                 )
+            self.scorer.set_packs(packs)
         except PackError:
             self.metrics.config_reload_ok.set(0)
             raise
@@ -91,7 +92,6 @@ class Sidecar:
             self.metrics.config_reload_ok.set(0)
             log.exception("reloading the probe packs failed")
             raise PackError(f"reading {self.settings.sidecar.probes_dir} failed: {type(exc).__name__}") from exc
-        self.scorer.set_packs(packs)
         # Known label sets start at 0, so increase() and rate() see the first detection.
         for info in self.scorer.probe_infos():
             severity = SEVERITY_LABELS.get(info.severity, "warning")
