@@ -495,3 +495,47 @@ def test_ten_thousand_made_up_model_names_create_no_series(sidecar):
     text = exposition()
     assert "tenant-" not in text and len(text) < before * 1.05
     assert sidecar.metric("saemon_events_dropped_total", reason="unknown_model") == 10_000
+
+
+def test_a_scrape_does_not_hold_the_event_loop():
+    """A collector that waits for the event loop to release it: if /metrics were rendered
+    on the loop, the loop could not run and the collector would give up after 10 s."""
+    import asyncio
+    import threading
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily
+
+    from monitor.config import RedisSettings, Settings
+    from monitor.sidecar.endpoints import HttpEndpoints
+    from monitor.sidecar.metrics import SidecarMetrics
+    from monitor.sidecar.store import AuditStore
+
+    class Waiting:
+        def __init__(self) -> None:
+            self.started, self.release, self.released = threading.Event(), threading.Event(), None
+
+        def collect(self):
+            self.started.set()
+            self.released = self.release.wait(10)
+            yield GaugeMetricFamily("slow_collector", "waits for the event loop", value=1)
+
+    async def scenario(collector: Waiting) -> str:
+        metrics = SidecarMetrics(CollectorRegistry())
+        settings = Settings.model_validate({"sidecar": {"http_listen": "127.0.0.1:0"}})
+        endpoints = HttpEndpoints(settings, metrics, AuditStore(RedisSettings(), metrics), lambda: True)
+        await endpoints.start()
+        metrics.registry.register(collector)
+        try:
+            url = f"http://{endpoints.address}/metrics"
+            scrape = asyncio.create_task(asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=20).read()))
+            while not collector.started.is_set():
+                await asyncio.sleep(0.01)
+            collector.release.set()  # the loop runs while the scrape is being rendered
+            return (await scrape).decode()
+        finally:
+            await endpoints.stop()
+
+    collector = Waiting()
+    text = asyncio.run(scenario(collector))
+    assert collector.released is True and "slow_collector 1.0" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -58,7 +59,9 @@ class HttpEndpoints:
             self._runner = None
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        # Rendered on a worker thread: the event loop goes on serving gRPC (ingest, queries)
+        # while a scrape walks every series (prometheus_client's metrics are thread-safe).
+        body = await asyncio.to_thread(generate_latest, self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
