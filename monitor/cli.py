@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="rebuild even if already provisioned")
     model_commands.add_parser("path", help="print the checkpoint directory that would be served")
 
-    demo = commands.add_parser("demo", help="serve the default model with vLLM and ask it a question")
+    demo = commands.add_parser(
+        "demo",
+        help="the whole path on the default model: vLLM with the monitor, a sidecar, traffic that trips a probe, its alert",
+    )
     demo.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
 
     serve = commands.add_parser("serve", help="run the sidecar (gRPC ingest, rules, metrics)")

@@ -145,6 +145,15 @@ def test_jsonl_round_trip_and_errors_name_the_line(tmp_path, generated):
         read_jsonl(tmp_path / "missing.jsonl")
 
 
+def test_a_sources_own_top_level_keys_are_kept_under_meta(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    line = {"text": "The moon is made of cheese.", "label": 1, "concept": "deception", "split": "test"}
+    path.write_text(json.dumps({**line, "source_id": "q-17", "annotators": [1, 2], "meta": {"style": "plain"}}) + "\n")
+    (example,) = read_jsonl(path)
+    assert example.meta == {"style": "plain", "source_id": "q-17", "annotators": "[1, 2]"}
+    assert example.text == line["text"] and example.label == 1
+
+
 def test_unknown_concept_is_refused_with_the_known_ones():
     with pytest.raises(ProbeDataError, match="deception, insecure_code, control"):
         datasets.generate("power_seeking")

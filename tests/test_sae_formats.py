@@ -184,6 +184,19 @@ def test_gemma_scope_params_npz_is_jumprelu_on_the_raw_input(tmp_path):
     close(sae, X, z, z @ w["W_dec"] + w["b_dec"])
 
 
+def test_a_gemma_scope_file_under_another_name_is_known_by_its_arrays(tmp_path):
+    w = {**weights(), "threshold": np.abs(RNG.standard_normal(D_SAE)).astype(np.float32)}
+    np.savez(tmp_path / "layer12-16k.npz", **w)
+    assert detect(tmp_path / "layer12-16k.npz") == "gemma_scope"
+    sae = load_sae(tmp_path / "layer12-16k.npz")
+    pre = X @ w["W_enc"] + w["b_enc"]
+    z = pre * (pre > w["threshold"])
+    close(sae, X, z, z @ w["W_dec"] + w["b_dec"])
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(SaeError, match="not Gemma Scope's layout"):
+        detect(tmp_path / "other.npz")
+
+
 def test_gemma_scope_2_config_and_safetensors_are_jumprelu_on_the_raw_input(tmp_path):
     directory = tmp_path / "gemma-scope-2-1b-pt" / "resid_post" / "layer_7_width_16k_l0_medium"
     directory.mkdir(parents=True)

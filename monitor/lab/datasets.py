@@ -28,7 +28,7 @@ import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from string import Template
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -73,8 +73,25 @@ class Example(BaseModel):
         return self
 
 
+def _with_extras_in_meta(raw: Any) -> Any:
+    """A line's top-level keys that are not Example fields (a source's own ids, notes) go
+    under ``meta`` (non-string values as JSON text) instead of refusing the file."""
+    if not isinstance(raw, dict):
+        return raw
+    extras = {k: v for k, v in raw.items() if k not in Example.model_fields}
+    if not extras:
+        return raw
+    meta = dict(raw.get("meta") or {}) if isinstance(raw.get("meta"), dict) else raw.get("meta")
+    if isinstance(meta, dict):
+        for key, value in extras.items():
+            meta.setdefault(key, value if isinstance(value, str) else json.dumps(value))
+    kept = {k: v for k, v in raw.items() if k in Example.model_fields}
+    return {**kept, "meta": meta}
+
+
 def read_jsonl(path: Path) -> list[Example]:
-    """Every example of a JSONL file; all errors are reported at once, by line."""
+    """Every example of a JSONL file; all errors are reported at once, by line. Top-level
+    keys other than the Example fields are kept under ``meta``."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -87,7 +104,12 @@ def read_jsonl(path: Path) -> list[Example]:
         if not line.strip():
             continue
         try:
-            examples.append(Example.model_validate_json(line))
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {number}: not JSON ({exc.msg} at column {exc.colno})")
+            continue
+        try:
+            examples.append(Example.model_validate(_with_extras_in_meta(raw)))
         except ValidationError as exc:
             details = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(line)'}: {err['msg']}" for err in exc.errors()
@@ -97,7 +119,8 @@ def read_jsonl(path: Path) -> list[Example]:
         shown = "\n  ".join(errors[:10]) + (f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise ProbeDataError(
             f"dataset {path}: {len(errors)} invalid line(s):\n  {shown}\nEach line must be a JSON object "
-            '{"messages": [...] or "text": "...", "label": 0|1, "concept": "...", "split": "train|calib|test"}.'
+            '{"messages": [...] or "text": "...", "label": 0|1, "concept": "...", "split": "train|calib|test"}; '
+            "other keys are kept under meta."
         )
     if not examples:
         raise ProbeDataError(f"dataset {path}: no examples. Generate one with `saemon probes generate`.")

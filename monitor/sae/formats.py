@@ -78,6 +78,15 @@ def detect(path: Path) -> str:
     directory = path if path.is_dir() else path.parent
     if path.name == "params.npz" or (directory / "params.npz").is_file():
         return "gemma_scope"
+    if path.is_file() and path.suffix == ".npz":  # a Gemma Scope file saved under another name
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                keys = {k.replace("w_", "W_", 1) for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise SaeError(f"{path}: not a readable .npz file ({exc}).") from None
+        if {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"} <= keys:
+            return "gemma_scope"
+        raise SaeError(f"{path}: an .npz with arrays {', '.join(sorted(keys)[:8])}: not Gemma Scope's layout.")
     if (directory / "params.safetensors").is_file() and (directory / "config.json").is_file():
         return "gemma_scope_2"
     if (directory / "checkpoints" / "final.safetensors").is_file():
