@@ -191,6 +191,13 @@ class RedisSettings(_Section):
     )
     timeout_seconds: float = Field(2.0, gt=0, description="Socket timeout for one Redis command.")
     reconnect_seconds: float = Field(1.0, gt=0, description="Time between reconnection attempts.")
+    max_connections: int = Field(
+        16,
+        ge=4,
+        description="Connections the sidecar opens to Redis at most: one blocking reader per alert "
+        "receiver (however many models), the writer, the stats loop and queries (which wait for a "
+        "free connection beyond that). Checked at start against the receivers.",
+    )
     required_for_readiness: bool = Field(
         False,
         description="Fail /readyz while Redis is down. Off by default: the sidecar's readiness "

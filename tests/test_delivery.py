@@ -542,3 +542,50 @@ def _answers(url: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_many_alerting_models_share_one_reader_per_receiver_and_each_incident_arrives_once(
+    tmp_path, packs, redis_server
+):
+    """Before: a blocking reader per (receiver, model) exhausted the pool at 150 models,
+    readiness said Redis was down and receivers got duplicates (311 of 300)."""
+    models = [f"tenant-{i:03d}" for i in range(150)]
+    with HttpReceiver() as first, HttpReceiver() as second:
+        process = SidecarProcess(
+            tmp_path,
+            {
+                "grpc_listen": f"unix://{tmp_path}/many.sock",
+                "probes_dir": str(packs),
+                "model_names": models,
+                "max_model_names": 200,
+            },
+            redis={"url": redis_server.url, "reconnect_seconds": 0.1, "max_connections": 5},
+            alerts={
+                "consumer_name": "pod-0",
+                "backoff_initial_seconds": 0.05,
+                "webhooks": [webhook(first, "first"), webhook(second, "second")],
+            },
+        )
+        with process:
+            batches = [batch([summary(f"{m}-r", [0.9, 0.1], 5)], model=m) for m in models]
+            answer = stub(process).Ingest(iter([pb.IngestRequest(batches=batches)]), timeout=30)
+            assert answer.batches_accepted == len(models), answer
+            process.wait_idle()
+
+            def alerts(receiver: HttpReceiver) -> list[tuple[str, str]]:
+                return [
+                    (a["labels"]["model_name"], a["fingerprint"]) for r in receiver.received for a in r.json["alerts"]
+                ]
+
+            for receiver in (first, second):
+                wait_for(lambda r=receiver: len(alerts(r)) >= len(models), timeout=60, what="every model's alert")
+            time.sleep(1.0)  # a duplicate would arrive within the claim/retry cycle
+            for receiver in (first, second):
+                got = alerts(receiver)
+                assert len(got) == len(set(got)) == len(models)
+                assert {model for model, _ in got} == set(models)
+            status, body = process.readiness()
+            assert status == 200 and body["checks"]["redis"] == "ok"
+            assert not process.metric("saemon_redis_errors_total", operation="deliver")
+            clients = redis_server.admin().info("clients")["connected_clients"]
+            assert clients <= 5 + 1, clients  # the pool's budget, and this admin connection

@@ -1,7 +1,8 @@
 """Alert delivery: at least once through Redis consumer groups, once per incident by claims.
 
-Each receiver has a consumer group on every model's alerts stream and one worker per
-(receiver, model) that, in a loop:
+Each receiver has a consumer group on every model's alerts stream and one worker that
+reads all the models' streams (one blocking ``XREADGROUP`` over every stream, so one
+connection per receiver however many models the sidecar serves) and, in a loop:
 
 1. re-reads its own pending entries first (``XREADGROUP ... 0``: what it had read but not
    acknowledged when the sidecar last stopped), then takes over entries other consumers
@@ -212,7 +213,6 @@ class Delivery:
             raise ValueError(f"the audit store was built without receivers {missing}; give it every receiver's name")
         #: Claims made from memory: (receiver, fingerprint, status, start) -> expiry (monotonic).
         self._local_claims: dict[tuple[str, str, str, int], float] = {}
-        self._workers: dict[tuple[str, str], asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
 
@@ -223,63 +223,63 @@ class Delivery:
         for receiver in self.receivers:
             self._tasks.append(asyncio.create_task(self._memory_loop(receiver), name=f"saemon-deliver-{receiver.name}"))
         if self.store.enabled:
-            self._tasks.append(asyncio.create_task(self._watch_models(), name="saemon-deliver-models"))
+            for receiver in self.receivers:
+                self._tasks.append(
+                    asyncio.create_task(self._stream_loop(receiver), name=f"saemon-deliver-{receiver.name}-redis")
+                )
 
     async def stop(self) -> None:
-        tasks = self._tasks + list(self._workers.values())
+        tasks = self._tasks
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks, self._workers = [], {}
+        self._tasks = []
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def _watch_models(self) -> None:
-        """Start a stream worker per receiver for every model the store learns about."""
-        while True:
-            for model in sorted(self.store.models):
-                for receiver in self.receivers:
-                    if (receiver.name, model) not in self._workers:
-                        self._workers[(receiver.name, model)] = asyncio.create_task(
-                            self._stream_loop(receiver, model), name=f"saemon-deliver-{receiver.name}-{model}"
-                        )
-            await asyncio.sleep(0.2)
-
     # -- Redis mode ----------------------------------------------------------------------
 
-    async def _stream_loop(self, receiver: Receiver, model: str) -> None:
+    async def _stream_loop(self, receiver: Receiver) -> None:
+        """The receiver's one worker over every model's alerts stream (the models the store
+        has seen, read again each round: a new model joins within one block)."""
         store = self.store
         own_pending = True  # first, what this consumer read before a restart
         next_claim = time.monotonic() + self.settings.claim_idle_seconds
         while True:
             await store.wait_up()
+            models = sorted(store.models)
+            if not models:
+                await asyncio.sleep(self.block_ms / 1000)
+                continue
             try:
                 if own_pending:
-                    read = await store.pending_alerts(receiver.name, model, self.consumer)
-                    own_pending = bool(read.alerts or read.malformed)
+                    read = await store.pending_alerts(receiver.name, models, self.consumer)
+                    own_pending = bool(read)
                 elif time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + self.settings.claim_idle_seconds / 2
                     read = await store.stale_alerts(
-                        receiver.name, model, self.consumer, self.settings.claim_idle_seconds
+                        receiver.name, models, self.consumer, self.settings.claim_idle_seconds
                     )
                 else:
-                    read = await store.new_alerts(receiver.name, model, self.consumer, self.block_ms)
-                    if (read.alerts or read.malformed) and receiver.group_wait:
+                    read = await store.new_alerts(receiver.name, models, self.consumer, self.block_ms)
+                    if read and receiver.group_wait:
                         await asyncio.sleep(receiver.group_wait)
-                        more = await store.new_alerts(receiver.name, model, self.consumer, None)
-                        read = type(read)(read.alerts + more.alerts, read.malformed + more.malformed)
-                for entry_id, fields, why in read.malformed:
+                        read = read + await store.new_alerts(receiver.name, models, self.consumer, None)
+                for model, entry_id, fields, why in read.malformed:
                     await self._dead_letter_queued(receiver, model, entry_id, fields, "malformed", why)
-                if read.alerts:
-                    await self._deliver_queued(receiver, model, read.alerts)
+                by_model: dict[str, list[QueuedAlert]] = {}
+                for alert in read.alerts:
+                    by_model.setdefault(alert.model, []).append(alert)
+                for model, alerts in by_model.items():
+                    await self._deliver_queued(receiver, model, alerts)
             except StoreUnavailable:
                 own_pending = True  # when Redis is back, first finish what was read before
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop delivery: count, log, retry later
                 self.metrics.redis_errors.labels("deliver").inc()
-                log.exception("alert delivery to %s for %s failed; retrying", receiver.name, model)
+                log.exception("alert delivery to %s failed; retrying", receiver.name)
                 await asyncio.sleep(1.0)
 
     async def _deliver_queued(self, receiver: Receiver, model: str, alerts: list[QueuedAlert]) -> None:

@@ -51,6 +51,8 @@ WRITE_BATCH = 256
 STATS_SECONDS = 5.0
 #: Alerts read from a stream at a time.
 READ_COUNT = 64
+#: Connections beside the receivers' blocking readers: the writer, the stats loop, queries.
+RESERVED_CONNECTIONS = 3
 
 
 class StoreUnavailable(Exception):
@@ -114,6 +116,8 @@ class QueuedAlert:
 
     entry_id: str
     notification: Notification
+    model: str = ""
+    """The model whose alerts stream holds the entry."""
     delivered_to: frozenset[str] = frozenset()
     """Receivers that delivered it from memory while Redis was away."""
     times_delivered: int = 1
@@ -123,8 +127,14 @@ class QueuedAlert:
 @dataclass(frozen=True)
 class AlertRead:
     alerts: list[QueuedAlert]
-    malformed: list[tuple[str, dict[str, str], str]]
-    """Entries that are not notifications: (entry id, fields, why)."""
+    malformed: list[tuple[str, str, dict[str, str], str]]
+    """Entries that are not notifications: (model, entry id, fields, why)."""
+
+    def __add__(self, other: AlertRead) -> AlertRead:
+        return AlertRead(self.alerts + other.alerts, self.malformed + other.malformed)
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.malformed)
 
 
 def decision_fields(decision: pb.Decision) -> dict[str, str]:
@@ -187,6 +197,13 @@ class AuditStore:
         self._groups_ready: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._password = read_secret(settings.password_file, "redis.password_file")
+        needed = len(self.receivers) + RESERVED_CONNECTIONS
+        if self.enabled and settings.max_connections < needed:
+            raise ConfigError(
+                f"redis.max_connections {settings.max_connections} is below what the sidecar needs: one "
+                f"blocking reader per alert receiver ({len(self.receivers)}) + {RESERVED_CONNECTIONS} for "
+                f"the writer, the stats loop and queries; set it to {needed} or more"
+            )
         metrics.redis_backlog_capacity.set(settings.backlog_size)
         metrics.redis_backlog.set_function(lambda: len(self._backlog))
         metrics.redis_up.set(0)
@@ -258,7 +275,12 @@ class AuditStore:
         elif cfg.tls.cert_file or cfg.tls.client_ca_file:
             raise ConfigError(f"redis.tls is set but redis.url {url!r} is not rediss://: use rediss:// for TLS")
         try:
-            return aioredis.Redis.from_url(url, **kwargs)
+            # A blocking pool: a caller beyond max_connections waits for a free connection
+            # (up to the command timeout) instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=cfg.max_connections, timeout=cfg.timeout_seconds, **kwargs
+            )
+            return aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigError(
                 f"redis.url {url!r}: {exc}. Use redis://host:port/db, rediss://host:port/db or unix:///path.sock"
@@ -476,44 +498,61 @@ class AuditStore:
     # One consumer group per receiver on each model's alerts stream. Every method raises
     # StoreUnavailable (after switching the store to memory mode) when Redis is unreachable.
 
-    async def pending_alerts(self, receiver: str, model: str, consumer: str) -> AlertRead:
+    async def pending_alerts(self, receiver: str, models: Sequence[str], consumer: str) -> AlertRead:
         """What ``consumer`` read but did not acknowledge (before a restart or an outage)."""
-        return await self._read_alerts(receiver, model, consumer, "0", None, counted=True)
+        return await self._read_alerts(receiver, models, consumer, "0", None, counted=True)
 
-    async def new_alerts(self, receiver: str, model: str, consumer: str, block_ms: int | None) -> AlertRead:
-        """Alerts no consumer of the receiver has read yet, waiting up to ``block_ms``."""
-        return await self._read_alerts(receiver, model, consumer, ">", block_ms, counted=False)
+    async def new_alerts(self, receiver: str, models: Sequence[str], consumer: str, block_ms: int | None) -> AlertRead:
+        """Alerts no consumer of the receiver has read yet, on any of the models' streams,
+        waiting up to ``block_ms``: one blocking read (one connection) per receiver, however
+        many models there are."""
+        return await self._read_alerts(receiver, models, consumer, ">", block_ms, counted=False)
 
-    async def stale_alerts(self, receiver: str, model: str, consumer: str, idle_seconds: float) -> AlertRead:
+    async def stale_alerts(self, receiver: str, models: Sequence[str], consumer: str, idle_seconds: float) -> AlertRead:
         """Entries other consumers left pending longer than ``idle_seconds``, taken over."""
+        read = AlertRead([], [])
         async with self._redis_for("deliver") as redis:
-            await self.ensure_groups(model)
-            claimed = await redis.xautoclaim(
-                self.keys.alerts(model),
-                group_name(receiver),
-                consumer,
-                int(idle_seconds * 1000),
-                "0-0",
-                count=READ_COUNT,
-            )
-            entries = [(i, f) for i, f in claimed[1] if f]
-            return await self._parse_alerts(redis, receiver, model, entries, counted=True)
+            for model in models:
+                await self.ensure_groups(model)
+                claimed = await redis.xautoclaim(
+                    self.keys.alerts(model),
+                    group_name(receiver),
+                    consumer,
+                    int(idle_seconds * 1000),
+                    "0-0",
+                    count=READ_COUNT,
+                )
+                entries = [(i, f) for i, f in claimed[1] if f]
+                read = read + await self._parse_alerts(redis, receiver, model, entries, counted=True)
+        return read
 
     async def _read_alerts(
-        self, receiver: str, model: str, consumer: str, start: str, block_ms: int | None, *, counted: bool
+        self, receiver: str, models: Sequence[str], consumer: str, start: str, block_ms: int | None, *, counted: bool
     ) -> AlertRead:
+        if not models:
+            return AlertRead([], [])
         async with self._redis_for("deliver") as redis:
-            await self.ensure_groups(model)
-            # RESP2: [[stream, [(id, fields), ...]]], or None when the block times out (the stub also
-            # allows RESP3's dict and no None); an entry trimmed away while pending has no fields.
+            for model in models:
+                await self.ensure_groups(model)
+            by_key = {self.keys.alerts(model): model for model in models}
+            # RESP2: [[stream, [(id, fields), ...]], ...], or None when the block times out (the
+            # stub also allows RESP3's dict and no None); an entry trimmed away while pending has
+            # no fields.
             reply = cast(
                 list[list[Any]] | None,
                 await redis.xreadgroup(
-                    group_name(receiver), consumer, {self.keys.alerts(model): start}, count=READ_COUNT, block=block_ms
+                    group_name(receiver),
+                    consumer,
+                    dict.fromkeys(by_key, start),
+                    count=READ_COUNT,
+                    block=block_ms,
                 ),
             )
-            entries = [(i, f) for _, items in reply or [] for i, f in items if f]
-            return await self._parse_alerts(redis, receiver, model, entries, counted=counted)
+            read = AlertRead([], [])
+            for key, items in reply or []:
+                entries = [(i, f) for i, f in items if f]
+                read = read + await self._parse_alerts(redis, receiver, by_key[key], entries, counted=counted)
+            return read
 
     async def _parse_alerts(self, redis: Any, receiver: str, model: str, entries: list, *, counted: bool) -> AlertRead:
         counts: dict[str, int] = {}
@@ -528,10 +567,10 @@ class AuditStore:
             try:
                 notification = Notification.from_fields(fields)
             except (KeyError, ValueError) as exc:
-                malformed.append((entry_id, fields, str(exc)))
+                malformed.append((model, entry_id, fields, str(exc)))
                 continue
             delivered_to = frozenset(filter(None, fields.get("delivered_to", "").split(",")))
-            alerts.append(QueuedAlert(entry_id, notification, delivered_to, counts.get(entry_id, 1)))
+            alerts.append(QueuedAlert(entry_id, notification, model, delivered_to, counts.get(entry_id, 1)))
         return AlertRead(alerts, malformed)
 
     async def claim_delivery(self, receiver: str, alert: QueuedAlert, ttl_ms: int) -> bool:
