@@ -137,6 +137,14 @@ def _parser() -> argparse.ArgumentParser:
     receive.add_argument("--listen", default="127.0.0.1:8080", help="host:port to listen on")
     receive.add_argument("--secret-file", help="check saemon's HMAC signature with this key (401 if wrong)")
 
+    alerts = commands.add_parser("alerts", help="the alert queue in Redis")
+    alert_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    redrive = alert_commands.add_parser(
+        "redrive", help="send dead-lettered alerts again, with their first delivery id (after fixing the receiver)"
+    )
+    redrive.add_argument("--receiver", help="only this receiver's dead letters")
+    redrive.add_argument("--model", help="only this model's dead letters")
+
     commands.add_parser("config", help="print the effective settings as YAML")
     return parser
 
@@ -202,6 +210,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from monitor import demo
 
         return demo.run(settings, sys.stdout)
+    if args.command == "alerts":
+        import asyncio
+
+        from monitor.sidecar.store import redrive_dead_letters
+
+        moved = asyncio.run(redrive_dead_letters(settings.redis, args.receiver, args.model))
+        for model_name, target, delivery_id in moved:
+            print(f"requeued {delivery_id} for {target} ({model_name})")
+        print(f"{len(moved)} dead letter(s) requeued; a running sidecar delivers them")
+        return 0
     if args.command == "serve":
         import asyncio
 

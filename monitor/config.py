@@ -260,8 +260,15 @@ class AlertSettings(_Section):
         description="This sidecar's name in the delivery consumer groups; default: the host "
         "name (the pod name), so a restarted container resumes its own pending deliveries.",
     )
-    max_attempts: int = Field(
-        5, gt=0, description="Tries per notification (5xx, 429, timeouts) before it is dead-lettered."
+    retry_deadline_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long a notification is retried (5xx, 429, timeouts, with exponential "
+        "backoff) before it is dead-lettered; at most the receiver's repeat interval. "
+        "`saemon alerts redrive` sends dead letters again once the receiver is fixed.",
+    )
+    max_attempts: int | None = Field(
+        None, gt=0, description="Optional cap on tries within the deadline (unset: as many as fit)."
     )
     backoff_initial_seconds: float = Field(0.5, gt=0, description="First retry delay; doubles each try.")
     backoff_max_seconds: float = Field(30.0, gt=0, description="Longest retry delay.")

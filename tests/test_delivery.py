@@ -589,3 +589,76 @@ def test_many_alerting_models_share_one_reader_per_receiver_and_each_incident_ar
             assert not process.metric("saemon_redis_errors_total", operation="deliver")
             clients = redis_server.admin().info("clients")["connected_clients"]
             assert clients <= 5 + 1, clients  # the pool's budget, and this admin connection
+
+
+def test_a_receiver_down_for_a_while_gets_its_alert_and_a_dead_letter_can_be_redriven(tmp_path, packs, redis_server):
+    """Before: five attempts in about 7 s, then dead-lettered for good and never delivered."""
+    import subprocess
+    import sys
+
+    with HttpReceiver(responses=[500] * 8) as flaky, HttpReceiver(responses=[503] * 1000) as down:
+        process = sidecar(
+            tmp_path,
+            packs,
+            redis_server.url,
+            backoff_max_seconds=0.4,
+            webhooks=[webhook(flaky, "flaky", send_resolved=False)],
+        )
+        with process:  # 8 failures over ~2.5 s: retried through, within the deadline
+            ingest(process, fire=["r1"])
+            received = flaky.wait(9, timeout=30)
+            assert len({r.headers["x-saemon-delivery"] for r in received}) == 1
+            assert (
+                process.metric("saemon_alert_deliveries_total", receiver="flaky", status="firing", result="success")
+                == 1
+            )
+            assert process.stop() == 0, process.log()
+
+        process = sidecar(
+            tmp_path,
+            packs,
+            redis_server.url,
+            name="second",
+            retry_deadline_seconds=0.5,
+            backoff_max_seconds=0.1,
+            webhooks=[webhook(down, "down", send_resolved=False), webhook(flaky, "flaky", send_resolved=False)],
+        )
+        with process:
+            ingest(process, fire=["r2"])
+            wait_for(
+                lambda: (
+                    process.metric("saemon_alert_dead_letters_total", receiver="down", reason="retries_exhausted") == 1
+                ),
+                what="dead-lettered after the deadline",
+            )
+            first_id = down.received[0].headers["x-saemon-delivery"]
+            delivered_to_flaky = len(flaky.received)
+            down.responses.clear()  # the receiver is fixed
+            config = tmp_path / "redrive.yaml"
+            config.write_text(f"redis:\n  url: {redis_server.url}\n")
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor.cli",
+                    "--config",
+                    str(config),
+                    "alerts",
+                    "redrive",
+                    "--receiver",
+                    "down",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            assert f"requeued {first_id} for down" in done.stdout and "1 dead letter(s) requeued" in done.stdout
+            wait_for(lambda: down.received[-1].headers["x-saemon-delivery"] == first_id and len(down.received) > 1)
+            time.sleep(0.5)
+            assert sum(1 for r in down.received if r.headers["x-saemon-delivery"] == first_id) >= 2
+            assert (
+                process.metric("saemon_alert_deliveries_total", receiver="down", status="firing", result="success") == 1
+            )
+            assert len(flaky.received) == delivered_to_flaky, "the redriven entry is for 'down' only"
+            assert redis_server.admin().xlen(f"{KEY}:dead_letter") == 0

@@ -289,7 +289,11 @@ class Delivery:
         ttl_ms = self._claim_ttl_ms(receiver)
         for alert in alerts:
             n = alert.notification
-            if receiver.name in alert.delivered_to or not receiver.wants(n):
+            if (
+                receiver.name in alert.delivered_to
+                or (alert.only_for and alert.only_for != receiver.name)
+                or not receiver.wants(n)
+            ):
                 done.append(alert.entry_id)
             elif alert.times_delivered > self.settings.max_deliveries:
                 await self._dead_letter_queued(
@@ -313,9 +317,10 @@ class Delivery:
                 await store.delivered(receiver.name, model, queued)
             else:
                 for e in group_entries:
-                    await self._dead_letter_queued(
-                        receiver, model, e.entry_id, e.notification.to_fields(), result, detail
-                    )
+                    fields = e.notification.to_fields()
+                    if e.queued is not None and e.queued.delivery_id:  # a redrive that failed again
+                        fields["delivery_id"] = e.queued.delivery_id
+                    await self._dead_letter_queued(receiver, model, e.entry_id, fields, result, detail)
                 await store.release_claims(receiver.name, model, queued)
 
     async def _dead_letter_queued(
@@ -420,11 +425,19 @@ class Delivery:
         """Send one group with retries; returns (success | rejected | retries_exhausted, detail)."""
         assert self._session is not None
         notifications = [e.notification for e in entries]
-        delivery_id = entries[0].entry_id if len(entries) == 1 else f"{entries[0].entry_id}+{len(entries) - 1}"
+        # a redriven dead letter keeps the delivery id it was first sent with
+        first = (entries[0].queued.delivery_id if entries[0].queued is not None else "") or entries[0].entry_id
+        delivery_id = first if len(entries) == 1 else f"{first}+{len(entries) - 1}"
         delay = self.settings.backoff_initial_seconds
-        for attempt in range(1, self.settings.max_attempts + 1):
+        # Retried as long as a receiver can need (up to its repeat interval), then dead-lettered.
+        deadline = time.monotonic() + min(self.settings.retry_deadline_seconds, receiver.repeat_seconds)
+        cap = self.settings.max_attempts
+        attempt = 0
+        while True:
+            attempt += 1
             outcome = await receiver.send(self._session, notifications, delivery_id)
-            last = attempt == self.settings.max_attempts
+            wait = min(max(delay, outcome.retry_after), self.settings.backoff_max_seconds)
+            last = (cap is not None and attempt >= cap) or time.monotonic() + wait * 0.8 > deadline
             if outcome.result != "retry" or not last:
                 for n in notifications:
                     self.metrics.deliveries.labels(receiver.name, n.status, outcome.result).inc()
@@ -443,19 +456,17 @@ class Delivery:
                 )
                 return "rejected", detail
             if last:
-                return "retries_exhausted", detail
-            wait = min(max(delay, outcome.retry_after), self.settings.backoff_max_seconds)
+                return "retries_exhausted", f"{detail} (after {attempt} attempts)"
             log.warning(
-                "%s: attempt %d/%d failed (%s); retrying in %.2f s",
+                "%s: attempt %d failed (%s); retrying in %.2f s (gives up after %.0f s more)",
                 receiver.name,
                 attempt,
-                self.settings.max_attempts,
                 detail,
                 wait,
+                max(0.0, deadline - time.monotonic()),
             )
             await asyncio.sleep(wait * random.uniform(0.8, 1.0))
             delay *= 2
-        raise AssertionError("unreachable")
 
     def _count_dead_letter(self, receiver: Receiver, status: str, reason: str, detail: str) -> None:
         self.metrics.dead_letters.labels(receiver.name, reason).inc()

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.config import RedisSettings, read_secret
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, DependencyError
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.alerts import Notification
 from monitor.sidecar.metrics import SidecarMetrics
@@ -53,6 +53,8 @@ STATS_SECONDS = 5.0
 READ_COUNT = 64
 #: Connections beside the receivers' blocking readers: the writer, the stats loop, queries.
 RESERVED_CONNECTIONS = 3
+#: Fields a dead-letter record adds to the notification's own (see Delivery).
+_DEAD_LETTER_ONLY = frozenset({"receiver", "reason", "detail", "entry_id", "dead_lettered_at", "only_for"})
 
 
 class StoreUnavailable(Exception):
@@ -122,6 +124,10 @@ class QueuedAlert:
     """Receivers that delivered it from memory while Redis was away."""
     times_delivered: int = 1
     """How often the group handed it out (a crash loop shows as a large count)."""
+    only_for: str = ""
+    """A redriven dead letter: the one receiver it is for (the others acknowledge it)."""
+    delivery_id: str = ""
+    """A redriven dead letter: the delivery id it was first sent with (X-Saemon-Delivery)."""
 
 
 @dataclass(frozen=True)
@@ -570,7 +576,17 @@ class AuditStore:
                 malformed.append((model, entry_id, fields, str(exc)))
                 continue
             delivered_to = frozenset(filter(None, fields.get("delivered_to", "").split(",")))
-            alerts.append(QueuedAlert(entry_id, notification, model, delivered_to, counts.get(entry_id, 1)))
+            alerts.append(
+                QueuedAlert(
+                    entry_id,
+                    notification,
+                    model,
+                    delivered_to,
+                    counts.get(entry_id, 1),
+                    only_for=fields.get("only_for", ""),
+                    delivery_id=fields.get("delivery_id", ""),
+                )
+            )
         return AlertRead(alerts, malformed)
 
     async def claim_delivery(self, receiver: str, alert: QueuedAlert, ttl_ms: int) -> bool:
@@ -619,6 +635,33 @@ class AuditStore:
             pipe.xadd(self.keys.dead_letter(model), record, maxlen=self.settings.events_maxlen, approximate=True)  # type: ignore[arg-type]
             pipe.xack(self.keys.alerts(model), group_name(receiver), entry_id)
             await pipe.execute()
+
+    async def redrive(self, receiver: str | None = None, model: str | None = None) -> list[tuple[str, str, str]]:
+        """Queue the dead letters again (of one receiver and model, or all): each goes back
+        on its model's alerts stream for its receiver only, with the delivery id it was first
+        sent with, and leaves the dead-letter stream in the same transaction. The claim
+        still applies: an incident notified meanwhile is not notified again. Returns
+        (model, receiver, first delivery id) of each."""
+        moved: list[tuple[str, str, str]] = []
+        async with self._redis_for("deliver") as redis:
+            pattern = self.keys.dead_letter(model) if model else self.keys.dead_letter("*")
+            keys = [key async for key in redis.scan_iter(match=pattern, count=1000)]
+            for key in sorted(keys):
+                # decode_responses: ids and fields are str (the stub allows bytes and None)
+                entries = cast(list[tuple[str, dict[str, str]]], await redis.xrange(key))
+                for entry_id, record in entries:
+                    target, stream_model = record.get("receiver", ""), record.get("model_name", "")
+                    if not target or not stream_model or (receiver and target != receiver):
+                        continue
+                    first = record.get("delivery_id") or record.get("entry_id", entry_id)
+                    fields = {k: v for k, v in record.items() if k not in _DEAD_LETTER_ONLY}
+                    fields |= {"only_for": target, "delivery_id": first}
+                    pipe = redis.pipeline(transaction=True)
+                    pipe.xadd(self.keys.alerts(stream_model), fields)  # type: ignore[arg-type]
+                    pipe.xdel(key, entry_id)
+                    await pipe.execute()
+                    moved.append((stream_model, target, first))
+        return moved
 
     @contextlib.asynccontextmanager
     async def _redis_for(self, operation: str) -> AsyncIterator[aioredis.Redis]:
@@ -711,3 +754,23 @@ class AuditStore:
         except RedisError as exc:
             self.metrics.redis_errors.labels("stats").inc()
             log.warning("reading Redis stream statistics failed: %s", exc)
+
+
+async def redrive_dead_letters(
+    settings: RedisSettings, receiver: str | None = None, model: str | None = None
+) -> list[tuple[str, str, str]]:
+    """``saemon alerts redrive``: AuditStore.redrive from a short-lived connection (the
+    running sidecar's receivers pick the entries up from their consumer groups)."""
+    from prometheus_client import CollectorRegistry
+
+    if settings.url is None:
+        raise ConfigError("alerts redrive needs redis.url: dead letters are kept in Redis")
+    store = AuditStore(settings, SidecarMetrics(CollectorRegistry()))
+    store.redis = store._client()
+    try:
+        await store._connect()
+        if not store.up:
+            raise DependencyError(f"Redis at {store._where()} is not reachable ({store.last_error or 'refused'})")
+        return await store.redrive(receiver, model)
+    finally:
+        await store.redis.aclose()
