@@ -110,7 +110,11 @@ class SidecarSettings(_Section):
         600.0, gt=0, description="Evict a request's state when nothing arrived for this long."
     )
     max_active_requests: int = Field(
-        100_000, gt=0, description="Cap on request states kept; the least recently seen are evicted."
+        100_000,
+        gt=0,
+        description="Cap on request states kept per model. Over it, requests seen in one step only "
+        "(a flood of made-up ids looks like that) are evicted first, least recently seen first; a "
+        "live request (two or more steps) is only evicted idle, and then reported unjudged.",
     )
     finished_retention_seconds: float = Field(
         900.0, ge=0, description="How long a finished request's report stays queryable."

@@ -358,3 +358,38 @@ def test_the_cap_on_model_names_holds_even_when_the_configuration_is_wrong(tmp_p
     with pytest.raises(PackError, match="max_model_names"):
         scorer.set_packs(load_pack_dir(tmp_path))
     assert not scorer.packs.packs
+
+
+def test_a_flood_of_one_step_ids_evicts_no_live_request_and_no_other_models(tmp_path, clock):
+    """Before: 100,001 made-up ids evicted a request that was mid-stream; it was never judged."""
+    scorer = make_engine(tmp_path, clock, max_active_requests=100, model_names=["other"])
+    scorer.apply(batch([summary("live", [0.1, 0], 0)]))
+    scorer.apply(batch([summary("calm", [0.1, 0], 0)], model="other"))
+    clock.now += 1
+    scorer.apply(batch([summary("live", [0.1, 0], 1)]))  # a second step: live traffic
+    for start in range(0, 10_000, 500):
+        clock.now += 0.01
+        scorer.apply(batch([summary(f"flood{i}", [0.1, 0], 0) for i in range(start, start + 500)]))
+    assert "live" in scorer.table.active and "calm" in scorer.table.active
+    assert sample(scorer, "saemon_requests_evicted_total", {"reason": "capacity"}) == 10_000 - 99
+    assert not sample(scorer, "saemon_requests_unjudged_total", {"model_name": MODEL, "reason": "capacity"})
+    scorer.apply(batch([summary("live", [0.9, 0], 2)], ends=[end("live")]))
+    assert scores(scorer, "live")["safety_max"].tokens == 3  # judged on every step it sent
+
+
+def test_a_live_request_evicted_before_its_end_is_reported_unjudged(tmp_path, clock):
+    scorer = make_engine(tmp_path, clock, max_active_requests=3, request_idle_seconds=10)
+    for step in range(2):
+        scorer.apply(batch([summary(f"r{i}", [0.1, 0], step) for i in range(3)]))
+        clock.now += 1
+    # the cap is full of live requests: a newcomer goes at its first step, no live one
+    scorer.apply(batch([summary("late", [0.1, 0], 0)]))
+    assert sorted(scorer.table.active) == ["r0", "r1", "r2"]
+    assert sample(scorer, "saemon_requests_evicted_total", {"reason": "capacity"}) == 1
+    assert not scorer.report("late").decisions  # one step: not a live request yet
+    clock.now += 11
+    swept = scorer.sweep()
+    assert sorted(d.request_id for d in swept if d.kind == pb.DECISION_KIND_UNJUDGED) == ["r0", "r1", "r2"]
+    assert [d.kind for d in scorer.report("r0").decisions] == [pb.DECISION_KIND_UNJUDGED]
+    assert not scorer.report("r0").finished
+    assert sample(scorer, "saemon_requests_unjudged_total", {"model_name": MODEL, "reason": "idle"}) == 3

@@ -122,6 +122,13 @@ class SidecarMetrics:
             ["reason"],
             registry=r,
         )
+        self.requests_unjudged = Counter(
+            "saemon_requests_unjudged_total",
+            "Live requests (seen in two or more steps) evicted before their end marker, so their "
+            "end-of-request probes were never judged; each also has an UNJUDGED decision event.",
+            ["model_name", "reason"],
+            registry=r,
+        )
         for reason in ("idle", "capacity"):
             self.requests_evicted.labels(reason)
         self.probes_loaded = Gauge(

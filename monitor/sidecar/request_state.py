@@ -2,8 +2,13 @@
 
 A request's probe state lives in :class:`monitor.probe.ProbeTracks`, one per pack and scope;
 this module adds the request's identity, timestamps, decisions and end-of-request facts,
-and keeps requests in an LRU table ordered by last activity, so idle eviction and the
+and keeps requests in LRU tables ordered by last activity, so idle eviction and the
 capacity cap cost O(evicted).
+
+The capacity cap is per model, and within a model a request seen in one step only (what a
+flood of made-up ids looks like) is evicted before any request seen in two or more steps:
+a flood cannot push out the live traffic of another model, nor a request of its own model
+that is mid-stream, until it has pushed out every one-step id first.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class RequestState:
         "prompt_tokens",
         "request_id",
         "response_tokens",
+        "steps",
         "texts",
         "token_ids",
         "tokens",
@@ -44,6 +50,7 @@ class RequestState:
         self.model_name = model_name
         self.first_seen = now
         self.last_seen = now
+        self.steps = 1  # distinct batches (by arrival time) that carried this request
         self.tracks: dict[tuple[str, int], ProbeTracks] = {}
         #: tokens scored per scope (the most any pack has seen: every pack gets the same rows)
         self.tokens: dict[int, int] = {pb.TOKEN_SCOPE_PROMPT: 0, pb.TOKEN_SCOPE_RESPONSE: 0}
@@ -117,13 +124,16 @@ class RequestState:
 
 
 class RequestTable:
-    """Active requests (LRU by last activity) and recently finished ones (FIFO, TTL)."""
+    """Active requests (per model: one-step ids and the rest, each LRU by last activity)
+    and recently finished ones (FIFO, TTL)."""
 
     def __init__(self, max_active: int, max_finished: int, finished_retention: float) -> None:
-        self.max_active = max_active
+        self.max_active = max_active  # per model
         self.max_finished = max_finished
         self.finished_retention = finished_retention
-        self.active: OrderedDict[str, RequestState] = OrderedDict()
+        self.active: dict[str, RequestState] = {}
+        self._young: dict[str, OrderedDict[str, RequestState]] = {}
+        self._settled: dict[str, OrderedDict[str, RequestState]] = {}
         self.finished: OrderedDict[str, tuple[float, RequestState]] = OrderedDict()
 
     def touch(self, request_id: str, model_name: str, now: float) -> RequestState | None:
@@ -133,29 +143,58 @@ class RequestTable:
             if request_id in self.finished:
                 return None  # a late row (one more step after EOS): the report is closed
             state = self.active[request_id] = RequestState(request_id, model_name, now)
+            self._young.setdefault(model_name, OrderedDict())[request_id] = state
+            return state
+        young = self._young.get(state.model_name)
+        if young is not None and request_id in young:
+            if now > state.last_seen:  # a second step: live traffic, not a one-shot id
+                state.steps += 1
+                del young[request_id]
+                self._settled.setdefault(state.model_name, OrderedDict())[request_id] = state
+            else:
+                young.move_to_end(request_id)
         else:
-            self.active.move_to_end(request_id)
+            if now > state.last_seen:
+                state.steps += 1
+            self._settled[state.model_name].move_to_end(request_id)
         state.last_seen = now
         return state
 
     def over_capacity(self) -> list[RequestState]:
+        """Requests to evict so that no model holds more than ``max_active``: its one-step
+        ids first, then its least recently seen."""
         evicted = []
-        while len(self.active) > self.max_active:
-            evicted.append(self.active.popitem(last=False)[1])
+        for model, young in self._young.items():
+            settled = self._settled.get(model)
+            excess = len(young) + (len(settled) if settled else 0) - self.max_active
+            while excess > 0:
+                queue = young if young else settled
+                assert queue is not None
+                state = queue.popitem(last=False)[1]
+                del self.active[state.request_id]
+                evicted.append(state)
+                excess -= 1
         return evicted
 
     def idle(self, now: float, idle_seconds: float) -> list[RequestState]:
         evicted = []
         horizon = now - idle_seconds
-        while self.active:
-            state = next(iter(self.active.values()))
-            if state.last_seen > horizon:
-                break
-            evicted.append(self.active.popitem(last=False)[1])
+        for queue in (*self._young.values(), *self._settled.values()):
+            while queue:
+                state = next(iter(queue.values()))
+                if state.last_seen > horizon:
+                    break
+                queue.popitem(last=False)
+                del self.active[state.request_id]
+                evicted.append(state)
         return evicted
 
     def finish(self, state: RequestState, now: float) -> None:
-        self.active.pop(state.request_id, None)
+        if self.active.pop(state.request_id, None) is not None:
+            for tiers in (self._young, self._settled):
+                queue = tiers.get(state.model_name)
+                if queue is not None:
+                    queue.pop(state.request_id, None)
         if self.max_finished == 0:
             return
         self.finished[state.request_id] = (now, state)

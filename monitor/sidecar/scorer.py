@@ -423,7 +423,7 @@ class Scorer:
                 decisions += self._close(state, now, produced)
         for state in self.table.over_capacity():
             self.metrics.requests_evicted.labels("capacity").inc()
-            decisions += self._close(state, now, produced, finished=False)
+            decisions += self._close(state, now, produced, evicted="capacity")
         self.metrics.requests_active.set(len(self.table.active))
         if produced > 0:
             self.metrics.ingest_latency.observe(max(0.0, now - produced / 1e9))
@@ -435,7 +435,7 @@ class Scorer:
         decisions = []
         for state in self.table.idle(now, self.settings.request_idle_seconds):
             self.metrics.requests_evicted.labels("idle").inc()
-            decisions += self._close(state, now, 0, finished=False)
+            decisions += self._close(state, now, 0, evicted="idle")
         self.table.expire(now)
         self.metrics.requests_active.set(len(self.table.active))
         return decisions
@@ -483,10 +483,25 @@ class Scorer:
         state.record(decision)
         return decision
 
-    def _close(self, state: RequestState, now: float, produced: int, *, finished: bool = True) -> list[pb.Decision]:
+    def _close(self, state: RequestState, now: float, produced: int, *, evicted: str = "") -> list[pb.Decision]:
         """End a request: the rule judges and resolves its probes; observe final scores,
-        keep its report."""
+        keep its report. An ``evicted`` request (reason: idle, capacity) is not judged; if
+        it was live (two or more steps) that is counted and said in an UNJUDGED decision."""
+        finished = not evicted
         decisions = []
+        if evicted and state.steps >= 2:
+            self.metrics.requests_unjudged.labels(state.model_name, evicted).inc()
+            unjudged = pb.Decision(
+                id=uuid.uuid4().hex,
+                kind=pb.DECISION_KIND_UNJUDGED,
+                request_id=state.request_id,
+                model_name=state.model_name,
+                tokens=sum(state.tokens.values()),
+                decided_unix_nanos=int(now * 1e9),
+                produced_unix_nanos=produced,
+            )
+            state.record(unjudged)
+            decisions.append(unjudged)
         for tracks in state.tracks.values():
             for transition in tracks.close(judge=finished):
                 decisions.append(self._decide(state, tracks, transition, produced, now))

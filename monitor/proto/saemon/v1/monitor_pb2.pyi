@@ -45,6 +45,7 @@ class DecisionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECISION_KIND_UNSPECIFIED: _ClassVar[DecisionKind]
     DECISION_KIND_FIRED: _ClassVar[DecisionKind]
     DECISION_KIND_RESOLVED: _ClassVar[DecisionKind]
+    DECISION_KIND_UNJUDGED: _ClassVar[DecisionKind]
 TOKEN_SCOPE_UNSPECIFIED: TokenScope
 TOKEN_SCOPE_PROMPT: TokenScope
 TOKEN_SCOPE_RESPONSE: TokenScope
@@ -66,6 +67,7 @@ ACTION_RECORD: Action
 DECISION_KIND_UNSPECIFIED: DecisionKind
 DECISION_KIND_FIRED: DecisionKind
 DECISION_KIND_RESOLVED: DecisionKind
+DECISION_KIND_UNJUDGED: DecisionKind
 
 class IngestRequest(_message.Message):
     __slots__ = ("batches", "client_dropped")
