@@ -116,7 +116,7 @@ def mutated_batches(draw) -> pb.StepBatch:
 @FUZZ
 @given(step=mutated_batches(), dropped=st.integers(0, 2**64 - 1))
 def test_mutated_batches_never_break_the_server_or_the_good_batch_beside_them(server, step, dropped):
-    process, channel = server
+    _, channel = server
     rid, good = canary()
     response = monitor_pb2_grpc.MonitorServiceStub(channel).Ingest(
         iter([pb.IngestRequest(batches=[step, good], client_dropped=dropped)]), timeout=10
@@ -128,7 +128,7 @@ def test_mutated_batches_never_break_the_server_or_the_good_batch_beside_them(se
 @FUZZ
 @given(data=st.binary(max_size=512))
 def test_random_bytes_answer_invalid_argument_or_parse_and_the_server_serves_on(server, data):
-    process, channel = server
+    _, channel = server
     ingest = channel.stream_unary(
         "/saemon.v1.MonitorService/Ingest",
         request_serializer=lambda b: b,
@@ -144,7 +144,7 @@ def test_random_bytes_answer_invalid_argument_or_parse_and_the_server_serves_on(
 
 
 def test_after_the_fuzz_the_server_is_healthy_and_its_metrics_are_bounded(server):
-    process, channel = server
+    process, _ = server
     status, body = process.readiness()
     assert status == 200, body
     with urllib.request.urlopen(f"{process.http}/metrics", timeout=10) as page:
