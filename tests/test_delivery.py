@@ -37,13 +37,13 @@ def redis_server(tmp_path):
         yield server
 
 
-def sidecar(tmp_path, packs, redis_url=None, *, name="sidecar", redis=None, **alerts) -> SidecarProcess:
+def sidecar(tmp_path, packs, redis_url=None, *, name="sidecar", redis=None, service=None, **alerts) -> SidecarProcess:
     (tmp_path / "hook.secret").write_text(SECRET)
     alerts.setdefault("consumer_name", "pod-0")
     alerts.setdefault("backoff_initial_seconds", 0.05)
     return SidecarProcess(
         tmp_path,
-        {"grpc_listen": f"unix://{tmp_path}/{name}.sock", "probes_dir": str(packs)},
+        {"grpc_listen": f"unix://{tmp_path}/{name}.sock", "probes_dir": str(packs), **(service or {})},
         name=name,
         redis={"url": redis_url, "reconnect_seconds": 0.1, **(redis or {})},
         alerts=alerts,
@@ -612,6 +612,7 @@ def test_a_receiver_down_for_a_while_gets_its_alert_and_a_dead_letter_can_be_red
                 process.metric("saemon_alert_deliveries_total", receiver="flaky", status="firing", result="success")
                 == 1
             )
+            ingest(process, end=["r1"])  # the incident ends here, or the next run would restore it
             assert process.stop() == 0, process.log()
 
         process = sidecar(
@@ -662,3 +663,37 @@ def test_a_receiver_down_for_a_while_gets_its_alert_and_a_dead_letter_can_be_red
             )
             assert len(flaky.received) == delivered_to_flaky, "the redriven entry is for 'down' only"
             assert redis_server.admin().xlen(f"{KEY}:dead_letter") == 0
+
+
+def test_a_sidecar_killed_mid_incident_resolves_it_exactly_once_after_restart(tmp_path, packs, redis_server):
+    """Before: incident state lived in memory, so a restart never sent the RESOLVED."""
+    with HttpReceiver() as hook:
+        first = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook)])
+        with first:
+            ingest(first, fire=["r1", "r2"])
+            (firing,) = hook.wait(1)
+            admin = redis_server.admin()
+            wait_for(lambda: admin.hlen(f"{KEY}:incidents") == 1, what="the open incident in Redis")
+            first.kill()  # SIGKILL: nothing is flushed or closed
+        second = sidecar(
+            tmp_path,
+            packs,
+            redis_server.url,
+            name="second",
+            webhooks=[webhook(hook)],
+            service={"request_idle_seconds": 2},
+        )
+        with second:
+            assert second.metric("saemon_incidents_active") == 1  # restored
+            ingest(second, end=["r1"])  # r1 ends normally; r2 ended while the sidecar was down
+            time.sleep(0.5)
+            assert len(hook.received) == 1, "still firing: r2 may yet come back"
+            resolved = hook.wait(2, timeout=20)[1]
+            time.sleep(1.5)  # a second RESOLVED would arrive within a sweep or two
+            assert len(hook.received) == 2
+            alert, gone = firing.json["alerts"][0], resolved.json["alerts"][0]
+            assert resolved.json["status"] == "resolved" and gone["fingerprint"] == alert["fingerprint"]
+            assert gone["startsAt"] == alert["startsAt"]
+            assert second.metric("saemon_incidents_active") == 0
+            wait_for(lambda: admin.hlen(f"{KEY}:incidents") == 0, what="the incident gone from Redis")
+            assert second.stop() == 0, second.log()

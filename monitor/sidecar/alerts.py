@@ -206,6 +206,40 @@ class _Incident:
     requests: set[str] = field(default_factory=set)
     total_requests: int = 0
     last_sent: int = 0
+    #: Requests restored from Redis after a restart, with when: they leave the incident when
+    #: they end, or when nothing of them is seen for the idle window (they ended meanwhile).
+    restored: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "labels": self.labels,
+                "annotations": self.annotations,
+                "starts_at": self.starts_at,
+                "model_name": self.model_name,
+                "first_request": self.first_request,
+                "requests": sorted(self.requests),
+                "total_requests": self.total_requests,
+                "last_sent": self.last_sent,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, now: float) -> _Incident:
+        raw = json.loads(text)
+        requests = set(raw["requests"])
+        return cls(
+            labels=dict(raw["labels"]),
+            annotations=dict(raw["annotations"]),
+            starts_at=int(raw["starts_at"]),
+            model_name=str(raw["model_name"]),
+            first_request=str(raw["first_request"]),
+            requests=requests,
+            total_requests=int(raw["total_requests"]),
+            last_sent=int(raw["last_sent"]),
+            restored=dict.fromkeys(requests, now),
+        )
 
 
 class IncidentBook:
@@ -216,11 +250,50 @@ class IncidentBook:
     stops firing mid-request (hysteresis) does not end the incident by itself.
     """
 
-    def __init__(self, settings: AlertSettings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[str, str, str | None], None] = lambda fingerprint, model, saved: None,
+    ) -> None:
+        """``on_change(fingerprint, model, JSON or None)`` after every change to an incident
+        (None: it ended): how the sidecar keeps open incidents in Redis across restarts."""
         self.settings = settings
         self.clock = clock
+        self.on_change = on_change
         self.active: dict[str, _Incident] = {}
         self._by_request: dict[str, set[str]] = {}
+
+    def restore(self, saved: dict[str, str]) -> int:
+        """Open incidents a previous run kept (fingerprint -> JSON); returns how many."""
+        now = self.clock()
+        for fp, text in saved.items():
+            if fp in self.active:
+                continue
+            try:
+                incident = _Incident.from_json(text, now)
+            except (KeyError, TypeError, ValueError):
+                continue  # not ours or damaged: nothing to resolve
+            self.active[fp] = incident
+            for request_id in incident.requests:
+                self._by_request.setdefault(request_id, set()).add(fp)
+        return len(self.active)
+
+    def expire_restored(self, live: Callable[[str], bool], idle_seconds: float) -> list[Notification]:
+        """Restored requests not seen again within ``idle_seconds`` ended while the sidecar
+        was down: they leave their incidents, which resolve when empty."""
+        now = self.clock()
+        gone = []
+        for incident in self.active.values():
+            for request_id, since in list(incident.restored.items()):
+                if live(request_id):
+                    del incident.restored[request_id]  # back: it ends the normal way
+                elif now - since >= idle_seconds:
+                    gone.append(request_id)
+        resolved = []
+        for request_id in gone:
+            resolved += self.on_request_end(request_id)
+        return resolved
 
     def on_decision(self, decision: pb.Decision) -> Notification | None:
         if decision.kind != pb.DECISION_KIND_FIRED or decision.action != pb.ACTION_ALERT:
@@ -237,14 +310,19 @@ class IncidentBook:
         new = incident is None
         if incident is None:
             incident = self.active[fp] = _Incident(labels, {}, now, decision.model_name, decision.request_id)
-        if decision.request_id not in incident.requests:
+        joined = decision.request_id not in incident.requests
+        if joined:
             incident.requests.add(decision.request_id)
             incident.total_requests += 1
+        incident.restored.pop(decision.request_id, None)
         incident.annotations = self._annotations(decision, incident)
         self._by_request.setdefault(decision.request_id, set()).add(fp)
+        if new or joined:
+            if new:
+                incident.last_sent = now
+            self.on_change(fp, incident.model_name, incident.to_json())
         if not new:
             return None
-        incident.last_sent = now
         return self._notification(fp, incident, "firing", created=now)
 
     def on_request_end(self, request_id: str) -> list[Notification]:
@@ -255,10 +333,14 @@ class IncidentBook:
             if incident is None:
                 continue
             incident.requests.discard(request_id)
+            incident.restored.pop(request_id, None)
             if not incident.requests:
                 del self.active[fp]
                 now = int(self.clock() * 1e9)
                 resolved.append(self._notification(fp, incident, "resolved", created=now, ends_at=now))
+                self.on_change(fp, incident.model_name, None)
+            else:
+                self.on_change(fp, incident.model_name, incident.to_json())
         return resolved
 
     def due(self) -> list[Notification]:
@@ -270,6 +352,7 @@ class IncidentBook:
             if now - incident.last_sent >= interval:
                 incident.last_sent = now
                 out.append(self._notification(fp, incident, "firing", created=now))
+                self.on_change(fp, incident.model_name, incident.to_json())
         return out
 
     def _notification(

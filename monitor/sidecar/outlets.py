@@ -9,6 +9,7 @@ redacted text around its strongest tokens when the audit trail keeps token text.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.alerts import IncidentBook
@@ -48,6 +49,12 @@ class Outlets:
             for notification in incidents.on_request_end(state.request_id):
                 store.append_alert(notification)
         self.metrics.incidents_active.set(len(incidents.active))
+
+    def expire_restored(self, live: Callable[[str], bool], idle_seconds: float) -> None:
+        """Resolve restored incidents whose requests ended while the sidecar was down."""
+        for notification in self.incidents.expire_restored(live, idle_seconds):
+            self.store.append_alert(notification)
+        self.metrics.incidents_active.set(len(self.incidents.active))
 
     def resend_due(self) -> None:
         """Queue the re-sends of firing incidents that are due."""

@@ -75,4 +75,7 @@ class Pipeline:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.outlets.publish(self.scorer.sweep(), self.scorer.drain_closed())
+            self.outlets.expire_restored(
+                lambda request_id: request_id in self.scorer.table.active, self.scorer.settings.request_idle_seconds
+            )
             self.outlets.resend_due()

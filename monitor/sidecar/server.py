@@ -40,7 +40,7 @@ from monitor.sidecar.security import (
     server_credentials,
 )
 from monitor.sidecar.service import MonitorServicer, register
-from monitor.sidecar.store import AuditStore
+from monitor.sidecar.store import AuditStore, StoreUnavailable
 from monitor.sidecar.token_text import TokenTexts
 from monitor.sidecar.watch import WatchHub
 
@@ -62,7 +62,8 @@ class Sidecar:
         self.store.models.add(settings.model.name)
         self.delivery = Delivery(settings, self.store, metrics, receivers)
         token_texts = TokenTexts(settings) if settings.redis.store_token_text else None
-        self.outlets = Outlets(self.store, IncidentBook(settings.alerts), token_texts, metrics)
+        self.incidents = IncidentBook(settings.alerts, on_change=self.store.save_incident)
+        self.outlets = Outlets(self.store, self.incidents, token_texts, metrics)
         self.pipeline = Pipeline(self.scorer, self.outlets, metrics, settings.sidecar.ingest_queue_size)
         self.http = HttpEndpoints(settings, metrics, self.store, lambda: self.ready)
         self.grpc_address = ""
@@ -111,6 +112,7 @@ class Sidecar:
     async def start(self) -> None:
         self.reload()  # invalid packs fail the start
         await self.store.start()
+        await self._restore_incidents()
         await self.delivery.start()
         server = self._grpc_server()
         self._bind_grpc(server)
@@ -180,6 +182,26 @@ class Sidecar:
                 "key_file, or use a Unix socket, or set sidecar.insecure_tcp: true (loopback tests only)."
             )
         self.grpc_address = f"{host}:{bound}"
+
+    async def _restore_incidents(self) -> None:
+        """Open incidents the previous run kept in Redis: they resolve (and notify RESOLVED)
+        when their requests end, or when those are not seen again for the idle window."""
+        if not self.store.enabled:
+            return
+        try:
+            saved = await self.store.load_incidents() if self.store.up else None
+        except StoreUnavailable:
+            saved = None
+        if saved is None:
+            log.warning(
+                "Redis is not reachable at start: open incidents of the previous run are not "
+                "restored, so their RESOLVED notifications will not be sent"
+            )
+            return
+        restored = self.incidents.restore(saved)
+        if restored:
+            log.info("restored %d open incident(s) from Redis; they resolve when their requests end", restored)
+        self.metrics.incidents_active.set(len(self.incidents.active))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful stop: NOT_SERVING, finish in-flight calls, score what is queued, exit."""

@@ -83,6 +83,9 @@ class Keys:
     def dead_letter(self, model: str) -> str:
         return f"{self._base(model)}:dead_letter"
 
+    def incidents(self, model: str) -> str:
+        return f"{self._base(model)}:incidents"
+
     def report(self, model: str, request_id: str) -> str:
         return f"{self._base(model)}:report:{request_id}"
 
@@ -368,6 +371,20 @@ class AuditStore:
             key = self.keys.dedup(notification.model_name, receiver, notification)
             self._append(Pending("dedup", notification.model_name, (key, f"sent:{entry_id}", ttl_ms, time.monotonic())))
 
+    def save_incident(self, fingerprint: str, model: str, saved: str | None) -> None:
+        """An open incident as it is now (None: it ended), so a restarted sidecar resolves it."""
+        if self.enabled:
+            self._append(Pending("incident", model, (fingerprint, saved)))
+
+    async def load_incidents(self) -> dict[str, str]:
+        """Every model's open incidents as the previous run left them (fingerprint -> JSON)."""
+        async with self._redis_for("read") as redis:
+            keys = [key async for key in redis.scan_iter(match=self.keys.incidents("*"), count=1000)]
+            saved: dict[str, str] = {}
+            for key in sorted(keys):
+                saved.update(cast(dict[str, str], await redis.hgetall(key)))
+            return saved
+
     def _append(self, item: Pending) -> None:
         if not self.enabled:
             self._release(item)
@@ -478,6 +495,12 @@ class AuditStore:
         elif item.kind == "token_text":
             request_id, text = item.payload
             pipe.set(keys.tokens(item.model, request_id), text, ex=cfg.token_text_ttl_seconds)
+        elif item.kind == "incident":
+            fingerprint, saved = item.payload
+            if saved is None:
+                pipe.hdel(keys.incidents(item.model), fingerprint)
+            else:
+                pipe.hset(keys.incidents(item.model), fingerprint, saved)
         elif item.kind == "dedup":
             key, value, ttl_ms, made = item.payload
             left = ttl_ms - int((time.monotonic() - made) * 1000)
