@@ -8,9 +8,12 @@ a pack of F features and P probes, then from this process (the other core):
    first send until the sidecar's queue is empty);
 2. latency: offers a fixed fraction of that rate, with a probe firing in every 10th batch,
    and reports p50 / p99 of decided - produced from the decisions' own timestamps
-   (WatchAlerts), i.e. gRPC + queue + scoring.
+   (WatchAlerts), i.e. gRPC + queue + scoring;
+3. steady state: ends --held requests (each a prompt step, a response step and an end
+   marker), so the sidecar holds its cap of finished reports as a long-running one does,
+   then reports its RSS and the latency at half the saturation rate again.
 
-    python bench/ingest.py [--features 16] [--requests-per-step 32] [--seconds 10] [--form columns|rows]
+    python bench/ingest.py [--features 16] [--requests-per-step 32] [--seconds 10] [--form columns|rows] [--held 20000]
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def step_batch(step: int, requests: int, features: int, fire: bool, produced: in
     """A decode step: `requests` requests with one token each; request 0 spikes when `fire`."""
     summaries = []
     for r in range(requests):
-        request_id = f"s{step}-r{r}" if fire and r == 0 else f"r{r}-{step // 64}"
+        # each latency run has fresh ids: a request that fired in an earlier run would not fire again
+        request_id = f"run{RUN}-s{step}-r{r}" if fire and r == 0 else f"run{RUN}-r{r}-{step // 64}"
         value = 0.95 if fire and r == 0 else 0.2
         summaries.append(
             pb.RequestSummary(
@@ -86,7 +90,7 @@ def step_batch(step: int, requests: int, features: int, fire: bool, produced: in
                 count_above=[0] * features,
             )
         )
-    batch = pb.StepBatch(model_name="bench", pack="bench", pack_version="1", step=step, produced_unix_nanos=produced)
+    batch = pb.StepBatch(model_name=MODEL, pack="bench", pack_version="1", step=step, produced_unix_nanos=produced)
     if FORM == "rows":
         batch.requests.extend(summaries)
         return batch
@@ -102,6 +106,42 @@ def step_batch(step: int, requests: int, features: int, fire: bool, produced: in
 
 #: The wire form of the step batches (--form).
 FORM = "columns"
+MODEL = "bench"
+RUN = 0
+
+
+def hold(stub, count: int, features: int, sidecar: SidecarProcess) -> None:
+    """``count`` requests that run two steps and end: finished reports the sidecar keeps."""
+    for start in range(0, count, 500):
+        ids = [f"held-{i}" for i in range(start, min(count, start + 500))]
+        steps = []
+        for step, scope in enumerate((pb.TOKEN_SCOPE_PROMPT, pb.TOKEN_SCOPE_RESPONSE)):
+            rows = [
+                pb.RequestSummary(
+                    request_id=rid,
+                    scope=scope,
+                    first_position=step * 8,
+                    num_tokens=8 if step == 0 else 1,
+                    max=[0.3] * features,
+                    argmax_position=[step * 8] * features,
+                    sum=[0.3] * features,
+                    count_above=[0] * features,
+                )
+                for rid in ids
+            ]
+            batch = pb.StepBatch(model_name=MODEL, pack="bench", pack_version="1", step=step, requests=rows)
+            if step == 1:
+                batch.ends.extend(pb.RequestEnd(request_id=rid, response_tokens=1, prompt_tokens=8) for rid in ids)
+            steps.append(pb.IngestRequest(batches=[batch]))
+        stub.Ingest(iter(steps))
+    sidecar.wait_idle(timeout=600)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def saturation(stub, batches: int, requests: int, features: int, sidecar: SidecarProcess) -> float:
@@ -115,6 +155,8 @@ def saturation(stub, batches: int, requests: int, features: int, sidecar: Sideca
 
 
 def latency(channel, stub, rate_batches: float, seconds: float, requests: int, features: int) -> list[float]:
+    global RUN
+    RUN += 1
     watcher = DecisionWatcher(channel, pb.WatchAlertsRequest(probes=["spike"])).start()
     time.sleep(0.5)
 
@@ -147,6 +189,7 @@ def main() -> None:
     parser.add_argument("--requests-per-step", type=int, default=32, help="requests in each step batch")
     parser.add_argument("--batches", type=int, default=4000, help="batches in the saturation run")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency run")
+    parser.add_argument("--held", type=int, default=20_000, help="finished requests held in the steady-state run")
     parser.add_argument(
         "--form",
         choices=["columns", "rows"],
@@ -163,7 +206,12 @@ def main() -> None:
         make_pack(directory / "packs", args.features)
         sidecar = SidecarProcess(
             directory,
-            {"grpc_listen": f"unix://{directory}/bench.sock", "probes_dir": str(directory / "packs")},
+            {
+                "grpc_listen": f"unix://{directory}/bench.sock",
+                "probes_dir": str(directory / "packs"),
+                "model_names": [MODEL],
+                "max_finished_requests": max(args.held, 1),
+            },
         )
         with sidecar:
             channel = grpc.insecure_channel(f"unix://{directory}/bench.sock")
@@ -189,6 +237,24 @@ def main() -> None:
                 print(
                     f"{fraction:>11.0%}   {steps:7.0f}   {len(lat):9d}   {percentile(lat, 50):6.2f}   "
                     f"{percentile(lat, 99):6.2f}   {max(lat):6.2f}"
+                )
+            assert sidecar.process is not None
+            pid = sidecar.process.pid
+            fresh = rss_mb(pid)
+            hold(stub, args.held, args.features, sidecar)
+            held = rss_mb(pid)
+            steps = 0.5 * rate / per_batch
+            lat = latency(channel, stub, steps, args.seconds, args.requests_per_step, args.features)
+            print()
+            print(f"steady state: {args.held:,} finished reports held")
+            print(
+                f"RSS: {fresh:.0f} MB before, {held:.0f} MB after "
+                f"({(held - fresh) / max(args.held, 1) * 10_000:.0f} MB per 10k finished requests)"
+            )
+            if lat:
+                print(
+                    f"at 50% load: {len(lat)} decisions, p50 {percentile(lat, 50):.2f} ms, "
+                    f"p99 {percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms"
                 )
             sidecar.stop()
 

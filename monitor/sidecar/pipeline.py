@@ -69,12 +69,17 @@ class Pipeline:
             self.metrics.dropped.labels("malformed").inc()
             log.exception("failed to score step %d of %s", batch.step, batch.model_name)
             return
-        self.outlets.publish(decisions, self.scorer.drain_closed())
+        closed = self.scorer.drain_closed()
+        self.outlets.publish(decisions, closed)
+        self.scorer.compact(closed)
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            self.outlets.publish(self.scorer.sweep(), self.scorer.drain_closed())
+            decisions = self.scorer.sweep()
+            closed = self.scorer.drain_closed()
+            self.outlets.publish(decisions, closed)
+            self.scorer.compact(closed)
             self.outlets.expire_restored(
                 lambda request_id: request_id in self.scorer.table.active, self.scorer.settings.request_idle_seconds
             )

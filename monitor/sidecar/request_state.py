@@ -123,6 +123,21 @@ class RequestState:
         return report
 
 
+class FinishedReport:
+    """A finished request's report kept as its serialized bytes: a few KB and one object,
+    instead of the live state's arrays and dicts (which also kept every full garbage
+    collection busy walking tens of thousands of finished requests)."""
+
+    __slots__ = ("data", "model_name")
+
+    def __init__(self, report: pb.RequestReport) -> None:
+        self.data = report.SerializeToString()
+        self.model_name = report.model_name
+
+    def to_proto(self) -> pb.RequestReport:
+        return pb.RequestReport.FromString(self.data)
+
+
 class RequestTable:
     """Active requests (per model: one-step ids and the rest, each LRU by last activity)
     and recently finished ones (FIFO, TTL)."""
@@ -134,7 +149,7 @@ class RequestTable:
         self.active: dict[str, RequestState] = {}
         self._young: dict[str, OrderedDict[str, RequestState]] = {}
         self._settled: dict[str, OrderedDict[str, RequestState]] = {}
-        self.finished: OrderedDict[str, tuple[float, RequestState]] = OrderedDict()
+        self.finished: OrderedDict[str, tuple[float, RequestState | FinishedReport]] = OrderedDict()
 
     def touch(self, request_id: str, model_name: str, now: float) -> RequestState | None:
         """The active state for ``request_id`` (created if new); None if it already finished."""
@@ -210,7 +225,13 @@ class RequestTable:
                 break
             self.finished.popitem(last=False)
 
-    def get(self, request_id: str) -> RequestState | None:
+    def compact(self, state: RequestState) -> None:
+        """Keep a finished request as its report's bytes once its outlets are done with it."""
+        entry = self.finished.get(state.request_id)
+        if entry is not None and entry[1] is state:
+            self.finished[state.request_id] = (entry[0], FinishedReport(state.to_proto()))
+
+    def get(self, request_id: str) -> RequestState | FinishedReport | None:
         state = self.active.get(request_id)
         if state is not None:
             return state

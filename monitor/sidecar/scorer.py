@@ -450,6 +450,11 @@ class Scorer:
         closed, self._closed = self._closed, []
         return closed
 
+    def compact(self, closed: list[RequestState]) -> None:
+        """The outlets are done with these: keep only their reports' bytes."""
+        for state in closed:
+            self.table.compact(state)
+
     # -- decisions -----------------------------------------------------------------------
 
     def _decide(
