@@ -147,9 +147,28 @@ class RedisSettings(_Section):
 
     url: str | None = Field(
         None,
-        description="redis://host:port/db, rediss://... for TLS, or unix:///path.sock. Unset: no "
-        "audit trail; alerts are delivered from memory only (lost on restart).",
+        description="redis://host:port/db, rediss://... for TLS, or unix:///path.sock. Unset (and no "
+        "sentinels): no audit trail; alerts are delivered from memory only (lost on restart).",
     )
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses (host:port) instead of redis.url: the sidecar asks them "
+        "for the current master of sentinel_service and follows failovers.",
+    )
+    sentinel_service: str = Field("mymaster", min_length=1, description="The master's name in Sentinel.")
+    db: int = Field(0, ge=0, description="Database number with sentinels (with redis.url: the URL's path).")
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: list[str], info) -> list[str]:
+        if sentinels and info.data.get("url"):
+            raise ValueError("give redis.url or redis.sentinels, not both")
+        for address in sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinel address {address!r}: expected host:port")
+        return sentinels
+
     username: str | None = Field(None, description="ACL user (Redis 6+); default: the URL's or none.")
     password_file: Path | None = Field(
         None, description="File holding the Redis password (kept out of the URL and the environment)."

@@ -697,3 +697,51 @@ def test_a_sidecar_killed_mid_incident_resolves_it_exactly_once_after_restart(tm
             assert second.metric("saemon_incidents_active") == 0
             wait_for(lambda: admin.hlen(f"{KEY}:incidents") == 0, what="the incident gone from Redis")
             assert second.stop() == 0, second.log()
+
+
+def test_through_sentinel_a_failover_during_alert_traffic_loses_nothing(tmp_path, packs):
+    """A master and a replica under one Sentinel; the master refuses writes it cannot
+    replicate (min-replicas-to-write 1, as Redis advises for Sentinel): after a failover the
+    sidecar follows the new master and every alert and event of before and after is there."""
+    from monitor.harness.redis_server import RedisSentinel
+
+    safe = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "2"]
+    with RedisServer(tmp_path / "master", extra_args=safe) as master:
+        replica_args = [*safe, "--replicaof", "127.0.0.1", str(master.port)]
+        with RedisServer(tmp_path / "replica", extra_args=replica_args) as replica:
+            wait_for(
+                lambda: (master.admin().info("replication").get("slave0") or {}).get("state") == "online",
+                what="the replica online",
+            )
+            with RedisSentinel(tmp_path / "sentinel", master.port) as sentinel, HttpReceiver() as hook:
+                wait_for(lambda: sentinel.admin().sentinel_master("mymaster")["num-slaves"] == 1, what="sentinel")
+                process = sidecar(
+                    tmp_path,
+                    packs,
+                    None,
+                    redis={"sentinels": [sentinel.address], "url": None},
+                    webhooks=[webhook(hook, send_resolved=False)],
+                )
+                with process:
+                    for i in range(5):
+                        ingest(process, fire=[f"before{i}"], end=[f"before{i}"])
+                    hook.wait(5)
+                    sentinel.admin().execute_command("SENTINEL", "FAILOVER", "mymaster")
+                    wait_for(lambda: sentinel.master_port() == replica.port, timeout=20, what="the failover")
+                    for i in range(5):
+                        ingest(process, fire=[f"after{i}"], end=[f"after{i}"])
+                    received = hook.wait(10, timeout=30)
+                    starts = sorted(r.json["alerts"][0]["annotations"]["request_id"] for r in received)
+                    assert starts == sorted([f"before{i}" for i in range(5)] + [f"after{i}" for i in range(5)])
+                    new_master = replica.admin()
+
+                    def fired() -> list[str]:
+                        events = new_master.xrange(f"{KEY}:events")
+                        return sorted(f["request_id"] for _, f in events if f["kind"] == "DECISION_KIND_FIRED")
+
+                    wait_for(lambda: fired() == starts, timeout=30, what="every FIRED event on the new master")
+                    time.sleep(1.0)
+                    assert len(hook.received) == 10  # no alert twice
+                    status, body = process.readiness()
+                    assert status == 200 and body["checks"]["redis"] == "ok", body
+                    assert process.stop() == 0, process.log()

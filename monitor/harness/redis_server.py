@@ -41,7 +41,13 @@ class RedisServer:
     (mTLS); ``url`` is then ``rediss://``.
     """
 
-    def __init__(self, directory: Path, acl: list[str] | None = None, tls: RedisTls | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        acl: list[str] | None = None,
+        tls: RedisTls | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise DependencyError("redis-server is not installed: run scripts/setup.sh (apt-get install redis-server)")
@@ -54,6 +60,7 @@ class RedisServer:
             self.acl_file = directory / "users.acl"
             self.acl_file.write_text("\n".join(acl) + "\n")
         self.tls = tls
+        self.extra_args = list(extra_args or [])  # e.g. --replicaof 127.0.0.1 PORT
         self.process: subprocess.Popen | None = None
 
     @property
@@ -86,6 +93,7 @@ class RedisServer:
         ]
         if self.acl_file is not None:
             args += ["--aclfile", str(self.acl_file)]
+        args += self.extra_args
         if self.tls is not None:
             tls = self.tls
             args[2] = "0"  # no plain-text port
@@ -144,6 +152,68 @@ class RedisServer:
             self.process = None
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class RedisSentinel:
+    """One Redis Sentinel (``redis-server sentinel.conf --sentinel``: no extra package)
+    watching ``master_port`` as ``service``, quick to notice and to fail over (tests)."""
+
+    def __init__(self, directory: Path, master_port: int, service: str = "mymaster") -> None:
+        binary = redis_server_binary()
+        if binary is None:
+            raise DependencyError("redis-server is not installed: run scripts/setup.sh (apt-get install redis-server)")
+        self.binary, self.directory, self.service = binary, directory, service
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config = directory / "sentinel.conf"  # Sentinel rewrites it: a file of its own
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {service} 1000\n"
+            f"sentinel failover-timeout {service} 5000\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def admin(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+
+    def master_port(self) -> int:
+        address = self.admin().sentinel_get_master_addr_by_name(self.service)
+        if not isinstance(address, tuple | list):
+            raise SaemonError(f"sentinel {self.address} knows no master {self.service!r}")
+        return int(address[1])
+
+    def start(self, timeout: float = 10) -> RedisSentinel:
+        self.process = subprocess.Popen(
+            [self.binary, str(self.config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.admin().ping()
+                return self
+            except redis.ConnectionError:
+                if self.process.poll() is not None:
+                    raise SaemonError(f"redis sentinel exited with {self.process.returncode}") from None
+                time.sleep(0.05)
+        self.kill()
+        raise SaemonError(f"redis sentinel on port {self.port} did not answer within {timeout} s")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> RedisSentinel:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -49,12 +49,19 @@ log = logging.getLogger(__name__)
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 WRITE_BATCH = 256
 STATS_SECONDS = 5.0
+SENTINEL_CHECK_SECONDS = 1.0
 #: Alerts read from a stream at a time.
 READ_COUNT = 64
 #: Connections beside the receivers' blocking readers: the writer, the stats loop, queries.
 RESERVED_CONNECTIONS = 3
 #: Fields a dead-letter record adds to the notification's own (see Delivery).
 _DEAD_LETTER_ONLY = frozenset({"receiver", "reason", "detail", "entry_id", "dead_lettered_at", "only_for"})
+
+
+def _wrong_server(exc: BaseException) -> bool:
+    """A demoted master, or one cut off from its replicas (min-replicas-to-write): not a bad
+    command but the wrong server for now: reconnect and send it again, like an outage."""
+    return str(exc).startswith(("READONLY", "NOREPLICAS"))
 
 
 class StoreUnavailable(Exception):
@@ -190,7 +197,7 @@ class AuditStore:
         self.receivers = tuple(receivers)
         self.clock = clock
         self.keys = Keys(settings.key_prefix)
-        self.enabled = settings.url is not None
+        self.enabled = settings.url is not None or bool(settings.sentinels)
         self.redis: aioredis.Redis | None = None
         self.up = False
         self.last_error = ""
@@ -206,6 +213,7 @@ class AuditStore:
         self._groups_ready: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._password = read_secret(settings.password_file, "redis.password_file")
+        self._sentinel: Any = None
         needed = len(self.receivers) + RESERVED_CONNECTIONS
         if self.enabled and settings.max_connections < needed:
             raise ConfigError(
@@ -239,6 +247,8 @@ class AuditStore:
             asyncio.create_task(self._write_loop(), name="saemon-redis-writer"),
             asyncio.create_task(self._stats_loop(), name="saemon-redis-stats"),
         ]
+        if self._sentinel is not None:
+            self._tasks.append(asyncio.create_task(self._follow_master(), name="saemon-redis-sentinel"))
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
         """Write what is buffered (bounded wait), then close."""
@@ -283,6 +293,17 @@ class AuditStore:
                 kwargs["ssl_keyfile"] = str(cfg.tls.key_file)
         elif cfg.tls.cert_file or cfg.tls.client_ca_file:
             raise ConfigError(f"redis.tls is set but redis.url {url!r} is not rediss://: use rediss:// for TLS")
+        if cfg.sentinels:
+            from redis.asyncio.sentinel import Sentinel
+
+            sentinel = self._sentinel = Sentinel(
+                [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in cfg.sentinels],
+                socket_timeout=cfg.timeout_seconds,
+                socket_connect_timeout=cfg.timeout_seconds,
+            )
+            # The pool asks the sentinels for the master at each new connection; a connection
+            # to a master demoted by a failover fails (ConnectionError: the store reconnects).
+            return sentinel.master_for(cfg.sentinel_service, db=cfg.db, max_connections=cfg.max_connections, **kwargs)
         try:
             # A blocking pool: a caller beyond max_connections waits for a free connection
             # (up to the command timeout) instead of failing with "Too many connections".
@@ -296,6 +317,8 @@ class AuditStore:
             ) from None
 
     def _where(self) -> str:
+        if self.settings.sentinels:
+            return f"sentinel {self.settings.sentinel_service} via {', '.join(self.settings.sentinels)}"
         url = self.settings.url or ""
         return url.split("@")[-1]  # never log a password given in the URL
 
@@ -459,6 +482,8 @@ class AuditStore:
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, UNREACHABLE):
                 raise result
+            if isinstance(result, ResponseError) and _wrong_server(result):
+                raise RedisConnectionError(str(result))
             if isinstance(result, Exception):
                 self.metrics.redis_errors.labels("write").inc()
                 log.error("Redis refused a %s write for %s: %s", item.kind, item.model, result)
@@ -518,6 +543,8 @@ class AuditStore:
             try:
                 await self.redis.xgroup_create(self.keys.alerts(model), group_name(receiver), id="$", mkstream=True)
             except ResponseError as exc:
+                if _wrong_server(exc):
+                    raise RedisConnectionError(str(exc)) from None
                 if "BUSYGROUP" not in str(exc):
                     raise
         self._groups_ready.add(model)
@@ -741,6 +768,23 @@ class AuditStore:
 
     # -- gauges --------------------------------------------------------------------------
 
+    async def _follow_master(self) -> None:
+        """With Sentinel: once a second, the master's address; when a failover moved it, drop
+        every connection (they may still reach the demoted master, which accepts writes until
+        Sentinel reconfigures it), so the next command connects to the new one."""
+        assert self._sentinel is not None and self.redis is not None
+        known = None
+        while True:
+            await asyncio.sleep(SENTINEL_CHECK_SECONDS)
+            try:
+                address = await self._sentinel.discover_master(self.settings.sentinel_service)
+            except (RedisError, OSError):
+                continue  # no sentinel answers: the connections' own errors will tell
+            if known is not None and address != known:
+                log.warning("Redis Sentinel moved %s to %s:%s; reconnecting", self.settings.sentinel_service, *address)
+                await self.redis.connection_pool.disconnect()
+            known = address
+
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(STATS_SECONDS)
@@ -786,8 +830,8 @@ async def redrive_dead_letters(
     running sidecar's receivers pick the entries up from their consumer groups)."""
     from prometheus_client import CollectorRegistry
 
-    if settings.url is None:
-        raise ConfigError("alerts redrive needs redis.url: dead letters are kept in Redis")
+    if settings.url is None and not settings.sentinels:
+        raise ConfigError("alerts redrive needs redis.url (or redis.sentinels): dead letters are kept in Redis")
     store = AuditStore(settings, SidecarMetrics(CollectorRegistry()))
     store.redis = store._client()
     try:
