@@ -230,37 +230,34 @@ def _parser(message_class: Any) -> Callable[[bytes], Any]:
 _INTERNAL = "internal error in the sidecar (logged there); retry, and report it if it persists"
 
 
-def _guard_unary(method: str, behavior: Callable) -> Callable:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+async def _internal(method: str, context: grpc.aio.ServicerContext) -> None:
+    """An unexpected error: logged here with its traceback, INTERNAL without its text there."""
+    log.exception("saemon.v1.MonitorService/%s failed", method)
+    await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+
+
+async def _parsed(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async for request in requests:
         if isinstance(request, Undecodable):
+            # what came before it on the stream is kept (already queued)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details())
+        yield request
+
+
+def _guard_call(method: str, behavior: Callable, *, streaming_in: bool) -> Callable:
+    """A method answering once (unary or client-streaming) behind the guards."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if streaming_in:
+            request = _parsed(request, context)
+        elif isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details())
         try:
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("saemon.v1.MonitorService/%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
-
-    return call
-
-
-def _guard_stream_in(method: str, behavior: Callable) -> Callable:
-    async def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-        async def parsed() -> AsyncIterator[Any]:
-            async for request in requests:
-                if isinstance(request, Undecodable):
-                    # what came before it on the stream is kept (already queued)
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details())
-                yield request
-
-        try:
-            return await behavior(parsed(), context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("saemon.v1.MonitorService/%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+            await _internal(method, context)
 
     return call
 
@@ -275,8 +272,7 @@ def _guard_stream_out(method: str, behavior: Callable) -> Callable:
         except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("saemon.v1.MonitorService/%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+            await _internal(method, context)
 
     return call
 
@@ -288,14 +284,17 @@ def register(servicer: MonitorServicer, server: grpc.aio.Server) -> None:
         request_class = getattr(pb, method.input_type.name)
         response_class = getattr(pb, method.output_type.name)
         behavior = getattr(servicer, method.name)
-        kinds = {
-            (False, False): (grpc.unary_unary_rpc_method_handler, _guard_unary),
-            (True, False): (grpc.stream_unary_rpc_method_handler, _guard_stream_in),
-            (False, True): (grpc.unary_stream_rpc_method_handler, _guard_stream_out),
-        }
-        make, guard = kinds[(method.client_streaming, method.server_streaming)]
+        if method.server_streaming:
+            if method.client_streaming:
+                raise NotImplementedError(f"{method.name}: bidirectional streams are not guarded yet")
+            make, guarded = grpc.unary_stream_rpc_method_handler, _guard_stream_out(method.name, behavior)
+        elif method.client_streaming:
+            make = grpc.stream_unary_rpc_method_handler
+            guarded = _guard_call(method.name, behavior, streaming_in=True)
+        else:
+            make, guarded = grpc.unary_unary_rpc_method_handler, _guard_call(method.name, behavior, streaming_in=False)
         handlers[method.name] = make(
-            guard(method.name, behavior),
+            guarded,
             request_deserializer=_parser(request_class),
             response_serializer=response_class.SerializeToString,
         )
