@@ -196,7 +196,7 @@ class TrackTable:
     top_feature: np.ndarray  # int64 [N, P, TOP_TOKENS]
     ema: np.ndarray  # [N, ema probes, F]
     window_sum: np.ndarray  # int64 [N, window probes, F]
-    windows: list[list[deque[tuple[int, np.ndarray]]]]  # per row, per window probe
+    windows: list[Sequence[deque[tuple[int, np.ndarray]]]]  # per row, per window probe
 
     def __init__(self, group: ProbeGroup, capacity: int = 8) -> None:
         self.group = group
@@ -229,7 +229,11 @@ class TrackTable:
             if old is not None:
                 array[: len(old)] = getattr(self, name)
             setattr(self, name, array)
-        windows: list[list[deque[tuple[int, np.ndarray]]]] = [[deque() for _ in group.windows] for _ in range(capacity)]
+        # Without window probes every row shares one empty tuple: no object per request for
+        # the garbage collector to walk.
+        windows: list[Sequence[deque[tuple[int, np.ndarray]]]] = [
+            [deque() for _ in group.windows] if group.windows else () for _ in range(capacity)
+        ]
         if old is not None:
             windows[: len(old)] = self.windows
         self.windows = windows
@@ -457,7 +461,7 @@ class ProbeTracks:
         for name in ("tokens", "peak", "peak_position", "total", "firing", "fired", "best",
                      "top_value", "top_position", "top_feature", "ema", "window_sum"):  # fmt: skip
             getattr(own, name)[mine] = getattr(shared, name)[row]
-        own.windows[mine] = [deque(entries) for entries in shared.windows[row]]
+        own.windows[mine] = [deque(entries) for entries in shared.windows[row]] if shared.windows[row] else ()
         shared.release(row)
         self.table, self.row = own, mine
 

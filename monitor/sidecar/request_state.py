@@ -57,7 +57,7 @@ class RequestState:
         self.pack_tokens: dict[tuple[str, int], int] = {}
         #: positions the plugin could not score, by pb.UnscoredReason
         self.unscored: dict[pb.UnscoredReason, int] = {}
-        self.decisions: list[pb.Decision] = []
+        self.decisions: tuple[pb.Decision, ...] = ()  # a tuple: no object until the first decision
         self.finished = False
         self.finish_reason = pb.FINISH_REASON_UNSPECIFIED
         self.prompt_tokens = 0
@@ -98,7 +98,7 @@ class RequestState:
 
     def record(self, decision: pb.Decision) -> None:
         if len(self.decisions) < MAX_DECISIONS_PER_REQUEST:
-            self.decisions.append(decision)
+            self.decisions = (*self.decisions, decision)
 
     def to_proto(self) -> pb.RequestReport:
         report = pb.RequestReport(
