@@ -29,6 +29,7 @@ SHIPPED_ALERTS = {
     "SaemonAlertDeliveryFailing",
     "SaemonCoverageLow",
     "SaemonTokensUnscored",
+    "SaemonRequestsUnjudged",
 }
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
@@ -49,6 +50,7 @@ def metric_names() -> set[str]:
     metrics.probe_score.labels("m", "p")
     metrics.tokens_scored.labels("m", "response")
     metrics.tokens_unscored.labels("m", "reset")
+    metrics.requests_unjudged.labels("m", "idle")
     metrics.requests_scored.labels("m")
     metrics.decisions.labels("m", "p", "critical", "fired")
     metrics.stream_length.labels("m", "events")
@@ -74,7 +76,7 @@ def recorded() -> set[str]:
 
 @needs_promtool
 def test_rules_and_config_pass_promtool_checks_and_unit_tests():
-    assert "SUCCESS: 11 rules found" in run("promtool", "check", "rules", str(RULES))
+    assert "SUCCESS: 12 rules found" in run("promtool", "check", "rules", str(RULES))
     run("promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
     assert "SUCCESS" in run("promtool", "test", "rules", "saemon.rules.test.yml", cwd=RULES.parent)
 
