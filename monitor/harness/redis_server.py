@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,20 +111,12 @@ class RedisServer:
                 "yes",
             ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.admin().ping()
-                return self
-            except redis.AuthenticationError:
-                return self  # up, and refusing the default user as its ACL says
-            except redis.ConnectionError:
-                if self.process.poll() is not None:
-                    log = self.log_path.read_text() if self.log_path.exists() else ""
-                    raise SaemonError(f"redis-server exited with {self.process.returncode}:\n{log}") from None
-                time.sleep(0.05)
-        self.kill()
-        raise SaemonError(f"redis-server on port {self.port} did not answer within {timeout} s")
+        try:
+            _wait_answering(self.process, self.admin, self.log_path, timeout, f"redis-server on port {self.port}")
+        except SaemonError:
+            self.kill()
+            raise
+        return self
 
     def admin(self, **kwargs) -> redis.Redis:
         """A synchronous client as the default user (over mTLS when the server is TLS)."""
@@ -156,6 +149,25 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+def _wait_answering(
+    process: subprocess.Popen, admin: Callable[[], redis.Redis], log_path: Path, timeout: float, what: str
+) -> None:
+    """Until the server answers PING (or refuses the default user, as an ACL may say)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            admin().ping()
+            return
+        except redis.AuthenticationError:
+            return  # up, and refusing the default user as its ACL says
+        except redis.ConnectionError:
+            if process.poll() is not None:
+                log = log_path.read_text() if log_path.exists() else ""
+                raise SaemonError(f"{what} exited with {process.returncode}:\n{log}") from None
+            time.sleep(0.05)
+    raise SaemonError(f"{what} did not answer within {timeout} s")
 
 
 class RedisSentinel:
@@ -195,17 +207,18 @@ class RedisSentinel:
         self.process = subprocess.Popen(
             [self.binary, str(self.config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.admin().ping()
-                return self
-            except redis.ConnectionError:
-                if self.process.poll() is not None:
-                    raise SaemonError(f"redis sentinel exited with {self.process.returncode}") from None
-                time.sleep(0.05)
-        self.kill()
-        raise SaemonError(f"redis sentinel on port {self.port} did not answer within {timeout} s")
+        try:
+            _wait_answering(
+                self.process,
+                self.admin,
+                self.directory / "sentinel.log",
+                timeout,
+                f"redis sentinel on port {self.port}",
+            )
+        except SaemonError:
+            self.kill()
+            raise
+        return self
 
     def kill(self) -> None:
         if self.process is not None:
