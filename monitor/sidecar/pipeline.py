@@ -69,6 +69,11 @@ class Pipeline:
             self.metrics.dropped.labels("malformed").inc()
             log.exception("failed to score step %d of %s", batch.step, batch.model_name)
             return
+        self._publish(decisions)
+
+    def _publish(self, decisions: list[pb.Decision]) -> None:
+        """Decisions and the requests they closed to the outlets; then the closed requests
+        are kept as their reports' bytes."""
         closed = self.scorer.drain_closed()
         self.outlets.publish(decisions, closed)
         self.scorer.compact(closed)
@@ -76,10 +81,7 @@ class Pipeline:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            decisions = self.scorer.sweep()
-            closed = self.scorer.drain_closed()
-            self.outlets.publish(decisions, closed)
-            self.scorer.compact(closed)
+            self._publish(self.scorer.sweep())
             self.outlets.expire_restored(
                 lambda request_id: request_id in self.scorer.table.active, self.scorer.settings.request_idle_seconds
             )

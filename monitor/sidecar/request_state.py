@@ -32,12 +32,12 @@ class RequestState:
         "finished",
         "first_seen",
         "last_seen",
+        "live",
         "model_name",
         "pack_tokens",
         "prompt_tokens",
         "request_id",
         "response_tokens",
-        "steps",
         "texts",
         "token_ids",
         "tokens",
@@ -50,7 +50,7 @@ class RequestState:
         self.model_name = model_name
         self.first_seen = now
         self.last_seen = now
-        self.steps = 1  # distinct batches (by arrival time) that carried this request
+        self.live = False  # seen in two or more batches (by arrival time): not a one-shot id
         self.tracks: dict[tuple[str, int], ProbeTracks] = {}
         #: tokens scored per scope (the most any pack has seen: every pack gets the same rows)
         self.tokens: dict[int, int] = {pb.TOKEN_SCOPE_PROMPT: 0, pb.TOKEN_SCOPE_RESPONSE: 0}
@@ -128,11 +128,10 @@ class FinishedReport:
     instead of the live state's arrays and dicts (which also kept every full garbage
     collection busy walking tens of thousands of finished requests)."""
 
-    __slots__ = ("data", "model_name")
+    __slots__ = ("data",)
 
     def __init__(self, report: pb.RequestReport) -> None:
         self.data = report.SerializeToString()
-        self.model_name = report.model_name
 
     def to_proto(self) -> pb.RequestReport:
         return pb.RequestReport.FromString(self.data)
@@ -160,18 +159,14 @@ class RequestTable:
             state = self.active[request_id] = RequestState(request_id, model_name, now)
             self._young.setdefault(model_name, OrderedDict())[request_id] = state
             return state
-        young = self._young.get(state.model_name)
-        if young is not None and request_id in young:
-            if now > state.last_seen:  # a second step: live traffic, not a one-shot id
-                state.steps += 1
-                del young[request_id]
-                self._settled.setdefault(state.model_name, OrderedDict())[request_id] = state
-            else:
-                young.move_to_end(request_id)
-        else:
-            if now > state.last_seen:
-                state.steps += 1
+        if state.live:
             self._settled[state.model_name].move_to_end(request_id)
+        elif now > state.last_seen:  # a second step: live traffic
+            state.live = True
+            del self._young[state.model_name][request_id]
+            self._settled.setdefault(state.model_name, OrderedDict())[request_id] = state
+        else:
+            self._young[state.model_name].move_to_end(request_id)
         state.last_seen = now
         return state
 
@@ -206,10 +201,8 @@ class RequestTable:
 
     def finish(self, state: RequestState, now: float) -> None:
         if self.active.pop(state.request_id, None) is not None:
-            for tiers in (self._young, self._settled):
-                queue = tiers.get(state.model_name)
-                if queue is not None:
-                    queue.pop(state.request_id, None)
+            tier = self._settled if state.live else self._young
+            del tier[state.model_name][state.request_id]
         if self.max_finished == 0:
             return
         self.finished[state.request_id] = (now, state)

@@ -494,7 +494,7 @@ class Scorer:
         it was live (two or more steps) that is counted and said in an UNJUDGED decision."""
         finished = not evicted
         decisions = []
-        if evicted and state.steps >= 2:
+        if evicted and state.live:
             self.metrics.requests_unjudged.labels(state.model_name, evicted).inc()
             unjudged = pb.Decision(
                 id=uuid.uuid4().hex,

@@ -180,7 +180,7 @@ class WorkerMonitor:
         return SidecarClient(
             target,
             encode=encode,
-            batches_of=lambda result: max(1, len(result.streams)),
+            batches_of=lambda result: len(result.streams),
             interval_seconds=plugin.ship_interval_seconds,
             queue_size=plugin.queue_size,
             token=token,
