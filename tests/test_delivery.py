@@ -674,6 +674,7 @@ def test_a_sidecar_killed_mid_incident_resolves_it_exactly_once_after_restart(tm
             (firing,) = hook.wait(1)
             admin = redis_server.admin()
             wait_for(lambda: admin.hlen(f"{KEY}:incidents") == 1, what="the open incident in Redis")
+            wait_for(lambda: admin.hlen(f"{KEY}:incident_requests") == 2, what="its two requests, one field each")
             first.kill()  # SIGKILL: nothing is flushed or closed
         second = sidecar(
             tmp_path,
@@ -696,6 +697,7 @@ def test_a_sidecar_killed_mid_incident_resolves_it_exactly_once_after_restart(tm
             assert gone["startsAt"] == alert["startsAt"]
             assert second.metric("saemon_incidents_active") == 0
             wait_for(lambda: admin.hlen(f"{KEY}:incidents") == 0, what="the incident gone from Redis")
+            assert admin.hlen(f"{KEY}:incident_requests") == 0
             assert second.stop() == 0, second.log()
 
 

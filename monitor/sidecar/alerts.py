@@ -211,6 +211,7 @@ class _Incident:
     restored: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """Everything but the member requests, which are kept one by one (see IncidentBook)."""
         return json.dumps(
             {
                 "labels": self.labels,
@@ -218,7 +219,6 @@ class _Incident:
                 "starts_at": self.starts_at,
                 "model_name": self.model_name,
                 "first_request": self.first_request,
-                "requests": sorted(self.requests),
                 "total_requests": self.total_requests,
                 "last_sent": self.last_sent,
             },
@@ -226,9 +226,8 @@ class _Incident:
         )
 
     @classmethod
-    def from_json(cls, text: str, now: float) -> _Incident:
+    def from_json(cls, text: str, requests: set[str], now: float) -> _Incident:
         raw = json.loads(text)
-        requests = set(raw["requests"])
         return cls(
             labels=dict(raw["labels"]),
             annotations=dict(raw["annotations"]),
@@ -255,23 +254,29 @@ class IncidentBook:
         settings: AlertSettings,
         clock: Callable[[], float] = time.time,
         on_change: Callable[[str, str, str | None], None] = lambda fingerprint, model, saved: None,
+        on_member: Callable[[str, str, str, bool], None] = lambda fingerprint, model, request, joined: None,
     ) -> None:
-        """``on_change(fingerprint, model, JSON or None)`` after every change to an incident
-        (None: it ended): how the sidecar keeps open incidents in Redis across restarts."""
+        """How the sidecar keeps open incidents in Redis across restarts:
+        ``on_change(fingerprint, model, JSON or None)`` after a change to an incident's own
+        fields (None: it ended), ``on_member(fingerprint, model, request id, joined)`` when a
+        request joins or leaves it. Each is O(1): an incident of many requests is never
+        written whole again."""
         self.settings = settings
         self.clock = clock
         self.on_change = on_change
+        self.on_member = on_member
         self.active: dict[str, _Incident] = {}
         self._by_request: dict[str, set[str]] = {}
 
-    def restore(self, saved: dict[str, str]) -> int:
-        """Open incidents a previous run kept (fingerprint -> JSON); returns how many."""
+    def restore(self, saved: dict[str, str], members: dict[str, set[str]]) -> int:
+        """Open incidents a previous run kept (fingerprint -> JSON, fingerprint -> member
+        requests); returns how many."""
         now = self.clock()
         for fp, text in saved.items():
-            if fp in self.active:
-                continue
+            if fp in self.active or not members.get(fp):
+                continue  # known, or no request left in it: nothing to resolve
             try:
-                incident = _Incident.from_json(text, now)
+                incident = _Incident.from_json(text, members[fp], now)
             except (KeyError, TypeError, ValueError):
                 continue  # not ours or damaged: nothing to resolve
             self.active[fp] = incident
@@ -321,6 +326,7 @@ class IncidentBook:
             if new:
                 incident.last_sent = now
             self.on_change(fp, incident.model_name, incident.to_json())
+            self.on_member(fp, incident.model_name, decision.request_id, True)
         if not new:
             return None
         return self._notification(fp, incident, "firing", created=now)
@@ -334,13 +340,12 @@ class IncidentBook:
                 continue
             incident.requests.discard(request_id)
             incident.restored.pop(request_id, None)
+            self.on_member(fp, incident.model_name, request_id, False)
             if not incident.requests:
                 del self.active[fp]
                 now = int(self.clock() * 1e9)
                 resolved.append(self._notification(fp, incident, "resolved", created=now, ends_at=now))
                 self.on_change(fp, incident.model_name, None)
-            else:
-                self.on_change(fp, incident.model_name, incident.to_json())
         return resolved
 
     def due(self) -> list[Notification]:

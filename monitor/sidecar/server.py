@@ -63,7 +63,9 @@ class Sidecar:
         self.store.models.add(settings.model.name)
         self.delivery = Delivery(settings, self.store, metrics, receivers)
         token_texts = TokenTexts(settings) if settings.redis.store_token_text else None
-        self.incidents = IncidentBook(settings.alerts, on_change=self.store.save_incident)
+        self.incidents = IncidentBook(
+            settings.alerts, on_change=self.store.save_incident, on_member=self.store.save_incident_member
+        )
         self.outlets = Outlets(self.store, self.incidents, token_texts, metrics)
         self.pipeline = Pipeline(self.scorer, self.outlets, metrics, settings.sidecar.ingest_queue_size)
         self.http = HttpEndpoints(settings, metrics, self.store, lambda: self.ready)
@@ -199,7 +201,7 @@ class Sidecar:
                 "restored, so their RESOLVED notifications will not be sent"
             )
             return
-        restored = self.incidents.restore(saved)
+        restored = self.incidents.restore(*saved)
         if restored:
             log.info("restored %d open incident(s) from Redis; they resolve when their requests end", restored)
         self.metrics.incidents_active.set(len(self.incidents.active))

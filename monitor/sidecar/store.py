@@ -93,6 +93,9 @@ class Keys:
     def incidents(self, model: str) -> str:
         return f"{self._base(model)}:incidents"
 
+    def incident_requests(self, model: str) -> str:
+        return f"{self._base(model)}:incident_requests"
+
     def report(self, model: str, request_id: str) -> str:
         return f"{self._base(model)}:report:{request_id}"
 
@@ -395,18 +398,33 @@ class AuditStore:
             self._append(Pending("dedup", notification.model_name, (key, f"sent:{entry_id}", ttl_ms, time.monotonic())))
 
     def save_incident(self, fingerprint: str, model: str, saved: str | None) -> None:
-        """An open incident as it is now (None: it ended), so a restarted sidecar resolves it."""
+        """An open incident's own fields as they are now (None: it ended), so a restarted
+        sidecar resolves it."""
         if self.enabled:
             self._append(Pending("incident", model, (fingerprint, saved)))
 
-    async def load_incidents(self) -> dict[str, str]:
-        """Every model's open incidents as the previous run left them (fingerprint -> JSON)."""
+    def save_incident_member(self, fingerprint: str, model: str, request_id: str, joined: bool) -> None:
+        """A request joined (or left) an open incident: one hash field, not the incident again."""
+        if self.enabled:
+            self._append(Pending("incident_member", model, (f"{fingerprint}:{request_id}", joined)))
+
+    async def load_incidents(self) -> tuple[dict[str, str], dict[str, set[str]]]:
+        """Every model's open incidents as the previous run left them: fingerprint -> JSON,
+        and fingerprint -> the requests still in it."""
+        saved: dict[str, str] = {}
+        members: dict[str, set[str]] = {}
         async with self._redis_for("read") as redis:
-            keys = [key async for key in redis.scan_iter(match=self.keys.incidents("*"), count=1000)]
-            saved: dict[str, str] = {}
-            for key in sorted(keys):
-                saved.update(cast(dict[str, str], await redis.hgetall(key)))
-            return saved
+            for pattern, into in ((self.keys.incidents("*"), None), (self.keys.incident_requests("*"), members)):
+                keys = [key async for key in redis.scan_iter(match=pattern, count=1000)]
+                for key in sorted(keys):
+                    fields = cast(dict[str, str], await redis.hgetall(key))
+                    if into is None:
+                        saved.update(fields)
+                        continue
+                    for field_name in fields:
+                        fingerprint, _, request_id = field_name.partition(":")  # hex: no colon
+                        into.setdefault(fingerprint, set()).add(request_id)
+        return saved, members
 
     def _append(self, item: Pending) -> None:
         if not self.enabled:
@@ -520,12 +538,13 @@ class AuditStore:
         elif item.kind == "token_text":
             request_id, text = item.payload
             pipe.set(keys.tokens(item.model, request_id), text, ex=cfg.token_text_ttl_seconds)
-        elif item.kind == "incident":
-            fingerprint, saved = item.payload
-            if saved is None:
-                pipe.hdel(keys.incidents(item.model), fingerprint)
+        elif item.kind in ("incident", "incident_member"):
+            field_name, value = item.payload
+            key = keys.incidents(item.model) if item.kind == "incident" else keys.incident_requests(item.model)
+            if value is None or value is False:
+                pipe.hdel(key, field_name)
             else:
-                pipe.hset(keys.incidents(item.model), fingerprint, saved)
+                pipe.hset(key, field_name, "1" if value is True else value)
         elif item.kind == "dedup":
             key, value, ttl_ms, made = item.payload
             left = ttl_ms - int((time.monotonic() - made) * 1000)
