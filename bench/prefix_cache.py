@@ -137,6 +137,20 @@ def workload(server: VllmServer, requests: int, waves: int, tokens: int) -> tupl
     return elapsed, ttft, generated, prompt
 
 
+def prompt_counters(sidecar: SidecarProcess, model_name: str) -> tuple[float, float]:
+    """The sidecar's prompt tokens scored and tokens unscored (all reasons) so far."""
+    values = sidecar.metrics()
+    scored = values.get(
+        ("saemon_tokens_scored_total", frozenset({"model_name": model_name, "scope": "prompt"}.items())), 0.0
+    )
+    unscored = sum(
+        v
+        for (metric, labels), v in values.items()
+        if metric == "saemon_tokens_unscored_total" and ("model_name", model_name) in labels
+    )
+    return scored, unscored
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}"
 
@@ -163,26 +177,14 @@ def main() -> None:
                 if monitored:
                     extra += ["--additional-config", json.dumps({"saemon": plugin})]
 
-                def counters() -> tuple[float, float]:
-                    values = sidecar.metrics()
-                    scored = values.get(
-                        ("saemon_tokens_scored_total", frozenset({"model_name": name, "scope": "prompt"}.items())), 0.0
-                    )
-                    unscored = sum(
-                        v
-                        for (metric, labels), v in values.items()
-                        if metric == "saemon_tokens_unscored_total" and ("model_name", name) in labels
-                    )
-                    return scored, unscored
-
-                before = counters()
+                before = prompt_counters(sidecar, name)
                 server = VllmServer(path, name, settings.vllm, work / f"vllm-{len(runs)}.log", extra_args=extra)
                 with server:
                     seconds, ttft, generated, prompt = workload(server, args.requests, args.waves, args.tokens)
                 run = Run(caching, monitored, seconds, ttft, generated, prompt)
                 if monitored:
                     sidecar.wait_idle()
-                    after = counters()
+                    after = prompt_counters(sidecar, name)
                     run.scored_prompt, run.unscored = after[0] - before[0], after[1] - before[1]
                 runs.append(run)
                 print(run.line(), flush=True)

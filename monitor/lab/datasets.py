@@ -78,15 +78,12 @@ def _with_extras_in_meta(raw: Any) -> Any:
     under ``meta`` (non-string values as JSON text) instead of refusing the file."""
     if not isinstance(raw, dict):
         return raw
-    extras = {k: v for k, v in raw.items() if k not in Example.model_fields}
-    if not extras:
-        return raw
-    meta = dict(raw.get("meta") or {}) if isinstance(raw.get("meta"), dict) else raw.get("meta")
-    if isinstance(meta, dict):
-        for key, value in extras.items():
-            meta.setdefault(key, value if isinstance(value, str) else json.dumps(value))
+    extras = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items() if k not in Example.model_fields}
+    meta = raw.get("meta", {})
+    if not extras or not isinstance(meta, dict):
+        return raw  # nothing to move, or a meta that validation will name
     kept = {k: v for k, v in raw.items() if k in Example.model_fields}
-    return {**kept, "meta": meta}
+    return {**kept, "meta": {**extras, **meta}}  # the line's own meta wins
 
 
 def read_jsonl(path: Path) -> list[Example]:

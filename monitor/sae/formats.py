@@ -81,10 +81,10 @@ def detect(path: Path) -> str:
     if path.is_file() and path.suffix == ".npz":  # a Gemma Scope file saved under another name
         try:
             with np.load(path, allow_pickle=False) as data:
-                keys = {k.replace("w_", "W_", 1) for k in data.files}
+                keys = {_gemma_name(k) for k in data.files}
         except (OSError, ValueError) as exc:
             raise SaeError(f"{path}: not a readable .npz file ({exc}).") from None
-        if {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"} <= keys:
+        if GEMMA_SCOPE_ARRAYS <= keys:
             return "gemma_scope"
         raise SaeError(f"{path}: an .npz with arrays {', '.join(sorted(keys)[:8])}: not Gemma Scope's layout.")
     if (directory / "params.safetensors").is_file() and (directory / "config.json").is_file():
@@ -221,6 +221,14 @@ def _saelens_normalisation(cfg: dict, cfg_path: Path) -> tuple[Normalisation, fl
 # -- Gemma Scope ----------------------------------------------------------------------------
 
 
+GEMMA_SCOPE_ARRAYS = frozenset({"W_enc", "W_dec", "b_enc", "b_dec", "threshold"})
+
+
+def _gemma_name(key: str) -> str:
+    """Gemma Scope writes W_enc/W_dec; some copies lower-case the w."""
+    return "W_" + key[2:] if key.startswith("w_") else key
+
+
 def _gemma_scope(path: Path) -> SAE:
     npz = path if path.is_file() else path / "params.npz"
     try:
@@ -228,11 +236,8 @@ def _gemma_scope(path: Path) -> SAE:
             arrays = {key: np.asarray(data[key]) for key in data.files}
     except (OSError, ValueError) as exc:
         raise SaeError(f"{npz}: not a readable .npz file ({exc}).") from None
-    # Gemma Scope writes W_enc/W_dec; some copies lower-case the w.
-    tensors = {
-        ("W_" + k[2:] if k.startswith("w_") else k): torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()
-    }
-    _require(npz, tensors, {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"})
+    tensors = {_gemma_name(k): torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()}
+    _require(npz, tensors, set(GEMMA_SCOPE_ARRAYS))
     parts = npz.parts
     layer = next((int(p.removeprefix("layer_")) for p in parts if re.fullmatch(r"layer_\d+", p)), None)
     site = next(
