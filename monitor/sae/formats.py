@@ -84,7 +84,7 @@ def detect(path: Path) -> str:
                 keys = {_gemma_name(k) for k in data.files}
         except (OSError, ValueError) as exc:
             raise SaeError(f"{path}: not a readable .npz file ({exc}).") from None
-        if GEMMA_SCOPE_ARRAYS <= keys:
+        if keys >= GEMMA_SCOPE_ARRAYS:
             return "gemma_scope"
         raise SaeError(f"{path}: an .npz with arrays {', '.join(sorted(keys)[:8])}: not Gemma Scope's layout.")
     if (directory / "params.safetensors").is_file() and (directory / "config.json").is_file():
