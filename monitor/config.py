@@ -27,6 +27,8 @@ CONFIG_ENV = "SAEMON_CONFIG"
 #: Kill switch for the vLLM plugin ("1"/"true" disables it); not a setting itself.
 PLUGIN_DISABLE_ENV = "SAEMON_PLUGIN_DISABLE"
 _RESERVED_ENV = (CONFIG_ENV, PLUGIN_DISABLE_ENV)
+#: A model name is a metric label value: bounded in length (the sidecar checks batches too).
+MAX_MODEL_NAME_LENGTH = 256
 
 
 class _Section(BaseModel):
@@ -137,8 +139,8 @@ class SidecarSettings(_Section):
     @classmethod
     def _names_are_labels(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not name or len(name) > 256 or not name.isprintable():
-                raise ValueError(f"model name {name[:64]!r}: 1 to 256 printable characters")
+            if not name or len(name) > MAX_MODEL_NAME_LENGTH or not name.isprintable():
+                raise ValueError(f"model name {name[:64]!r}: 1 to {MAX_MODEL_NAME_LENGTH} printable characters")
         return names
 
 
@@ -157,17 +159,6 @@ class RedisSettings(_Section):
     )
     sentinel_service: str = Field("mymaster", min_length=1, description="The master's name in Sentinel.")
     db: int = Field(0, ge=0, description="Database number with sentinels (with redis.url: the URL's path).")
-
-    @field_validator("sentinels")
-    @classmethod
-    def _host_ports(cls, sentinels: list[str], info) -> list[str]:
-        if sentinels and info.data.get("url"):
-            raise ValueError("give redis.url or redis.sentinels, not both")
-        for address in sentinels:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"sentinel address {address!r}: expected host:port")
-        return sentinels
 
     username: str | None = Field(None, description="ACL user (Redis 6+); default: the URL's or none.")
     password_file: Path | None = Field(
@@ -226,6 +217,17 @@ class RedisSettings(_Section):
         description="Fail /readyz while Redis is down. Off by default: the sidecar's readiness "
         "gates the whole pod, so vLLM would stop getting traffic because the audit store is down.",
     )
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: list[str], info) -> list[str]:
+        if sentinels and info.data.get("url"):
+            raise ValueError("give redis.url or redis.sentinels, not both")
+        for address in sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinel address {address!r}: expected host:port")
+        return sentinels
 
 
 class AlertmanagerReceiver(_Section):

@@ -95,3 +95,18 @@ def test_settings_are_frozen(clean_env):
     settings = load_settings()
     with pytest.raises(ValidationError, match="frozen"):
         settings.vllm.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"redis.url": "redis://r:6379/0", "redis.sentinels": ["s1:26379"]}, "not both"),
+        ({"redis.sentinels": ["s1"]}, "expected host:port"),
+        ({"sidecar.model_names": ["a\nb"]}, "printable"),
+        ({"sidecar.model_names": ["m" * 300]}, "1 to 256"),
+    ],
+)
+def test_redis_and_model_name_settings_are_checked_naming_the_field(clean_env, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, overrides)
+    assert message in str(err.value)

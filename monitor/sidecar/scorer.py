@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from monitor.config import SidecarSettings
+from monitor.config import MAX_MODEL_NAME_LENGTH, SidecarSettings
 from monitor.errors import PackError
 from monitor.pack import PackSet
 from monitor.probe import (
@@ -54,7 +54,6 @@ KIND_LABELS: dict[int, str] = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND
 #: vLLM makes, and both become label values or Redis keys.
 MAX_POSITION = 1 << 24
 MAX_ID_LENGTH = 512
-MAX_MODEL_NAME_LENGTH = 256
 
 
 class Rejected(Exception):
