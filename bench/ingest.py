@@ -11,9 +11,14 @@ a pack of F features and P probes, then from this process (the other core):
    (WatchAlerts), i.e. gRPC + queue + scoring;
 3. steady state: ends --held requests (each a prompt step, a response step and an end
    marker), so the sidecar holds its cap of finished reports as a long-running one does,
-   then reports its RSS and the latency at half the saturation rate again.
+   then reports its RSS and the latency at half the saturation rate again;
+4. with --active N: also holds N live requests (two steps each, no end marker), then
+   offers half the saturation rate for --steady-seconds and reports the latency, the RSS
+   and the garbage collections in that window (from saemon_gc_pause_seconds): a full
+   collection walks every live request, so this is where its pause would show.
 
-    python bench/ingest.py [--features 16] [--requests-per-step 32] [--seconds 10] [--form columns|rows] [--held 20000]
+    python bench/ingest.py [--features 16] [--requests-per-step 32] [--seconds 10] [--form columns|rows]
+                           [--held 20000] [--active 100000 --steady-seconds 40]
 """
 
 from __future__ import annotations
@@ -110,10 +115,12 @@ MODEL = "bench"
 RUN = 0
 
 
-def hold(stub, count: int, features: int, sidecar: SidecarProcess) -> None:
-    """``count`` requests that run two steps and end: finished reports the sidecar keeps."""
+def hold(stub, count: int, features: int, sidecar: SidecarProcess, finish: bool = True) -> None:
+    """``count`` requests that run two steps, and end when ``finish``: finished reports, or
+    live requests, that the sidecar keeps."""
+    prefix = "held" if finish else "live"
     for start in range(0, count, 500):
-        ids = [f"held-{i}" for i in range(start, min(count, start + 500))]
+        ids = [f"{prefix}-{i}" for i in range(start, min(count, start + 500))]
         steps = []
         for step, scope in enumerate((pb.TOKEN_SCOPE_PROMPT, pb.TOKEN_SCOPE_RESPONSE)):
             rows = [
@@ -130,7 +137,7 @@ def hold(stub, count: int, features: int, sidecar: SidecarProcess) -> None:
                 for rid in ids
             ]
             batch = pb.StepBatch(model_name=MODEL, pack="bench", pack_version="1", step=step, requests=rows)
-            if step == 1:
+            if step == 1 and finish:
                 batch.ends.extend(pb.RequestEnd(request_id=rid, response_tokens=1, prompt_tokens=8) for rid in ids)
             steps.append(pb.IngestRequest(batches=[batch]))
         stub.Ingest(iter(steps))
@@ -178,6 +185,34 @@ def latency(channel, stub, rate_batches: float, seconds: float, requests: int, f
     return [(d.decided_unix_nanos - d.produced_unix_nanos) / 1e6 for d in watcher.decisions]
 
 
+def gc_pauses(sidecar: SidecarProcess) -> dict[str, tuple[float, float]]:
+    """{generation: (collections, seconds)} so far, from saemon_gc_pause_seconds."""
+    samples = sidecar.metrics()
+    return {
+        g: (
+            samples[("saemon_gc_pause_seconds_count", frozenset({("generation", g)}))],
+            samples[("saemon_gc_pause_seconds_sum", frozenset({("generation", g)}))],
+        )
+        for g in ("0", "1", "2")
+    }
+
+
+def longest_full_pause(sidecar: SidecarProcess, before: dict[tuple[str, frozenset], float]) -> str:
+    """The bucket the longest full collection since ``before`` fell in (histograms keep no max)."""
+    after = sidecar.metrics()
+    buckets = sorted(
+        (float(dict(labels)["le"]), value - before.get((name, labels), 0.0))
+        for (name, labels), value in after.items()
+        if name == "saemon_gc_pause_seconds_bucket" and dict(labels)["generation"] == "2"
+    )
+    total = buckets[-1][1]
+    if not total:
+        return "none"
+    below = [le for le, count in buckets if count < total]
+    upper = next(le for le, count in buckets if count == total)
+    return f"<= {upper * 1000:g} ms" + (f" (> {below[-1] * 1000:g} ms)" if below else "")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -190,6 +225,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4000, help="batches in the saturation run")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency run")
     parser.add_argument("--held", type=int, default=20_000, help="finished requests held in the steady-state run")
+    parser.add_argument("--active", type=int, default=0, help="live requests held in a last steady-state run")
+    parser.add_argument("--steady-seconds", type=float, default=40.0, help="length of the live-requests run")
     parser.add_argument(
         "--form",
         choices=["columns", "rows"],
@@ -211,6 +248,8 @@ def main() -> None:
                 "probes_dir": str(directory / "packs"),
                 "model_names": [MODEL],
                 "max_finished_requests": max(args.held, 1),
+                # room for the live requests and the ids the latency runs make
+                "max_active_requests": args.active + 100_000,
             },
         )
         with sidecar:
@@ -256,6 +295,30 @@ def main() -> None:
                     f"at 50% load: {len(lat)} decisions, p50 {percentile(lat, 50):.2f} ms, "
                     f"p99 {percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms"
                 )
+            if args.active:
+                hold(stub, args.active, args.features, sidecar, finish=False)
+                live = rss_mb(pid)
+                samples = sidecar.metrics()
+                before = gc_pauses(sidecar)
+                lat = latency(channel, stub, steps, args.steady_seconds, args.requests_per_step, args.features)
+                after = gc_pauses(sidecar)
+                print()
+                print(
+                    f"steady state: {args.active:,} live requests held as well, {args.steady_seconds:g} s at 50% load"
+                )
+                print(f"RSS: {live:.0f} MB ({(live - held) / args.active * 10_000:.0f} MB per 10k live requests)")
+                full, young = after["2"], (after["0"][0] + after["1"][0], after["0"][1] + after["1"][1])
+                young_before = before["0"][0] + before["1"][0], before["0"][1] + before["1"][1]
+                print(
+                    f"collections in the window: {full[0] - before['2'][0]:.0f} full "
+                    f"({(full[1] - before['2'][1]) * 1000:.0f} ms in all, longest {longest_full_pause(sidecar, samples)}), "
+                    f"{young[0] - young_before[0]:.0f} young ({(young[1] - young_before[1]) * 1000:.0f} ms in all)"
+                )
+                if lat:
+                    print(
+                        f"at 50% load: {len(lat)} decisions, p50 {percentile(lat, 50):.2f} ms, "
+                        f"p99 {percentile(lat, 99):.2f} ms, p99.9 {percentile(lat, 99.9):.2f} ms, max {max(lat):.2f} ms"
+                    )
             sidecar.stop()
 
 

@@ -408,6 +408,77 @@ def test_redis_outage_keeps_scoring_and_alerting_and_loses_no_event(tmp_path, pa
             assert process.stop() == 0, process.log()
 
 
+def test_an_alert_accepted_just_as_redis_died_is_not_sent_again_when_redis_returns(tmp_path, packs, redis_server):
+    # The receiver answers 2xx only after Redis is gone: the 'sent' mark and the XACK fail,
+    # the entry stays pending, and Redis hands it out again once it is back.
+    answer = threading.Event()
+    with HttpReceiver(hold=answer) as hook:
+        process = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook)])
+        with process:
+            ingest(process, fire=["r1"])
+            hook.wait(1)
+            redis_server.kill()
+            answer.set()
+            wait_for(lambda: process.metric("saemon_redis_up") == 0, what="saemon_redis_up 0")
+            redis_server.start()
+            wait_for(lambda: pending(redis_server) == 0, what="the delivered entry acknowledged")
+            time.sleep(0.5)
+            assert len(hook.received) == 1
+            admin = redis_server.admin()
+            (key,) = admin.keys(f"{KEY}:dedup:*")
+            assert admin.get(key).startswith("sent:")
+            assert process.stop() == 0, process.log()
+
+
+def test_redis_killed_mid_burst_writes_every_event_and_notifies_each_incident_once(tmp_path, packs, redis_server):
+    # A burst of incidents (each request fires and ends: one firing and one resolved
+    # notification) while redis-server is SIGKILLed and restarted under it: whatever Redis
+    # acknowledged is in its append-only file, the rest waits in the sidecar's backlog.
+    cycles = 24
+    failures: list[BaseException] = []
+
+    def burst() -> None:
+        try:
+            for k in range(cycles):
+                ingest(process, fire=[f"b{k}"], quiet=[f"q{k}"])
+                ingest(process, end=[f"b{k}", f"q{k}"])
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    def notified() -> list[tuple[str, str]]:
+        return [(a["status"], a["startsAt"]) for r in hook.received for a in r.json["alerts"]]
+
+    with HttpReceiver() as hook:
+        process = sidecar(tmp_path, packs, redis_server.url, webhooks=[webhook(hook)])
+        with process:
+            sender = threading.Thread(target=burst)
+            sender.start()
+            wait_for(lambda: len(notified()) >= 8, what="the burst under way")
+            redis_server.kill()
+            wait_for(lambda: len(notified()) >= 24 or not sender.is_alive(), what="the burst going on without Redis")
+            redis_server.start()
+            sender.join(timeout=120)
+            assert not failures and not sender.is_alive(), failures
+            wait_for(
+                lambda: process.metric("saemon_redis_up") == 1 and process.metric("saemon_redis_backlog") == 0,
+                what="the backlog written after Redis returned",
+            )
+            wait_for(lambda: len(notified()) >= 2 * cycles and pending(redis_server) == 0, what="every notification")
+            time.sleep(1.0)  # anything sent twice would arrive now
+            admin = redis_server.admin()
+            decided = sum(v for (name, _), v in process.metrics().items() if name == "saemon_decisions_total")
+            assert decided == 2 * cycles  # a firing and a resolved decision per burst request
+            assert admin.xlen(f"{KEY}:events") == decided
+            assert all(admin.exists(f"{KEY}:report:{p}{k}") for k in range(cycles) for p in "bq")
+            assert process.metric("saemon_redis_backlog_dropped_total", kind="event") == 0
+            got = notified()
+            assert len(got) == len(set(got)) == 2 * cycles, got
+            assert sorted(status for status, _ in got) == ["firing"] * cycles + ["resolved"] * cycles
+            deliveries = [r.headers["x-saemon-delivery"] for r in hook.received]
+            assert len(deliveries) == len(set(deliveries))
+            assert process.stop() == 0, process.log()
+
+
 def test_without_redis_alerts_are_delivered_from_memory(tmp_path, packs):
     with HttpReceiver() as hook:
         process = sidecar(tmp_path, packs, None, webhooks=[webhook(hook)])
@@ -682,14 +753,16 @@ def test_a_sidecar_killed_mid_incident_resolves_it_exactly_once_after_restart(tm
             redis_server.url,
             name="second",
             webhooks=[webhook(hook)],
-            service={"request_idle_seconds": 2},
+            # long enough that r2 cannot go idle between the restore and the check below on
+            # a loaded machine (the window counts from the restore, at start-up)
+            service={"request_idle_seconds": 8},
         )
         with second:
             assert second.metric("saemon_incidents_active") == 1  # restored
             ingest(second, end=["r1"])  # r1 ends normally; r2 ended while the sidecar was down
             time.sleep(0.5)
             assert len(hook.received) == 1, "still firing: r2 may yet come back"
-            resolved = hook.wait(2, timeout=20)[1]
+            resolved = hook.wait(2, timeout=30)[1]
             time.sleep(1.5)  # a second RESOLVED would arrive within a sweep or two
             assert len(hook.received) == 2
             alert, gone = firing.json["alerts"][0], resolved.json["alerts"][0]

@@ -296,6 +296,12 @@ def test_readiness_and_metrics_endpoints(sidecar):
     assert metrics[("saemon_build_info", frozenset({("version", _version())}))] == 1
     assert sidecar.metric("saemon_ingest_queue_capacity") == 4096
     assert sidecar.metric("saemon_events_dropped_total", reason="malformed") == 0  # pre-initialised
+    # The standard process and Python series, and the collector's pauses (the start-up's full
+    # collection before gc.freeze() is the first generation-2 one).
+    assert sidecar.metric("process_resident_memory_bytes") > 0
+    assert any(name == "python_info" for name, _ in metrics)
+    assert sidecar.metric("saemon_gc_pause_seconds_count", generation="2") >= 1
+    assert sidecar.metric("saemon_gc_pause_seconds_sum", generation="2") > 0
 
 
 def test_tls_and_bearer_token_on_tcp(tmp_path, packs):

@@ -16,7 +16,9 @@ connection per receiver however many models the sidecar serves) and, in a loop:
 3. sends (Alertmanager: one POST of all; webhooks: one POST per group after the grouping
    window), retrying 5xx, 429 and timeouts with exponential backoff;
 4. after a 2xx marks the keys ``sent`` and then acknowledges (``XACK``): an entry that is
-   redelivered after a crash between the two finds ``sent`` and is only acknowledged;
+   redelivered after a crash between the two finds ``sent`` and is only acknowledged; if
+   Redis went away between the 2xx and that write, the sidecar remembers the entry and,
+   when Redis hands it out again, only marks and acknowledges it;
    after a non-retryable 4xx or the last attempt, writes the entry to the dead-letter stream
    and acknowledges it. An entry handed out more than ``max_deliveries`` times (a crash loop)
    is dead-lettered without another try.
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 #: Fraction of a receiver's repeat interval a claim lives: a re-send that arrives exactly one
 #: interval later must find the claim expired.
 CLAIM_TTL_FRACTION = 0.9
+#: Delivered entries remembered while their acknowledgement waits for Redis (per sidecar).
+MAX_UNCONFIRMED = 10_000
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,10 @@ class Delivery:
             raise ValueError(f"the audit store was built without receivers {missing}; give it every receiver's name")
         #: Claims made from memory: (receiver, fingerprint, status, start) -> expiry (monotonic).
         self._local_claims: dict[tuple[str, str, str, int], float] = {}
+        #: Entries a receiver accepted whose 'sent' mark and XACK did not reach Redis (it went
+        #: away between the 2xx and the write): (receiver, model, entry id) -> expiry. When
+        #: the entry is handed out again it is only marked and acknowledged, not sent twice.
+        self._unconfirmed: dict[tuple[str, str, str], float] = {}
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
 
@@ -287,7 +295,14 @@ class Delivery:
         done: list[str] = []  # acknowledge without sending
         to_send: list[Entry] = []
         ttl_ms = self._claim_ttl_ms(receiver)
+        confirm: list[QueuedAlert] = []  # sent before Redis went away: finish the bookkeeping only
+        unsent: list[QueuedAlert] = []
         for alert in alerts:
+            seen = self._unconfirmed.pop((receiver.name, model, alert.entry_id), None) is not None
+            (confirm if seen else unsent).append(alert)
+        if confirm:
+            await self._confirm(receiver, model, confirm)
+        for alert in unsent:
             n = alert.notification
             if (
                 receiver.name in alert.delivered_to
@@ -314,7 +329,7 @@ class Delivery:
             result, detail = await self._send(receiver, group_entries)
             queued = [e.queued for e in group_entries if e.queued is not None]
             if result == "success":
-                await store.delivered(receiver.name, model, queued)
+                await self._confirm(receiver, model, queued)
             else:
                 for e in group_entries:
                     fields = e.notification.to_fields()
@@ -322,6 +337,21 @@ class Delivery:
                         fields["delivery_id"] = e.queued.delivery_id
                     await self._dead_letter_queued(receiver, model, e.entry_id, fields, result, detail)
                 await store.release_claims(receiver.name, model, queued)
+
+    async def _confirm(self, receiver: Receiver, model: str, alerts: list[QueuedAlert]) -> None:
+        """Mark delivered entries sent and acknowledge them; if Redis is away, remember them
+        (bounded, for the claim's TTL) so their redelivery is acknowledged without a send."""
+        try:
+            await self.store.delivered(receiver.name, model, alerts)
+        except StoreUnavailable:
+            now = time.monotonic()
+            for key in [k for k, expires in self._unconfirmed.items() if expires <= now]:
+                del self._unconfirmed[key]
+            expires = now + self._claim_ttl_ms(receiver) / 1000
+            for alert in alerts:
+                if len(self._unconfirmed) < MAX_UNCONFIRMED:
+                    self._unconfirmed[(receiver.name, model, alert.entry_id)] = expires
+            raise
 
     async def _dead_letter_queued(
         self, receiver: Receiver, model: str, entry_id: str, fields: dict, reason: str, detail: str

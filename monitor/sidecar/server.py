@@ -30,7 +30,7 @@ from monitor.sidecar.alerts import IncidentBook
 from monitor.sidecar.delivery import Delivery, receivers_from
 from monitor.sidecar.endpoints import HttpEndpoints
 from monitor.sidecar.grpc_metrics import MetricsInterceptor
-from monitor.sidecar.metrics import SidecarMetrics
+from monitor.sidecar.metrics import GcPauses, SidecarMetrics
 from monitor.sidecar.outlets import Outlets
 from monitor.sidecar.pipeline import Pipeline
 from monitor.sidecar.scorer import SEVERITY_LABELS, Scorer
@@ -69,6 +69,7 @@ class Sidecar:
         self.outlets = Outlets(self.store, self.incidents, token_texts, metrics)
         self.pipeline = Pipeline(self.scorer, self.outlets, metrics, settings.sidecar.ingest_queue_size)
         self.http = HttpEndpoints(settings, metrics, self.store, lambda: self.ready)
+        self.gc_pauses = GcPauses(metrics)
         self.grpc_address = ""
         self.unix_socket: Path | None = None
         self.ready = False
@@ -114,6 +115,7 @@ class Sidecar:
 
     async def start(self) -> None:
         self.reload()  # invalid packs fail the start
+        self.gc_pauses.install()
         await self.store.start()
         await self._restore_incidents()
         await self.delivery.start()
@@ -218,6 +220,7 @@ class Sidecar:
         await self.store.stop()
         await self.delivery.stop()
         await self.http.stop()
+        self.gc_pauses.remove()
         if self.unix_socket is not None:
             self.unix_socket.unlink(missing_ok=True)
 
