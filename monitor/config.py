@@ -132,7 +132,10 @@ class SidecarSettings(_Section):
         "can create metric label values. List vLLM's --served-model-name here when it differs.",
     )
     max_model_names: int = Field(
-        64, gt=0, description="Hard cap on accepted model names (label values); more fail the start or reload."
+        64,
+        gt=0,
+        le=4096,
+        description="Hard cap on accepted model names (label values); more fail the start or reload.",
     )
 
     @field_validator("model_names")

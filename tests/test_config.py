@@ -104,6 +104,7 @@ def test_settings_are_frozen(clean_env):
         ({"redis.sentinels": ["s1"]}, "expected host:port"),
         ({"sidecar.model_names": ["a\nb"]}, "printable"),
         ({"sidecar.model_names": ["m" * 300]}, "1 to 256"),
+        ({"sidecar.max_model_names": 100_000}, "sidecar.max_model_names"),  # a cap that holds against config
     ],
 )
 def test_redis_and_model_name_settings_are_checked_naming_the_field(clean_env, overrides, message):
