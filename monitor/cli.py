@@ -122,12 +122,29 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--data", action="append", required=True, help="JSONL with control examples")
     calibrate.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
     calibrate.add_argument("--split", default="calib", help="split of the controls to use (default calib)")
-    evaluate = probe_commands.add_parser("eval", help="AUROC, recall and FPR of a pack, scored as the monitor does")
-    evaluate.add_argument("--pack", required=True)
+    evaluate = probe_commands.add_parser(
+        "eval",
+        help="AUROC, recall and FPR of a pack, scored as the monitor does; or, with --held-out, the "
+        "probe recipe measured on sources it was not fitted on",
+    )
+    evaluate.add_argument("--pack", help="the pack to measure (not with --held-out)")
     evaluate.add_argument("--data", action="append", required=True, help="JSONL files (concepts and control)")
     evaluate.add_argument("--split", default="test", help="split to measure on (default test)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--record", action="store_true", help="write the figures into the pack's YAML")
+    evaluate.add_argument(
+        "--held-out",
+        action="store_true",
+        help="leave one source out: fit the linear-probe recipe on all sources but one, measure on that one "
+        "(AUROC, recall at --fpr on controls, bootstrap intervals), and the cross-source matrix",
+    )
+    evaluate.add_argument("--concept", help="the concept to measure (with --held-out)")
+    evaluate.add_argument(
+        "--source-key", default="dataset", help="meta key naming an example's source (default dataset)"
+    )
+    evaluate.add_argument("--layers", default="6,9,12,15,18,21,24", help="candidate layers (with --held-out)")
+    evaluate.add_argument("--fpr", type=float, default=0.01, help="control FPR of the recall figure (default 0.01)")
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     for command in (discover, train_probes, calibrate, evaluate):
         command.add_argument("--model", help="checkpoint directory (default: the served model)")
 

@@ -77,12 +77,54 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
         _evaluate(model, tokenizer, pack, examples, "test", paths, record=True, as_json=False)
         print(f"wrote {pack.path}")
         return 0
+    if args.probes_command == "eval" and args.held_out:
+        return _held_out(args, model, tokenizer, examples)
+    if not args.pack:
+        raise ConfigError(
+            f"saemon probes {args.probes_command}: give --pack PACK.yaml"
+            + (
+                " (or --held-out --concept CONCEPT to measure the probe recipe out of distribution)"
+                if args.probes_command == "eval"
+                else ""
+            )
+        )
     pack = load_pack(Path(args.pack))
     pack.check_model(model_dir.name, model.config.hidden_size, model.config.num_hidden_layers)
     if args.probes_command == "calibrate":
         _calibrate(model, tokenizer, pack, examples, args.fpr, args.split)
         return 0
     _evaluate(model, tokenizer, pack, examples, args.split, paths, record=args.record, as_json=args.json)
+    return 0
+
+
+def _held_out(args: argparse.Namespace, model, tokenizer, examples) -> int:
+    from monitor.lab.ood import format_ood, measure_out_of_distribution, to_json
+    from monitor.lab.train import TrainSettings
+
+    if not args.concept:
+        raise ConfigError("saemon probes eval --held-out: give --concept CONCEPT (e.g. deception)")
+    if args.pack or args.record:
+        raise ConfigError(
+            "saemon probes eval --held-out fits its own probes per fold: drop --pack/--record "
+            "(measure a pack without --held-out)"
+        )
+    if args.resamples < 0:
+        raise ConfigError(f"--resamples {args.resamples}: expected 0 or more")
+    report = measure_out_of_distribution(
+        model,
+        tokenizer,
+        examples,
+        args.concept,
+        key=args.source_key,
+        fpr=args.fpr,
+        settings=TrainSettings(layers=_layers(args.layers)),
+        resamples=args.resamples,
+    )
+    if args.json:
+        json.dump(to_json(report), sys.stdout, indent=2)
+        print()
+    else:
+        print(format_ood(report))
     return 0
 
 

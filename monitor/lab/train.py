@@ -27,7 +27,7 @@ split (:mod:`monitor.lab.evaluate`) are recorded in the pack.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -192,7 +192,7 @@ def train_pack(
     for concept in concepts:
         train = _rows(pooled, _split(examples, concept, "train", settings.with_controls))
         calib = _rows(pooled, _split(examples, concept, "calib"))
-        weight = _weights(examples, pooled.owner[train], settings.control_weight)
+        weight = sample_weights(examples, pooled.owner[train], settings.control_weight)
 
         def fit(
             x: np.ndarray, train: np.ndarray = train, calib: np.ndarray = calib, weight: np.ndarray = weight
@@ -206,16 +206,7 @@ def train_pack(
                 calib_groups=pooled.owner[calib],
             )
 
-        fits: dict[tuple[int, ...], Fitted] = {(layer,): fit(pooled.layers[layer]) for layer in settings.layers}
-        if len(settings.layers) > 1:
-            best_two = sorted(fits, key=lambda k: -fits[k].calib_auroc)[:2]
-            both = tuple(sorted(key[0] for key in best_two))
-            fits[both] = fit(np.concatenate([pooled.layers[layer] for layer in both], axis=1))
-        for key, fitted in fits.items():
-            log.info(
-                "%s linear probe, layers %s: calib AUROC %.4f (C %g)", concept, list(key), fitted.calib_auroc, fitted.C
-            )
-        chosen_layers, fitted = max(fits.items(), key=lambda item: item[1].calib_auroc)
+        chosen_layers, fitted = fit_linear(pooled, settings.layers, fit, concept)
         names = []
         d = model.config.hidden_size
         for k, layer in enumerate(chosen_layers):
@@ -274,12 +265,35 @@ def train_pack(
     return save_pack(spec, np.stack(directions).astype(np.float32), np.array(biases, np.float32), Path(out))
 
 
+def fit_linear(
+    pooled: Pooled, layers: Sequence[int], fit: Callable[[np.ndarray], Fitted], concept: str = ""
+) -> tuple[tuple[int, ...], Fitted]:
+    """The linear probe's recipe: each candidate layer alone, then the best two together
+    (one regression over both layers' means), the best on calib kept. ``fit`` fits one
+    input matrix (rows of ``pooled``) on the caller's train rows and scores it on calib."""
+    fits: dict[tuple[int, ...], Fitted] = {(layer,): fit(pooled.layers[layer]) for layer in layers}
+    if len(layers) > 1:
+        best_two = sorted(fits, key=lambda k: -fits[k].calib_auroc)[:2]
+        both = tuple(sorted(key[0] for key in best_two))
+        fits[both] = fit(stacked(pooled, both))
+    for key, fitted in fits.items():
+        log.info(
+            "%s linear probe, layers %s: calib AUROC %.4f (C %g)", concept, list(key), fitted.calib_auroc, fitted.C
+        )
+    return max(fits.items(), key=lambda item: item[1].calib_auroc)
+
+
+def stacked(pooled: Pooled, layers: Sequence[int]) -> np.ndarray:
+    """The rows of several layers side by side: what a multi-layer linear probe reads."""
+    return np.concatenate([pooled.layers[layer] for layer in layers], axis=1)
+
+
 def _rows(pooled: Pooled, chosen: np.ndarray) -> np.ndarray:
     """The pooled rows (every sampled prefix) of the chosen examples."""
     return np.flatnonzero(np.isin(pooled.owner, chosen))
 
 
-def _weights(examples: Sequence[Example], owner: np.ndarray, control_weight: float) -> np.ndarray:
+def sample_weights(examples: Sequence[Example], owner: np.ndarray, control_weight: float) -> np.ndarray:
     """Per row: each concept example weighs 1 in total over its rows; the controls share
     ``control_weight`` x the concept examples' total."""
     examples_of, rows_per = np.unique(owner, return_counts=True)

@@ -1,0 +1,106 @@
+"""The out-of-distribution protocol (`saemon probes eval --held-out`) on pooled means made to
+order: sources whose concept lives in known directions, so what a fit on some sources must
+and must not find on another is known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.errors import ProbeDataError
+from monitor.lab.datasets import Example
+from monitor.lab.evaluate import auroc
+from monitor.lab.ood import bootstrap, format_ood, held_out_sources, pair_auroc, recall_at_fpr, to_json
+from monitor.lab.pooling import Pooled
+from monitor.lab.train import TrainSettings
+
+D = 6
+#: Sources a and b carry the concept along dimension 0; c along dimension 1 only.
+DIRECTION = {"a": 0, "b": 0, "c": 1}
+SETTINGS = TrainSettings(layers=(3,), with_controls=True)
+
+
+def make(sources=("a", "b", "c"), per_split=(60, 30, 40), controls=(80, 200), seed=0):
+    rng = np.random.default_rng(seed)
+    examples, rows = [], []
+    for source in sources:
+        for split, count in zip(("train", "calib", "test"), per_split, strict=True):
+            for k in range(count):
+                label = k % 2
+                x = rng.normal(0, 1, D)
+                x[DIRECTION[source]] += 4.0 * label
+                x[2] += {"a": 1.0, "b": -1.0, "c": 0.0}[source]  # each source's own style
+                rows.append(x)
+                examples.append(
+                    Example(text="x", label=label, concept="deception", split=split, meta={"dataset": source})
+                )
+    for split, count in zip(("train", "test"), controls, strict=True):
+        for _ in range(count):
+            rows.append(rng.normal(0, 1, D))
+            examples.append(Example(text="x", label=0, concept="control", split=split, meta={"dataset": "chat"}))
+    n = len(examples)
+    pooled = Pooled(owner=np.arange(n), full=np.arange(n), layers={3: np.array(rows, np.float32)})
+    return pooled, examples
+
+
+def test_a_source_whose_concept_lies_elsewhere_is_not_found_by_a_probe_fitted_on_the_others():
+    pooled, examples = make()
+    report = held_out_sources(pooled, examples, "deception", settings=SETTINGS, resamples=200)
+    by_source = {r.source: r for r in report.held_out}
+    assert set(by_source) == {"a", "b", "c"}
+    # held out a: b teaches dimension 0, which a shares
+    assert by_source["a"].trained_on == ("b", "c") and by_source["a"].auroc.value > 0.9
+    assert by_source["a"].recall.value > 0.5
+    # held out c: a and b teach dimension 0 only; c's concept is along dimension 1
+    assert 0.3 < by_source["c"].auroc.value < 0.7
+    assert by_source["c"].recall.value < 0.2
+    for r in report.held_out:
+        assert r.positives == r.negatives == 20 and r.controls == 200 and r.layers == (3,)
+        for figure in (r.auroc, r.recall):
+            assert figure.low <= figure.value <= figure.high and figure.low < figure.high
+    # the cross-source matrix: a fit on a finds b, not c; c finds itself
+    assert report.matrix["a"]["b"].value > 0.9 and report.matrix["a"]["c"].value < 0.7
+    assert report.matrix["c"]["c"].value > 0.9 and report.matrix["c"]["a"].value < 0.7
+    assert report.pooled.trained_on == ("a", "b", "c") and report.pooled.positives == 60
+    text = format_ood(report)
+    assert "held out" in text and "cross-source AUROC" in text and "recall@1%" in text
+    assert to_json(report)["held_out"][2]["auroc"]["value"] == by_source["c"].auroc.value
+
+
+def test_recall_at_fpr_lets_exactly_that_share_of_controls_fire():
+    controls = np.arange(100, dtype=float)  # 1% of 100: one control (99) may be above
+    assert recall_at_fpr(np.array([98.5, 99.5, 50.0]), controls, 0.01) == pytest.approx(2 / 3)
+    assert recall_at_fpr(np.array([98.5]), controls, 0.0) == 0.0  # none may fire: above 99
+    assert recall_at_fpr(np.array([]), controls, 0.01) is None
+
+
+def test_bootstrap_intervals_narrow_with_more_data_and_are_seeded():
+    rng = np.random.default_rng(1)
+
+    def width(n):
+        area, recall = bootstrap(rng.normal(1, 1, n), rng.normal(0, 1, n), rng.normal(0, 1, 4 * n), 0.05, 300)
+        return area.high - area.low
+
+    assert width(400) < width(25)
+    positives, negatives = rng.normal(1, 1, 50).round(1), rng.normal(0, 1, 70).round(1)  # with ties
+    assert pair_auroc(positives, negatives) == pytest.approx(
+        auroc(np.r_[np.ones(50), np.zeros(70)], np.r_[positives, negatives])
+    )
+    once = bootstrap(np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.5]), np.array([0.0, 0.5]), 0.01, 100, seed=3)
+    assert once == bootstrap(np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.5]), np.array([0.0, 0.5]), 0.01, 100, seed=3)
+
+
+def test_data_the_protocol_cannot_use_is_refused_naming_the_fix():
+    pooled, examples = make(sources=("a",))
+    with pytest.raises(ProbeDataError, match="one source"):
+        held_out_sources(pooled, examples, "deception", settings=SETTINGS)
+    pooled, examples = make()
+    unnamed = [e.model_copy(update={"meta": {}}) if e.concept == "deception" else e for e in examples]
+    with pytest.raises(ProbeDataError, match="no meta.dataset"):
+        held_out_sources(pooled, unnamed, "deception", settings=SETTINGS)
+    no_test_controls = [e for e in examples if not (e.concept == "control" and e.split == "test")]
+    pooled, _ = make(controls=(80, 0))
+    with pytest.raises(ProbeDataError, match="control"):
+        held_out_sources(pooled, no_test_controls, "deception", settings=SETTINGS)
+    with pytest.raises(ProbeDataError, match="--fpr"):
+        held_out_sources(pooled, examples, "deception", settings=SETTINGS, fpr=1.5)
