@@ -145,6 +145,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--layers", default="6,9,12,15,18,21,24", help="candidate layers (with --held-out)")
     evaluate.add_argument("--fpr", type=float, default=0.01, help="control FPR of the recall figure (default 0.01)")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    evaluate.add_argument(
+        "--method",
+        choices=["logistic", "all-layers", "diffmean"],
+        default="logistic",
+        help="what each fold fits (with --held-out): the train recipe (default), one regression over all "
+        "layers, or the difference of means",
+    )
     for command in (discover, train_probes, calibrate, evaluate):
         command.add_argument("--model", help="checkpoint directory (default: the served model)")
 

@@ -104,3 +104,26 @@ def test_data_the_protocol_cannot_use_is_refused_naming_the_fix():
         held_out_sources(pooled, no_test_controls, "deception", settings=SETTINGS)
     with pytest.raises(ProbeDataError, match="--fpr"):
         held_out_sources(pooled, examples, "deception", settings=SETTINGS, fpr=1.5)
+
+
+@pytest.mark.parametrize("method", ["logistic", "all-layers", "diffmean"])
+def test_every_method_finds_what_a_shared_direction_teaches_and_not_what_it_does_not(method):
+    pooled, examples = make()
+    noise = np.random.default_rng(7).normal(0, 1, pooled.layers[3].shape).astype(np.float32)
+    pooled.layers[5] = noise  # a second layer that carries nothing
+    report = held_out_sources(
+        pooled,
+        examples,
+        "deception",
+        settings=TrainSettings(layers=(3, 5)),
+        resamples=50,
+        matrix=False,
+        method=method,
+    )
+    by_source = {r.source: r for r in report.held_out}
+    assert report.method == method and not report.matrix
+    assert by_source["a"].auroc.value > 0.85 and 0.3 < by_source["c"].auroc.value < 0.7
+    expected = {"logistic": None, "all-layers": (3, 5), "diffmean": (3,)}[method]
+    assert expected is None or by_source["a"].layers == expected
+    with pytest.raises(ProbeDataError, match="--method"):
+        held_out_sources(pooled, examples, "deception", settings=SETTINGS, method="svm")

@@ -119,6 +119,7 @@ def _held_out(args: argparse.Namespace, model, tokenizer, examples) -> int:
         fpr=args.fpr,
         settings=TrainSettings(layers=_layers(args.layers)),
         resamples=args.resamples,
+        method=args.method,
     )
     if args.json:
         json.dump(to_json(report), sys.stdout, indent=2)

@@ -40,6 +40,10 @@ from monitor.lab.train import TrainSettings, fit_linear, fit_logistic, sample_we
 RESAMPLES = 1000
 #: The recipe measured by default: `saemon probes train`'s.
 RECIPE = TrainSettings()
+#: What a fold fits: logistic = the recipe of `saemon probes train` (layer or best two chosen
+#: on calib); all-layers = one regression over every candidate layer's mean; diffmean = the
+#: difference of the two labels' means at the layer best on calib (no regression at all).
+METHODS = ("logistic", "all-layers", "diffmean")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class OodReport:
     key: str
     fpr: float
     resamples: int
+    method: str
     held_out: list[SourceResult]  # leave one source out, one row per source
     pooled: SourceResult  # fitted on every source, measured on all their test splits
     matrix: dict[str, dict[str, Interval]]  # trained on -> measured on -> AUROC
@@ -168,11 +173,15 @@ class _Folds:
         settings: TrainSettings,
         fpr: float,
         resamples: int,
+        method: str = "logistic",
     ) -> None:
         if len(pooled.owner) != len(examples):
             raise ValueError("the held-out protocol scores whole responses: pool without prefixes")
         self.pooled, self.examples, self.concept, self.key = pooled, examples, concept, key
         self.settings, self.fpr, self.resamples = settings, fpr, resamples
+        if method not in METHODS:
+            raise ProbeDataError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        self.method = method
         self.labels = np.array([e.label for e in examples])
         self.source = np.array([e.meta.get(key, "") if e.concept == concept else "" for e in examples])
         self.split = np.array([e.split for e in examples])
@@ -200,13 +209,32 @@ class _Folds:
         weight = sample_weights(self.examples, train, self.settings.control_weight)
         rows_train, rows_calib = self.pooled.full[train], self.pooled.full[calib]
 
-        def fit_one(x: np.ndarray):
-            return fit_logistic(
-                x[rows_train], self.labels[train], x[rows_calib], self.labels[calib], sample_weight=weight
-            )
+        y_train, y_calib = self.labels[train], self.labels[calib]
 
-        layers, fitted = fit_linear(self.pooled, self.settings.layers, fit_one, self.concept)
-        return layers, fitted.weights, fitted.bias
+        def fit_one(x: np.ndarray):
+            return fit_logistic(x[rows_train], y_train, x[rows_calib], y_calib, sample_weight=weight)
+
+        if self.method == "logistic":
+            layers, fitted = fit_linear(self.pooled, self.settings.layers, fit_one, self.concept)
+            return layers, fitted.weights, fitted.bias
+        if self.method == "all-layers":
+            layers = tuple(self.settings.layers)
+            fitted = fit_one(stacked(self.pooled, layers))
+            return layers, fitted.weights, fitted.bias
+        # diffmean: the concept's label-1 mean minus its label-0 mean (train split, no controls),
+        # per layer; the layer with the best calib AUROC kept. No bias: only the ranking counts.
+        own = rows_train[self.is_concept[train]]
+        own_labels = y_train[self.is_concept[train]]
+        best: tuple[float, int, np.ndarray] | None = None
+        for layer in self.settings.layers:
+            x = self.pooled.layers[layer].astype(np.float64)
+            direction = x[own[own_labels == 1]].mean(0) - x[own[own_labels == 0]].mean(0)
+            calib_scores = x[rows_calib] @ direction
+            area = pair_auroc(calib_scores[y_calib == 1], calib_scores[y_calib == 0])
+            if best is None or area > best[0]:
+                best = (area, layer, direction)
+        assert best is not None
+        return (best[1],), best[2].astype(np.float32), 0.0
 
     def measure(self, fit: tuple[tuple[int, ...], np.ndarray, float], trained_on, sources, seed: int) -> SourceResult:
         layers, weights, bias = fit
@@ -243,13 +271,14 @@ def held_out_sources(
     resamples: int = RESAMPLES,
     seed: int = 0,
     matrix: bool = True,
+    method: str = "logistic",
 ) -> OodReport:
     """Leave-one-source-out and (with ``matrix``) the cross-source matrix, on one pooling
     (``pooled``: whole-response means of ``examples`` at ``settings.layers``)."""
     if not 0 < fpr < 1:
         raise ProbeDataError(f"--fpr {fpr}: expected a rate between 0 and 1, e.g. 0.01")
     sources = sources_of(examples, concept, key)
-    folds = _Folds(pooled, examples, concept, key, settings, fpr, resamples)
+    folds = _Folds(pooled, examples, concept, key, settings, fpr, resamples, method)
     held_out = []
     for k, source in enumerate(sources):
         others = [s for s in sources if s != source]
@@ -263,13 +292,13 @@ def held_out_sources(
                 measured: folds.measure(fit, [trained], [measured], seed + 100 * (i + 1) + j).auroc
                 for j, measured in enumerate(sources)
             }
-    return OodReport(concept, key, fpr, resamples, held_out, everything, grid)
+    return OodReport(concept, key, fpr, resamples, method, held_out, everything, grid)
 
 
 def format_ood(report: OodReport) -> str:
     fpr = f"{report.fpr:.0%}" if report.fpr >= 0.01 else f"{report.fpr:g}"
     lines = [
-        f"{report.concept}: leave one source out (meta.{report.key}); 95% bootstrap intervals, "
+        f"{report.concept}, {report.method}: leave one source out (meta.{report.key}); 95% bootstrap intervals, "
         f"{report.resamples} resamples; recall at {fpr} FPR on the held-out controls",
         f"{'held out':<16} {'layers':<8} {'AUROC':<24} {'recall@' + fpr:<24} {'pos/neg/ctl':>13}",
     ]
@@ -301,6 +330,7 @@ def measure_out_of_distribution(
     fpr: float = 0.01,
     settings: TrainSettings = RECIPE,
     resamples: int = RESAMPLES,
+    method: str = "logistic",
 ) -> OodReport:
     """Pool what the protocol reads (the concept's examples, the train and test controls)
     in one forward pass per batch, then run :func:`held_out_sources`."""
@@ -313,4 +343,6 @@ def measure_out_of_distribution(
         if e.concept == concept or (e.concept == CONTROL and (e.split == "test" or settings.with_controls))
     ]
     pooled = pool(model, tokenizer, chosen, settings.layers, prefixes=0, min_tokens=settings.min_tokens)
-    return held_out_sources(pooled, chosen, concept, key=key, fpr=fpr, settings=settings, resamples=resamples)
+    return held_out_sources(
+        pooled, chosen, concept, key=key, fpr=fpr, settings=settings, resamples=resamples, method=method
+    )
