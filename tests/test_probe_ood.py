@@ -78,7 +78,7 @@ def test_bootstrap_intervals_narrow_with_more_data_and_are_seeded():
     rng = np.random.default_rng(1)
 
     def width(n):
-        area, recall = bootstrap(rng.normal(1, 1, n), rng.normal(0, 1, n), rng.normal(0, 1, 4 * n), 0.05, 300)
+        area, _ = bootstrap(rng.normal(1, 1, n), rng.normal(0, 1, n), rng.normal(0, 1, 4 * n), 0.05, 300)
         return area.high - area.low
 
     assert width(400) < width(25)
@@ -96,7 +96,7 @@ def test_data_the_protocol_cannot_use_is_refused_naming_the_fix():
         held_out_sources(pooled, examples, "deception", settings=SETTINGS)
     pooled, examples = make()
     unnamed = [e.model_copy(update={"meta": {}}) if e.concept == "deception" else e for e in examples]
-    with pytest.raises(ProbeDataError, match="no meta.dataset"):
+    with pytest.raises(ProbeDataError, match=r"no meta\.dataset"):
         held_out_sources(pooled, unnamed, "deception", settings=SETTINGS)
     no_test_controls = [e for e in examples if not (e.concept == "control" and e.split == "test")]
     pooled, _ = make(controls=(80, 0))

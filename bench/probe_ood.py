@@ -1,0 +1,112 @@
+"""Probe methods compared out of distribution, on one pooling of the data.
+
+Pools the concept's examples and the controls once (whole-response means at the candidate
+layers of the served model), then runs the leave-one-source-out protocol of
+``saemon probes eval --held-out`` for every method and control weight asked, and prints one
+line per (method, held-out source): AUROC and recall at the FPR on held-out controls, each
+with its 95% bootstrap interval, side by side.
+
+    python bench/probe_ood.py --data probe-data/deception.jsonl --data probe-data/control.jsonl \
+        [--concept deception] [--methods logistic,all-layers,diffmean] [--control-weights 0.05,0,0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from monitor import model as models
+from monitor.config import load_settings
+from monitor.lab.datasets import CONTROL, digest, read_datasets
+from monitor.lab.ood import METHODS, held_out_sources
+from monitor.lab.pooling import Pooled, pool
+from monitor.lab.train import TrainSettings
+from monitor.sae.activations import load_model
+
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "probe-ood"
+
+
+def cached_pool(model, tokenizer, examples, layers, model_path: Path) -> Pooled:
+    """The pooling, kept under .cache/probe-ood by what it depends on (the examples, the
+    layers, the model's weights), so comparing more methods later costs no forward pass."""
+    key = hashlib.sha256(digest(examples).encode() + repr(tuple(layers)).encode())
+    for weights in sorted(model_path.glob("*.safetensors")):
+        key.update(f"{weights.name}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode())
+    path = CACHE / f"{key.hexdigest()[:20]}.npz"
+    if path.exists():
+        saved = np.load(path)
+        return Pooled(saved["owner"], saved["full"], {layer: saved[f"layer{layer}"] for layer in layers})
+    pooled = pool(model, tokenizer, examples, layers, prefixes=0)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    arrays = {"owner": pooled.owner, "full": pooled.full, **{f"layer{n}": pooled.layers[n] for n in layers}}
+    np.savez(path, allow_pickle=False, **arrays)
+    return pooled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--concept", default="deception")
+    parser.add_argument("--source-key", default="dataset")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--control-weights", default="0.05", help="comma-separated (0.05 is the recipe's)")
+    parser.add_argument("--layers", default="6,9,12,15,18,21,24")
+    parser.add_argument("--fpr", type=float, default=0.01)
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--no-matrix", action="store_true")
+    args = parser.parse_args()
+    settings = TrainSettings(layers=tuple(int(x) for x in args.layers.split(",")))
+    examples = [
+        e
+        for e in read_datasets([Path(p) for p in args.data])
+        if e.concept == args.concept or (e.concept == CONTROL and e.split != "calib")  # calib controls: unused
+    ]
+    settings_ = load_settings()
+    path = models.pull(settings_) if settings_.model.path is None else models.model_path(settings_)
+    model, tokenizer, _ = load_model(path)
+    started = time.perf_counter()
+    pooled = cached_pool(model, tokenizer, examples, settings.layers, path)
+    print(f"pooled {len(examples)} examples at layers {list(settings.layers)} in {time.perf_counter() - started:.0f} s")
+    print(f"recall at {args.fpr:.0%} FPR on held-out controls; 95% bootstrap intervals ({args.resamples} resamples)")
+    print()
+    print(f"{'method':<12} {'ctl w':>6}  {'held out':<14} {'layers':<10} {'AUROC':<24} {'recall':<24}")
+    matrices = []
+    for method in args.methods.split(","):
+        for weight in (float(w) for w in args.control_weights.split(",")):
+            fit = dataclasses.replace(settings, control_weight=weight, with_controls=weight > 0)
+            report = held_out_sources(
+                pooled,
+                examples,
+                args.concept,
+                key=args.source_key,
+                fpr=args.fpr,
+                settings=fit,
+                resamples=args.resamples,
+                matrix=not args.no_matrix and method == "logistic" and weight == settings.control_weight,
+                method=method,
+            )
+            for r in [*report.held_out, report.pooled]:
+                name = r.source if r in report.held_out else "(in-source)"
+                layers = ",".join(map(str, r.layers)) if len(r.layers) < 4 else f"{len(r.layers)} layers"
+                print(f"{method:<12} {weight:>6g}  {name:<14} {layers:<10} {r.auroc!s:<24} {r.recall!s:<24}")
+            if report.matrix:
+                matrices.append(report)
+    for report in matrices:
+        print()
+        print(f"cross-source AUROC, {report.method} (rows: trained on; columns: measured on)")
+        sources = list(report.matrix)
+        print(" " * 14 + "".join(f"{s:<24}" for s in sources))
+        for trained, row in report.matrix.items():
+            print(f"{trained:<14}" + "".join(f"{row[s]!s:<24}" for s in sources))
+
+
+if __name__ == "__main__":
+    main()
