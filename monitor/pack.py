@@ -65,6 +65,21 @@ class FeatureSpec(_Spec):
 Aggregation = Literal["max", "mean", "ema", "window_count"]
 
 
+class HeldOutQuality(_Spec):
+    """The probe's recipe measured on one source it was not fitted on (``saemon probes eval
+    --held-out --record``): fitted on the concept's other sources, measured on this one's
+    test split and the held-out controls; intervals are 95% bootstrap."""
+
+    auroc: float | None = Field(None, ge=0, le=1)
+    auroc_interval: tuple[float, float] | None = None
+    recall: float | None = Field(None, ge=0, le=1, description="At `fpr` on the held-out controls.")
+    recall_interval: tuple[float, float] | None = None
+    fpr: float = Field(gt=0, lt=1)
+    positives: int = Field(ge=0)
+    negatives: int = Field(ge=0)
+    controls: int = Field(ge=0)
+
+
 class QualitySpec(_Spec):
     """Measured detection quality on held-out data (``saemon probes eval --record``)."""
 
@@ -82,6 +97,9 @@ class QualitySpec(_Spec):
     controls: int | None = Field(None, ge=0, description="Control examples scored.")
     by_dataset: dict[str, float] | None = Field(None, description="AUROC per source dataset of the concept.")
     data_sha256: dict[str, str] | None = Field(None, description="sha256 of each data file measured on.")
+    held_out: dict[str, HeldOutQuality] | None = Field(
+        None, description="Per source of the concept: the recipe fitted without it, measured on it."
+    )
 
 
 class ProbeSpec(_Spec):

@@ -127,3 +127,38 @@ def test_every_method_finds_what_a_shared_direction_teaches_and_not_what_it_does
     assert expected is None or by_source["a"].layers == expected
     with pytest.raises(ProbeDataError, match="--method"):
         held_out_sources(pooled, examples, "deception", settings=SETTINGS, method="svm")
+
+
+def test_record_writes_the_held_out_figures_under_the_linear_probe_and_eval_record_keeps_them(tmp_path):
+    from synthetic import write_pack
+
+    from monitor.lab.evaluate import ProbeQuality
+    from monitor.lab.evaluate import record as record_eval
+    from monitor.lab.ood import record
+    from monitor.pack import load_pack
+
+    probes = [
+        {"name": "deception", "concept": "deception", "features": ["f0"], "aggregation": "mean", "threshold": 1.0},
+        {"name": "deception_sae", "concept": "deception", "features": ["f1"], "aggregation": "mean", "threshold": 1.0},
+    ]
+    pack = write_pack(tmp_path, probes=probes)
+    pooled, examples = make()
+    report = held_out_sources(pooled, examples, "deception", settings=SETTINGS, resamples=50, matrix=False)
+    record(load_pack(pack.path), report)
+    saved = load_pack(pack.path)
+    held = saved.spec.probes[0].quality.held_out
+    assert set(held) == {"a", "b", "c"} and saved.spec.probes[1].quality is None
+    c = {r.source: r for r in report.held_out}["c"]
+    assert held["c"].auroc == pytest.approx(c.auroc.value, abs=1e-4) and held["c"].fpr == 0.01
+    assert held["c"].auroc_interval[0] <= held["c"].auroc <= held["c"].auroc_interval[1]
+    # a later `probes eval --record` rewrites the test-split figures and keeps these
+    figures = [
+        ProbeQuality(p.name, "deception", 1.0, None, 10, 10, 5, 0.9, 0.5, 0.1, 0.0, {}) for p in saved.spec.probes
+    ]
+    record_eval(saved, figures, "test", {"d.jsonl": "0" * 64})
+    again = load_pack(pack.path).spec.probes[0].quality
+    assert again.auroc == 0.9 and again.held_out == held
+    with pytest.raises(ProbeDataError, match="--method logistic"):
+        record(
+            saved, held_out_sources(pooled, examples, "deception", settings=SETTINGS, resamples=0, method="diffmean")
+        )

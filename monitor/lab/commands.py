@@ -103,10 +103,12 @@ def _held_out(args: argparse.Namespace, model, tokenizer, examples) -> int:
 
     if not args.concept:
         raise ConfigError("saemon probes eval --held-out: give --concept CONCEPT (e.g. deception)")
-    if args.pack or args.record:
+    if args.record and not args.pack:
+        raise ConfigError("saemon probes eval --held-out --record: give --pack PACK.yaml to record the figures in")
+    if args.pack and not args.record:
         raise ConfigError(
-            "saemon probes eval --held-out fits its own probes per fold: drop --pack/--record "
-            "(measure a pack without --held-out)"
+            "saemon probes eval --held-out fits its own probes per fold: --pack is only where --record "
+            "writes the figures (measure a pack itself without --held-out)"
         )
     if args.resamples < 0:
         raise ConfigError(f"--resamples {args.resamples}: expected 0 or more")
@@ -126,6 +128,13 @@ def _held_out(args: argparse.Namespace, model, tokenizer, examples) -> int:
         print()
     else:
         print(format_ood(report))
+    if args.record:
+        from monitor.lab.ood import record
+        from monitor.pack import load_pack
+
+        pack = load_pack(Path(args.pack))
+        record(pack, report)
+        log.info("recorded the held-out figures of %s in %s", args.concept, pack.path)
     return 0
 
 

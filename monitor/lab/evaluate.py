@@ -114,6 +114,7 @@ def record(pack: ProbePack, report: Sequence[ProbeQuality], split: str, data: di
             controls=q.controls,
             by_dataset={k: _round(v) for k, v in q.by_dataset.items()} or None,
             data_sha256=dict(sorted(data.items())),
+            held_out=spec.quality.held_out if spec.quality else None,  # --held-out --record's, kept
         )
         probes.append(spec.model_copy(update={"quality": quality}))
     assert pack.directions is not None and pack.bias is not None

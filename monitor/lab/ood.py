@@ -35,6 +35,7 @@ from monitor.lab.datasets import CONTROL, Example
 from monitor.lab.evaluate import auroc
 from monitor.lab.pooling import Pooled
 from monitor.lab.train import TrainSettings, fit_linear, fit_logistic, sample_weights, stacked
+from monitor.pack import HeldOutQuality, ProbePack, QualitySpec, save_pack
 
 #: Bootstrap resamples per figure; 1000 keeps the interval's own noise under ~0.01.
 RESAMPLES = 1000
@@ -346,3 +347,49 @@ def measure_out_of_distribution(
     return held_out_sources(
         pooled, chosen, concept, key=key, fpr=fpr, settings=settings, resamples=resamples, method=method
     )
+
+
+def record(pack: ProbePack, report: OodReport) -> ProbePack:
+    """Write the leave-one-source-out figures under ``quality.held_out`` of the pack's linear
+    probe for the concept (the probe named after it, which the recipe makes)."""
+    if report.method != "logistic":
+        raise ProbeDataError(
+            f"--record writes the figures of the recipe `saemon probes train` uses; {report.method!r} is "
+            "not it: record with --method logistic"
+        )
+    targets = [p for p in pack.spec.probes if p.name == report.concept]
+    if not targets:
+        raise ProbeDataError(
+            f"pack {pack.name} has no probe named {report.concept!r} (the linear probe `saemon probes train` "
+            "makes for that concept) to record the held-out figures on"
+        )
+
+    def rounded(interval: Interval) -> tuple[float | None, tuple[float, float] | None]:
+        if interval.value is None:
+            return None, None
+        if interval.low is None or interval.high is None:
+            return round(interval.value, 4), None
+        return round(interval.value, 4), (round(interval.low, 4), round(interval.high, 4))
+
+    held_out = {}
+    for r in report.held_out:
+        area, area_interval = rounded(r.auroc)
+        recall, recall_interval = rounded(r.recall)
+        held_out[r.source] = HeldOutQuality(
+            auroc=area,
+            auroc_interval=area_interval,
+            recall=recall,
+            recall_interval=recall_interval,
+            fpr=report.fpr,
+            positives=r.positives,
+            negatives=r.negatives,
+            controls=r.controls,
+        )
+    probes = []
+    for spec in pack.spec.probes:
+        if spec is targets[0]:
+            quality = (spec.quality or QualitySpec()).model_copy(update={"held_out": held_out})
+            spec = spec.model_copy(update={"quality": quality})
+        probes.append(spec)
+    assert pack.directions is not None and pack.bias is not None
+    return save_pack(pack.spec.model_copy(update={"probes": probes}), pack.directions, pack.bias, pack.path)
