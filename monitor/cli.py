@@ -138,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
         help="leave one source out: fit the linear-probe recipe on all sources but one, measure on that one "
         "(AUROC, recall at --fpr on controls, bootstrap intervals), and the cross-source matrix",
     )
+    evaluate.add_argument(
+        "--streaming",
+        action="store_true",
+        help="with --pack: recall at --fpr on controls and AUROC after 4, 8, 16, 32, 64 response tokens, "
+        "each probe deciding while the response streams",
+    )
     evaluate.add_argument("--concept", help="the concept to measure (with --held-out)")
     evaluate.add_argument(
         "--source-key", default="dataset", help="meta key naming an example's source (default dataset)"

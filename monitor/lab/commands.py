@@ -93,6 +93,20 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
     if args.probes_command == "calibrate":
         _calibrate(model, tokenizer, pack, examples, args.fpr, args.split)
         return 0
+    if args.streaming:
+        from monitor.lab.streaming import format_streaming, streaming_quality
+        from monitor.lab.streaming import to_json as streaming_json
+
+        streamed = streaming_quality(
+            model, tokenizer, pack, examples, split=args.split, fpr=args.fpr, resamples=args.resamples
+        )
+        if args.json:
+            body = {"pack": pack.name, "split": args.split, "probes": streaming_json(streamed)}
+            json.dump(body, sys.stdout, indent=2)
+            print()
+        else:
+            print(format_streaming(streamed))
+        return 0
     _evaluate(model, tokenizer, pack, examples, args.split, paths, record=args.record, as_json=args.json)
     return 0
 

@@ -126,12 +126,16 @@ class ProbeResult:
     fired: bool  # the sidecar's rule fired at some step
     final: float  # the score at the end of the response
     tokens: int
+    #: With ``trace``: the probe's score after each step (response: after each token), as the
+    #: sidecar holds it mid-stream (-inf before any token of the probe's scope).
+    running: tuple[float, ...] | None = None
 
 
 class PackScorer:
     """A pack's features and probes, run through the monitor's projection and probe rule."""
 
-    def __init__(self, pack: ProbePack) -> None:
+    def __init__(self, pack: ProbePack, trace: bool = False) -> None:
+        self.trace = trace
         if pack.directions is None:
             raise ProbeDataError(f"probe pack {pack.path}: loaded without weights; load it with its safetensors")
         self.pack = pack
@@ -167,23 +171,34 @@ class PackScorer:
         for scope, group in self.groups.items():
             tracks = ProbeTracks(group)
             fired = np.zeros(len(group), dtype=bool)
+            trace: list[np.ndarray] = []
             for step in self.steps(example, SCOPE_LABELS[scope]):
                 for transition in tracks.observe(step):
                     fired[transition.probe] |= transition.kind == FIRED
+                if self.trace:
+                    trace.append(tracks.scores())
             final = tracks.scores()
             judged = tracks.judged
             for transition in tracks.close():
                 fired[transition.probe] |= transition.kind == FIRED
+            steps = np.array(trace).reshape(len(trace), len(group))
             for index, probe in enumerate(group.probes):
                 results[probe.name] = ProbeResult(
-                    float(judged[index]), bool(fired[index]), float(final[index]), tracks.tokens
+                    float(judged[index]),
+                    bool(fired[index]),
+                    float(final[index]),
+                    tracks.tokens,
+                    tuple(steps[:, index].tolist()) if self.trace else None,
                 )
         return {spec.name: results[spec.name] for spec in self.pack.spec.probes}
 
 
-def score_examples(model, tokenizer, pack: ProbePack, examples: Sequence[Example]) -> list[dict[str, ProbeResult]]:
-    """Every example scored by every probe of ``pack``, in input order."""
-    scorer = PackScorer(pack)
+def score_examples(
+    model, tokenizer, pack: ProbePack, examples: Sequence[Example], trace: bool = False
+) -> list[dict[str, ProbeResult]]:
+    """Every example scored by every probe of ``pack``, in input order (with ``trace``, each
+    probe's score after every step too)."""
+    scorer = PackScorer(pack, trace)
     results: list[dict[str, ProbeResult] | None] = [None] * len(examples)
     for item in residuals(model, tokenizer, examples, scorer.layers, scorer.scopes):
         results[item.index] = scorer.score(item)
