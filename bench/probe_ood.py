@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from monitor import model as models
 from monitor.config import load_settings
 from monitor.lab.datasets import CONTROL, digest, read_datasets
-from monitor.lab.ood import METHODS, held_out_sources
+from monitor.lab.ood import METHODS, held_out_sources, record
 from monitor.lab.pooling import Pooled, pool
 from monitor.lab.train import TrainSettings
+from monitor.pack import load_pack
 from monitor.sae.activations import load_model
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "probe-ood"
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--fpr", type=float, default=0.01)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--no-matrix", action="store_true")
+    parser.add_argument(
+        "--record-pack", help="write the recipe's figures (logistic, the default control weight) into this pack"
+    )
     args = parser.parse_args()
     settings = TrainSettings(layers=tuple(int(x) for x in args.layers.split(",")))
     examples = [
@@ -99,6 +103,9 @@ def main() -> None:
                 print(f"{method:<12} {weight:>6g}  {name:<14} {layers:<10} {r.auroc!s:<24} {r.recall!s:<24}")
             if report.matrix:
                 matrices.append(report)
+            if args.record_pack and method == "logistic" and weight == settings.control_weight:
+                record(load_pack(Path(args.record_pack)), report)
+                print(f"recorded in {args.record_pack}")
     for report in matrices:
         print()
         print(f"cross-source AUROC, {report.method} (rows: trained on; columns: measured on)")
