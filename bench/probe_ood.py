@@ -81,7 +81,7 @@ def main() -> None:
     print(f"pooled {len(examples)} examples at layers {list(settings.layers)} in {time.perf_counter() - started:.0f} s")
     print(f"recall at {args.fpr:.0%} FPR on held-out controls; 95% bootstrap intervals ({args.resamples} resamples)")
     print()
-    print(f"{'method':<12} {'ctl w':>6}  {'held out':<14} {'layers':<10} {'AUROC':<24} {'recall':<24}")
+    print(f"{'method':<12} {'ctl w':>6}  {'held out':<20} {'layers':<10} {'AUROC':<24} {'recall':<24}")
     matrices = []
     for method in args.methods.split(","):
         for weight in (float(w) for w in args.control_weights.split(",")):
@@ -100,7 +100,7 @@ def main() -> None:
             for r in [*report.held_out, report.pooled]:
                 name = r.source if r in report.held_out else "(in-source)"
                 layers = ",".join(map(str, r.layers)) if len(r.layers) < 4 else f"{len(r.layers)} layers"
-                print(f"{method:<12} {weight:>6g}  {name:<14} {layers:<10} {r.auroc!s:<24} {r.recall!s:<24}")
+                print(f"{method:<12} {weight:>6g}  {name:<20} {layers:<10} {r.auroc!s:<24} {r.recall!s:<24}")
             if report.matrix:
                 matrices.append(report)
             if args.record_pack and method == "logistic" and weight == settings.control_weight:
@@ -110,9 +110,10 @@ def main() -> None:
         print()
         print(f"cross-source AUROC, {report.method} (rows: trained on; columns: measured on)")
         sources = list(report.matrix)
-        print(" " * 14 + "".join(f"{s:<24}" for s in sources))
+        first = max(len(s) for s in sources) + 2
+        print(" " * first + "".join(f"{s:<24}" for s in sources))
         for trained, row in report.matrix.items():
-            print(f"{trained:<14}" + "".join(f"{row[s]!s:<24}" for s in sources))
+            print(f"{trained:<{first}}" + "".join(f"{row[s]!s:<24}" for s in sources))
 
 
 if __name__ == "__main__":

@@ -301,7 +301,7 @@ def format_ood(report: OodReport) -> str:
     lines = [
         f"{report.concept}, {report.method}: leave one source out (meta.{report.key}); 95% bootstrap intervals, "
         f"{report.resamples} resamples; recall at {fpr} FPR on the held-out controls",
-        f"{'held out':<16} {'layers':<8} {'AUROC':<24} {'recall@' + fpr:<24} {'pos/neg/ctl':>13}",
+        f"{'held out':<20} {'layers':<8} {'AUROC':<24} {'recall@' + fpr:<24} {'pos/neg/ctl':>13}",
     ]
     for r in [*report.held_out, report.pooled]:
         name = r.source if r in report.held_out else "(all, in-source)"
@@ -310,10 +310,11 @@ def format_ood(report: OodReport) -> str:
     if report.matrix:
         sources = list(report.matrix)
         width = max(24, *(len(s) + 2 for s in sources))
+        first = max(16, *(len(s) + 2 for s in sources))
         lines += ["", "cross-source AUROC (rows: trained on; columns: measured on)"]
-        lines.append(" " * 16 + "".join(f"{s:<{width}}" for s in sources))
+        lines.append(" " * first + "".join(f"{s:<{width}}" for s in sources))
         for trained, row in report.matrix.items():
-            lines.append(f"{trained:<16}" + "".join(f"{row[s]!s:<{width}}" for s in sources))
+            lines.append(f"{trained:<{first}}" + "".join(f"{row[s]!s:<{width}}" for s in sources))
     return "\n".join(lines)
 
 
