@@ -86,7 +86,7 @@ def test_running_means_are_sampled_from_min_tokens_to_the_whole_response():
 
 def test_each_example_weighs_one_and_controls_share_their_fraction():
     from monitor.lab.datasets import Example, Message
-    from monitor.lab.train import _weights, group_first, group_max
+    from monitor.lab.train import group_first, group_max, sample_weights
 
     def example(concept):
         turns = (Message(role="user", content="q"), Message(role="assistant", content="a"))
@@ -94,7 +94,7 @@ def test_each_example_weighs_one_and_controls_share_their_fraction():
 
     examples = [example("deception"), example("deception"), example("control")]
     owner = np.array([0, 0, 0, 1, 2, 2])
-    weights = _weights(examples, owner, 0.05)
+    weights = sample_weights(examples, owner, 0.05)
     np.testing.assert_allclose(weights[:3].sum(), 1.0)
     np.testing.assert_allclose(weights[3], 1.0)
     np.testing.assert_allclose(weights[4:].sum(), 0.05 * 2)
