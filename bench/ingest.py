@@ -185,32 +185,30 @@ def latency(channel, stub, rate_batches: float, seconds: float, requests: int, f
     return [(d.decided_unix_nanos - d.produced_unix_nanos) / 1e6 for d in watcher.decisions]
 
 
-def gc_pauses(sidecar: SidecarProcess) -> dict[str, tuple[float, float]]:
-    """{generation: (collections, seconds)} so far, from saemon_gc_pause_seconds."""
-    samples = sidecar.metrics()
-    return {
-        g: (
-            samples[("saemon_gc_pause_seconds_count", frozenset({("generation", g)}))],
-            samples[("saemon_gc_pause_seconds_sum", frozenset({("generation", g)}))],
-        )
-        for g in ("0", "1", "2")
-    }
+def collections_between(before: dict, after: dict) -> str:
+    """The garbage collections between two scrapes of saemon_gc_pause_seconds: full ones
+    (generation 2) with their time and the bucket of the longest, young ones with their time."""
 
+    def delta(sample: str, generations: tuple[str, ...]) -> float:
+        keys = [(f"saemon_gc_pause_seconds_{sample}", frozenset({("generation", g)})) for g in generations]
+        return sum(after[k] - before[k] for k in keys)
 
-def longest_full_pause(sidecar: SidecarProcess, before: dict[tuple[str, frozenset], float]) -> str:
-    """The bucket the longest full collection since ``before`` fell in (histograms keep no max)."""
-    after = sidecar.metrics()
+    full, young = ("2",), ("0", "1")
     buckets = sorted(
-        (float(dict(labels)["le"]), value - before.get((name, labels), 0.0))
+        (float(dict(labels)["le"]), value - before[(name, labels)])
         for (name, labels), value in after.items()
         if name == "saemon_gc_pause_seconds_bucket" and dict(labels)["generation"] == "2"
     )
-    total = buckets[-1][1]
-    if not total:
-        return "none"
-    below = [le for le, count in buckets if count < total]
-    upper = next(le for le, count in buckets if count == total)
-    return f"<= {upper * 1000:g} ms" + (f" (> {below[-1] * 1000:g} ms)" if below else "")
+    count = buckets[-1][1]
+    longest = "none"
+    if count:
+        upper = next(le for le, n in buckets if n == count)
+        below = [le for le, n in buckets if n < count]
+        longest = f"<= {upper * 1000:g} ms" + (f" (> {below[-1] * 1000:g} ms)" if below else "")
+    return (
+        f"{count:.0f} full ({delta('sum', full) * 1000:.0f} ms in all, longest {longest}), "
+        f"{delta('count', young):.0f} young ({delta('sum', young) * 1000:.0f} ms in all)"
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -298,22 +296,15 @@ def main() -> None:
             if args.active:
                 hold(stub, args.active, args.features, sidecar, finish=False)
                 live = rss_mb(pid)
-                samples = sidecar.metrics()
-                before = gc_pauses(sidecar)
+                before = sidecar.metrics()
                 lat = latency(channel, stub, steps, args.steady_seconds, args.requests_per_step, args.features)
-                after = gc_pauses(sidecar)
+                after = sidecar.metrics()
                 print()
                 print(
                     f"steady state: {args.active:,} live requests held as well, {args.steady_seconds:g} s at 50% load"
                 )
                 print(f"RSS: {live:.0f} MB ({(live - held) / args.active * 10_000:.0f} MB per 10k live requests)")
-                full, young = after["2"], (after["0"][0] + after["1"][0], after["0"][1] + after["1"][1])
-                young_before = before["0"][0] + before["1"][0], before["0"][1] + before["1"][1]
-                print(
-                    f"collections in the window: {full[0] - before['2'][0]:.0f} full "
-                    f"({(full[1] - before['2'][1]) * 1000:.0f} ms in all, longest {longest_full_pause(sidecar, samples)}), "
-                    f"{young[0] - young_before[0]:.0f} young ({(young[1] - young_before[1]) * 1000:.0f} ms in all)"
-                )
+                print(f"collections in the window: {collections_between(before, after)}")
                 if lat:
                     print(
                         f"at 50% load: {len(lat)} decisions, p50 {percentile(lat, 50):.2f} ms, "

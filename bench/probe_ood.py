@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitor import model as models
 from monitor.config import load_settings
-from monitor.lab.datasets import CONTROL, digest, read_datasets
-from monitor.lab.ood import METHODS, held_out_sources, record
+from monitor.lab.datasets import digest, read_datasets
+from monitor.lab.ood import METHODS, held_out_sources, protocol_examples, record
 from monitor.lab.pooling import Pooled, pool
 from monitor.lab.train import TrainSettings
 from monitor.pack import load_pack
@@ -68,11 +68,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = TrainSettings(layers=tuple(int(x) for x in args.layers.split(",")))
-    examples = [
-        e
-        for e in read_datasets([Path(p) for p in args.data])
-        if e.concept == args.concept or (e.concept == CONTROL and e.split != "calib")  # calib controls: unused
-    ]
+    examples = protocol_examples(read_datasets([Path(p) for p in args.data]), args.concept)
     settings_ = load_settings()
     path = models.pull(settings_) if settings_.model.path is None else models.model_path(settings_)
     model, tokenizer, _ = load_model(path)

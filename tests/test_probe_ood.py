@@ -4,16 +4,22 @@ and must not find on another is known in advance."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from monitor.cli import main
 from monitor.errors import ProbeDataError
+from monitor.lab import datasets
 from monitor.lab.datasets import Example
 from monitor.lab.evaluate import auroc
 from monitor.lab.ood import bootstrap, format_ood, held_out_sources, pair_auroc, recall_at_fpr, to_json
 from monitor.lab.pooling import Pooled
 from monitor.lab.train import TrainSettings
 
+SHIPPED = Path(__file__).resolve().parent.parent / "probes" / "SmolLM2-135M-Instruct" / "safety.yaml"
 D = 6
 #: Sources a and b carry the concept along dimension 0; c along dimension 1 only.
 DIRECTION = {"a": 0, "b": 0, "c": 1}
@@ -162,3 +168,38 @@ def test_record_writes_the_held_out_figures_under_the_linear_probe_and_eval_reco
         record(
             saved, held_out_sources(pooled, examples, "deception", settings=SETTINGS, resamples=0, method="diffmean")
         )
+
+
+def test_held_out_through_the_command_line_measures_each_source_and_records_into_a_pack(
+    default_model, tmp_path, capsys
+):
+    import shutil
+
+    from monitor.pack import load_pack
+
+    examples = datasets.generate("deception") + datasets.generate("control")
+    small, taken = [], {}
+    for e in examples:  # a few pairs per (source, split), and some train and test controls
+        slot = (e.concept, e.meta.get("dataset") if e.concept == "deception" else "", e.split)
+        if taken.get(slot, 0) < (12 if e.concept == "deception" else 10) and e.split in ("train", "calib", "test"):
+            taken[slot] = taken.get(slot, 0) + 1
+            small.append(e)
+    data = tmp_path / "small.jsonl"
+    datasets.write_jsonl(small, data)
+    pack = tmp_path / "pack" / "safety.yaml"
+    pack.parent.mkdir()
+    shutil.copy(SHIPPED, pack)
+    shutil.copy(SHIPPED.with_suffix(".safetensors"), pack.with_suffix(".safetensors"))
+    args = ["probes", "eval", "--model", str(default_model), "--data", str(data), "--held-out"]
+    common = ["--concept", "deception", "--layers", "12", "--resamples", "20", "--json"]
+    assert main([*args, *common, "--record", "--pack", str(pack)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["source"] for r in report["held_out"]] == ["facts", "instructed", "roleplay"]
+    for r in report["held_out"]:
+        assert r["trained_on"] == [s for s in ("facts", "instructed", "roleplay") if s != r["source"]]
+        assert r["layers"] == [12] and r["controls"] == 10
+    held = load_pack(pack).spec.probes[0].quality.held_out
+    assert set(held) == {"facts", "instructed", "roleplay"}
+    assert held["roleplay"].auroc == pytest.approx(report["held_out"][2]["auroc"]["value"], abs=1e-4)
+    assert main([*args, *common, "--pack", str(pack)]) != 0  # --pack without --record: refused, named
+    assert "--pack is only where --record writes the figures" in capsys.readouterr().err

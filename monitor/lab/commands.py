@@ -78,6 +78,8 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
         print(f"wrote {pack.path}")
         return 0
     if args.probes_command == "eval" and args.held_out:
+        if args.streaming:
+            raise ConfigError("saemon probes eval: --held-out and --streaming are two measurements; give one")
         return _held_out(args, model, tokenizer, examples)
     if not args.pack:
         raise ConfigError(
@@ -97,22 +99,20 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
         from monitor.lab.streaming import format_streaming, streaming_quality
         from monitor.lab.streaming import to_json as streaming_json
 
+        if args.record:
+            raise ConfigError("saemon probes eval --streaming measures only: drop --record")
         streamed = streaming_quality(
             model, tokenizer, pack, examples, split=args.split, fpr=args.fpr, resamples=args.resamples
         )
-        if args.json:
-            body = {"pack": pack.name, "split": args.split, "probes": streaming_json(streamed)}
-            json.dump(body, sys.stdout, indent=2)
-            print()
-        else:
-            print(format_streaming(streamed))
+        body = {"pack": pack.name, "split": args.split, "probes": streaming_json(streamed)}
+        _show(args.json, body, format_streaming(streamed))
         return 0
     _evaluate(model, tokenizer, pack, examples, args.split, paths, record=args.record, as_json=args.json)
     return 0
 
 
 def _held_out(args: argparse.Namespace, model, tokenizer, examples) -> int:
-    from monitor.lab.ood import format_ood, measure_out_of_distribution, to_json
+    from monitor.lab.ood import format_ood, held_out_sources, pool_for_protocol, to_json
     from monitor.lab.train import TrainSettings
 
     if not args.concept:
@@ -126,22 +126,19 @@ def _held_out(args: argparse.Namespace, model, tokenizer, examples) -> int:
         )
     if args.resamples < 0:
         raise ConfigError(f"--resamples {args.resamples}: expected 0 or more")
-    report = measure_out_of_distribution(
-        model,
-        tokenizer,
-        examples,
+    settings = TrainSettings(layers=_layers(args.layers))
+    pooled, chosen = pool_for_protocol(model, tokenizer, examples, args.concept, args.source_key, settings)
+    report = held_out_sources(
+        pooled,
+        chosen,
         args.concept,
         key=args.source_key,
         fpr=args.fpr,
-        settings=TrainSettings(layers=_layers(args.layers)),
+        settings=settings,
         resamples=args.resamples,
         method=args.method,
     )
-    if args.json:
-        json.dump(to_json(report), sys.stdout, indent=2)
-        print()
-    else:
-        print(format_ood(report))
+    _show(args.json, to_json(report), format_ood(report))
     if args.record:
         from monitor.lab.ood import record
         from monitor.pack import load_pack
@@ -166,14 +163,19 @@ def _evaluate(model, tokenizer, pack, examples, split: str, paths, *, record: bo
     from monitor.lab.evaluate import record as write_record
 
     report = evaluate(model, tokenizer, pack, examples, split)
-    if as_json:
-        json.dump({"pack": pack.name, "split": split, "probes": to_json(report)}, sys.stdout, indent=2)
-        print()
-    else:
-        print(format_report(report))
+    _show(as_json, {"pack": pack.name, "split": split, "probes": to_json(report)}, format_report(report))
     if record:
         write_record(pack, report, split, file_digests(paths))
         log.info("recorded the %s-split figures in %s", split, pack.path)
+
+
+def _show(as_json: bool, body: object, text: str) -> None:
+    """A command's report: its JSON (--json) or its table."""
+    if as_json:
+        json.dump(body, sys.stdout, indent=2)
+        print()
+    else:
+        print(text)
 
 
 def _layers(text: str) -> tuple[int, ...]:

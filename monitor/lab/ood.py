@@ -142,6 +142,11 @@ def _interval(value: float | None, samples: list) -> Interval:
     return Interval(value, float(low), float(high))
 
 
+def check_rate(fpr: float) -> None:
+    if not 0 < fpr < 1:
+        raise ProbeDataError(f"--fpr {fpr}: expected a rate between 0 and 1, e.g. 0.01")
+
+
 def sources_of(examples: Sequence[Example], concept: str, key: str) -> list[str]:
     """The concept's sources, refusing examples without one."""
     own = [e for e in examples if e.concept == concept]
@@ -276,8 +281,7 @@ def held_out_sources(
 ) -> OodReport:
     """Leave-one-source-out and (with ``matrix``) the cross-source matrix, on one pooling
     (``pooled``: whole-response means of ``examples`` at ``settings.layers``)."""
-    if not 0 < fpr < 1:
-        raise ProbeDataError(f"--fpr {fpr}: expected a rate between 0 and 1, e.g. 0.01")
+    check_rate(fpr)
     sources = sources_of(examples, concept, key)
     folds = _Folds(pooled, examples, concept, key, settings, fpr, resamples, method)
     held_out = []
@@ -306,7 +310,7 @@ def format_ood(report: OodReport) -> str:
     for r in [*report.held_out, report.pooled]:
         name = r.source if r in report.held_out else "(all, in-source)"
         counts = f"{r.positives}/{r.negatives}/{r.controls}"
-        lines.append(f"{name:<16} {','.join(map(str, r.layers)):<8} {r.auroc!s:<24} {r.recall!s:<24} {counts:>13}")
+        lines.append(f"{name:<20} {','.join(map(str, r.layers)):<8} {r.auroc!s:<24} {r.recall!s:<24} {counts:>13}")
     if report.matrix:
         sources = list(report.matrix)
         width = max(24, *(len(s) + 2 for s in sources))
@@ -322,32 +326,22 @@ def to_json(report: OodReport) -> dict:
     return asdict(report)
 
 
-def measure_out_of_distribution(
-    model,
-    tokenizer,
-    examples: Sequence[Example],
-    concept: str,
-    *,
-    key: str = "dataset",
-    fpr: float = 0.01,
-    settings: TrainSettings = RECIPE,
-    resamples: int = RESAMPLES,
-    method: str = "logistic",
-) -> OodReport:
-    """Pool what the protocol reads (the concept's examples, the train and test controls)
-    in one forward pass per batch, then run :func:`held_out_sources`."""
+def protocol_examples(examples: Sequence[Example], concept: str) -> list[Example]:
+    """What the protocol reads, to pool once: the concept's examples and the train and test
+    controls (the calib controls are not used; a fit without controls ignores the train ones)."""
+    return [e for e in examples if e.concept == concept or (e.concept == CONTROL and e.split != "calib")]
+
+
+def pool_for_protocol(
+    model, tokenizer, examples: Sequence[Example], concept: str, key: str, settings: TrainSettings = RECIPE
+) -> tuple[Pooled, list[Example]]:
+    """(pooled whole-response means, the examples they are of), for :func:`held_out_sources`;
+    bad data is refused before the model runs."""
     from monitor.lab.pooling import pool
 
-    sources_of(examples, concept, key)  # refuse bad data before the model runs
-    chosen = [
-        e
-        for e in examples
-        if e.concept == concept or (e.concept == CONTROL and (e.split == "test" or settings.with_controls))
-    ]
-    pooled = pool(model, tokenizer, chosen, settings.layers, prefixes=0, min_tokens=settings.min_tokens)
-    return held_out_sources(
-        pooled, chosen, concept, key=key, fpr=fpr, settings=settings, resamples=resamples, method=method
-    )
+    sources_of(examples, concept, key)
+    chosen = protocol_examples(examples, concept)
+    return pool(model, tokenizer, chosen, settings.layers, prefixes=0, min_tokens=settings.min_tokens), chosen
 
 
 def record(pack: ProbePack, report: OodReport) -> ProbePack:

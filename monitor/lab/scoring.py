@@ -181,14 +181,14 @@ class PackScorer:
             judged = tracks.judged
             for transition in tracks.close():
                 fired[transition.probe] |= transition.kind == FIRED
-            steps = np.array(trace).reshape(len(trace), len(group))
+            steps = np.array(trace).reshape(len(trace), len(group)).T.tolist() if self.trace else None
             for index, probe in enumerate(group.probes):
                 results[probe.name] = ProbeResult(
                     float(judged[index]),
                     bool(fired[index]),
                     float(final[index]),
                     tracks.tokens,
-                    tuple(steps[:, index].tolist()) if self.trace else None,
+                    tuple(steps[index]) if steps is not None else None,
                 )
         return {spec.name: results[spec.name] for spec in self.pack.spec.probes}
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from monitor.errors import ProbeDataError
 from monitor.lab.datasets import CONTROL, Example
-from monitor.lab.ood import RESAMPLES, Interval, bootstrap
+from monitor.lab.ood import RESAMPLES, Interval, bootstrap, check_rate
 from monitor.pack import ProbePack
 
 #: Tokens seen at which the figures are reported (and at the end of the response).
@@ -75,8 +75,7 @@ def streaming_quality(
 ) -> list[StreamingQuality]:
     from monitor.lab.scoring import score_examples
 
-    if not 0 < fpr < 1:
-        raise ProbeDataError(f"--fpr {fpr}: expected a rate between 0 and 1, e.g. 0.01")
+    check_rate(fpr)
     concepts = {p.concept for p in pack.spec.probes}
     chosen = [e for e in examples if e.split == split and (e.concept in concepts or e.concept == CONTROL)]
     if not any(e.concept == CONTROL for e in chosen):
@@ -97,12 +96,11 @@ def streaming_quality(
         label = np.array([chosen[i].label for i in own])
         positives = [i for i, y in zip(own, label, strict=True) if y == 1]
         negatives = [i for i, y in zip(own, label, strict=True) if y == 0]
-        control_best = _finite(best(controls, None))
+        # -inf (shorter than min_tokens: never eligible) ranks below every score and never fires
+        control_best = best(controls, None)
         points = []
         for t in (*tokens, None):
-            area, recall = bootstrap(
-                _finite(best(positives, t)), _finite(best(negatives, t)), control_best, fpr, resamples, seed=0
-            )
+            area, recall = bootstrap(best(positives, t), best(negatives, t), control_best, fpr, resamples, seed=0)
             points.append(StreamingPoint(t, area, recall))
         report.append(
             StreamingQuality(
@@ -110,13 +108,6 @@ def streaming_quality(
             )
         )
     return report
-
-
-def _finite(values: np.ndarray) -> np.ndarray:
-    """-inf (never eligible: shorter than min_tokens) ranks below every real score."""
-    finite = values[np.isfinite(values)]
-    floor = (finite.min() - 1.0) if finite.size else 0.0
-    return np.where(np.isfinite(values), values, floor - 1e6)
 
 
 def format_streaming(report: Sequence[StreamingQuality]) -> str:
