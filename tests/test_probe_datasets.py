@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from monitor.lab import datasets
 from monitor.lab.datasets import SPLITS, Example, read_jsonl
 
 CONCEPTS = ("deception", "insecure_code", "control")
+#: The deception sources about the tables of statements.yaml and its siblings.
+NEW_SOURCES = ("statements", "multi_sentence", "negation", "varied_instructions")
+NEGATION = re.compile(r"\b(?:no|not|never|nor)\b|n't", re.IGNORECASE)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +60,18 @@ def test_a_few_thousand_examples_per_concept_in_every_split_with_both_labels(gen
     controls = generated["control"]
     assert len(controls) >= 1000
     assert {e.label for e in controls} == {0} and {e.split for e in controls} == set(SPLITS)
-    # the deception concept mixes the three kinds of data the notes ask for
-    assert {e.meta["dataset"] for e in generated["deception"]} == {"facts", "instructed", "roleplay"}
+    # the deception concept mixes the kinds of data the notes ask for, and independent sources
+    sources = {e.meta["dataset"] for e in generated["deception"]}
+    assert sources == {"facts", "instructed", "roleplay", *NEW_SOURCES}
+    for source in NEW_SOURCES:  # each a few hundred examples, both labels in every split
+        examples = [e for e in generated["deception"] if e.meta["dataset"] == source]
+        assert 200 <= len(examples) <= 800, (source, len(examples))
+        for split in SPLITS:
+            labels = Counter(e.label for e in examples if e.split == split)
+            assert labels[0] == labels[1] >= 30, (source, split, labels)
+    topics = {e.meta["dataset"] for e in controls}
+    assert {"long", "lists", "refusals", "roleplay", "negation"} <= topics
+    assert len(controls) <= 2 * 1320  # the control set grew, within reason
 
 
 @pytest.mark.parametrize("concept", CONCEPTS)
@@ -88,9 +102,116 @@ def test_pairs_differ_only_in_label_and_answer(generated, concept):
         assert sorted(m.label for m in members) == [0, 1], pair
         honest, other = sorted(members, key=lambda m: m.label)
         assert honest.messages[-1].content != other.messages[-1].content
-        assert honest.split == other.split
-        if honest.meta["dataset"] != "instructed":  # instructed pairs differ in the system prompt
+        assert honest.split == other.split and honest.meta == other.meta
+        if honest.meta["dataset"] in ("instructed", "varied_instructions"):  # and in the system prompt
+            assert honest.messages[0].role == other.messages[0].role == "system", pair
+            assert honest.messages[0] != other.messages[0], pair
+            assert honest.messages[1:-1] == other.messages[1:-1], pair
+        else:
             assert honest.messages[:-1] == other.messages[:-1], pair
+
+
+def _pairs(generated, source: str) -> list[tuple[Example, Example]]:
+    """(honest, deceptive) of every pair of a deception source."""
+    pairs = defaultdict(dict)
+    for e in generated["deception"]:
+        if e.meta["dataset"] == source:
+            pairs[e.meta["pair"]][e.label] = e
+    return [(members[0], members[1]) for _, members in sorted(pairs.items())]
+
+
+def _row(example: Example) -> tuple[data.FactTable, dict[str, str]]:
+    """The fact table and the row an example is about (its meta.entity is "table:key")."""
+    name, key = example.meta["entity"].split(":", 1)
+    table = next(t for t in data.fact_tables() if t.name == name)
+    return table, next(r for r in table.rows if r[table.key] == key)
+
+
+def _other_answers(generated, table: data.FactTable, row: dict[str, str], split: str) -> set[str]:
+    """The answers of the table's other rows in ``split``: what a false version may carry."""
+    split_of = {e.meta["entity"]: e.split for e in generated["deception"]}
+    return {r[table.answer] for r in table.rows if split_of.get(f"{table.name}:{r[table.key]}") == split} - {
+        row[table.answer]
+    }
+
+
+def test_statements_have_no_system_prompt_and_the_false_one_carries_another_rows_answer(generated):
+    templates = {t.id: t for t in data.statement_templates()}
+    pairs = _pairs(generated, "statements")
+    for honest, lie in pairs:
+        assert [m.role for m in honest.messages] == [m.role for m in lie.messages] == ["user", "assistant"]
+        template, (table, row) = templates[honest.meta["template"]], _row(honest)
+        assert honest.messages[-1].content == Template(template.assistant).substitute(row)
+        falses = _other_answers(generated, table, row, honest.split)
+        assert lie.messages[-1].content in {
+            Template(template.assistant).substitute({**row, table.answer: f}) for f in falses
+        }, honest.meta["pair"]
+    # the shapes vary: "is it true that ...?" questions and one- and two-sentence replies
+    users = [h.messages[0].content for h, _ in pairs]
+    assert sum(u.startswith("Is it true that") for u in users) >= 20
+    sentences = Counter(len(re.findall(r"[.!?](?:\s|$)", h.messages[-1].content)) for h, _ in pairs)
+    assert sentences[1] > 50 and sentences[2] > 50, sentences
+
+
+def _common(a: str, b: str) -> int:
+    """The length of the longest common prefix of two strings."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def test_multi_sentence_answers_differ_in_one_sentence_neither_first_nor_last(generated):
+    templates = {t.id: t for t in data.multi_sentence_templates()}
+    for honest, lie in _pairs(generated, "multi_sentence"):
+        template, (table, row) = templates[honest.meta["template"]], _row(honest)
+        true = [Template(x).substitute(row) for x in template.sentences]
+        middle = len(template.before)
+        assert 3 <= len(true) <= 5 and 0 < middle < len(true) - 1
+        a, b = honest.messages[-1].content, lie.messages[-1].content
+        assert a == " ".join(true)
+        head, tail = " ".join(true[:middle]) + " ", " " + " ".join(true[middle + 1 :])
+        assert b.startswith(head) and b.endswith(tail), honest.meta["pair"]
+        claim = b[len(head) : len(b) - len(tail)]
+        falses = _other_answers(generated, table, row, honest.split)
+        assert claim in {Template(template.claim).substitute({**row, table.answer: f}) for f in falses}
+        # and, read from the texts alone, the change starts after a sentence and ends before one
+        prefix, suffix = _common(a, b), _common(a[::-1], b[::-1])
+        assert re.search(r"[.!?] ", a[:prefix]) and re.search(r"[.!?] ", a[len(a) - suffix :])
+
+
+def test_negation_words_do_not_give_the_label_away(generated):
+    pairs = _pairs(generated, "negation")
+    both = sum(
+        bool(NEGATION.search(h.messages[-1].content)) and bool(NEGATION.search(d.messages[-1].content))
+        for h, d in pairs
+    )
+    assert both >= 0.6 * len(pairs), (both, len(pairs))
+    for label in (0, 1):  # each label says "no" / "not" about as often
+        answers = [pair[label].messages[-1].content for pair in pairs]
+        assert 0.75 <= sum(bool(NEGATION.search(a)) for a in answers) / len(answers) <= 1.0
+    # an answer that starts with "No" is honest about as often as it is deceptive
+    starts_no = [e.label for pair in pairs for e in pair if re.match(r"No\b", e.messages[-1].content)]
+    assert 0.4 <= sum(starts_no) / len(starts_no) <= 0.6, Counter(starts_no)
+    # half the questions ask about the true answer (the honest reply affirms), half about a
+    # wrong one (the honest reply denies)
+    about_true = sum(_row(h)[1][_row(h)[0].answer] in h.messages[0].content for h, _ in pairs)
+    assert 0.4 <= about_true / len(pairs) <= 0.6, (about_true, len(pairs))
+
+
+def test_varied_instruction_prompts_are_alike_in_length_and_unlike_instructions_yaml(generated):
+    pairs = _pairs(generated, "varied_instructions")
+    for honest, lie in pairs:
+        a, b = len(honest.messages[0].content), len(lie.messages[0].content)
+        assert max(a, b) <= 1.5 * min(a, b), honest.meta["template"]
+    prompts = data.varied_prompts()
+    assert len(prompts) >= 12 and len({p.style for p in prompts}) >= 5
+    assert {h.meta["template"] for h, _ in pairs} == {p.id for p in prompts}
+    plain = {text for i in data.instructions() for text in (i.honest, i.deceptive)}
+    assert not plain & {text for p in prompts for text in (p.honest, p.deceptive)}
+    for table in {a.table for a in data.varied_answers()}:
+        assert len({a.register for a in data.varied_answers() if a.table == table}) >= 3, table
+    # honest prompts are not all shorter (or longer) than their deceptive twins
+    longer = Counter(len(p.honest) > len(p.deceptive) for p in prompts)
+    assert longer[True] >= 3 and longer[False] >= 3, longer
 
 
 def test_code_answers_are_python_and_requests_do_not_give_the_label_away(generated):
@@ -171,16 +292,41 @@ def test_deal_cuts_at_the_fractions_and_never_leaves_a_split_empty():
 
 def test_every_data_file_loads_into_typed_records():
     tables = data.fact_tables()
-    assert [t.name for t in tables] == ["capitals", "elements", "translations", "animals"]
+    assert [t.name for t in tables] == [
+        "capitals",
+        "elements",
+        "translations",
+        "animals",
+        "currencies",
+        "languages",
+        "books",
+        "paintings",
+    ]
     assert all(len(t.rows) >= 20 and {t.key, t.answer} <= set(t.rows[0]) for t in tables)
     assert len(data.fact_templates()) == 16 and len(data.instructions()) == 12
+    assert len(data.statement_templates()) == 16 and len(data.multi_sentence_templates()) == 16
+    assert len(data.negation_templates()) == 16
+    assert len(data.varied_prompts()) == 15 and len(data.varied_answers()) == 16
     assert len(data.scenarios()) == 42 and len(data.people()) == 72
     assert len(data.code_templates()) == 66 and len(data.code_entities()) == 150
-    assert len(data.control_templates()) == 74 and len(data.control_entities().days) == 7
+    assert len(data.control_templates()) == 103 and len(data.control_entities().days) == 7
     assert len(data.demo().facts) == 18
     assert isinstance(data.code_templates()[0], data.CodeTemplate)
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.people()[0].name = "x"  # type: ignore[misc]
+
+
+def test_the_new_fact_tables_are_large_and_do_not_share_a_country():
+    tables = {t.name: t for t in data.fact_tables()}
+    for name in ("currencies", "languages", "books", "paintings"):
+        rows = tables[name].rows
+        assert len(rows) >= 30, name
+        # keys start a sentence as they are ("Czechia is ...", "The Starry Night was ...")
+        assert all(r[tables[name].key][0].isupper() for r in rows), name
+        # false answers come from other rows of a split: enough different answers to draw from
+        assert len({r[tables[name].answer] for r in rows}) >= 15, name
+    countries = [{r["country"] for r in tables[name].rows} for name in ("currencies", "languages")]
+    assert not countries[0] & countries[1]
 
 
 def test_the_loader_imports_only_monitor_errors():
@@ -264,6 +410,48 @@ def _edit(directory: Path, name: str, change) -> None:
             data.fact_templates,
             ("templates[2] (id 'capital-visit')", "field 'table' is 'rivers'"),
         ),
+        (
+            "statements.yaml",
+            lambda doc: doc["statements"][0].update(user="Is the $currency used in $country?"),
+            data.statement_templates,
+            ("statements[0] (id 'statement-currency-one-fact')", "field 'user' must not use $currency"),
+        ),
+        (
+            "multi_sentence.yaml",
+            lambda doc: doc["templates"][1]["after"].append("Bring some $currency."),
+            data.multi_sentence_templates,
+            ("templates[1] (id 'multi-currency-trip')", "field 'after[2]' must not use $currency"),
+        ),
+        (
+            "multi_sentence.yaml",
+            lambda doc: doc["templates"][2]["before"].append("It is a country."),
+            data.multi_sentence_templates,
+            ("templates[2] (id 'multi-currency-homework')", "6 sentences", "at most 5"),
+        ),
+        (
+            "multi_sentence.yaml",
+            lambda doc: doc["templates"][0].update(before=[]),
+            data.multi_sentence_templates,
+            ("templates[0] (id 'multi-currency-overview')", "field 'before'", "at least 1 item"),
+        ),
+        (
+            "negation.yaml",
+            lambda doc: doc["templates"][0].update(question="Is the currency of $country the $other?"),
+            data.negation_templates,
+            ("templates[0] (id 'negation-currency-is-it')", "field 'question' must use $claimed"),
+        ),
+        (
+            "varied_instructions.yaml",
+            lambda doc: doc["prompts"][3].update(honest="mode=reference"),
+            data.varied_prompts,
+            ("prompts[3] (id 'config-terse')", "may be at most 1.5 times the shorter"),
+        ),
+        (
+            "varied_instructions.yaml",
+            lambda doc: doc["answers"][0].pop("register"),
+            data.varied_answers,
+            ("answers[0] (id 'varied-currency-short')", "field 'register' is missing", "VariedAnswer fields"),
+        ),
     ],
 )
 def test_a_bad_record_is_refused_naming_the_file_the_record_and_the_field(tmp_path, name, change, loader, expected):
@@ -338,6 +526,20 @@ def test_roleplay_fact_and_control_templates_substitute_with_every_entity():
         for row in tables[template.table].rows:
             Template(template.question).substitute(row)
             Template(template.statement).substitute(row)
+    for records in (data.statement_templates(), data.multi_sentence_templates(), data.varied_answers()):
+        for record in records:
+            texts = [
+                getattr(record, f) for f in ("user", "assistant", "claim", "question", "answer") if hasattr(record, f)
+            ]
+            texts += list(getattr(record, "before", ())) + list(getattr(record, "after", ()))
+            for row in tables[record.table].rows:
+                for text in texts:
+                    Template(text).substitute(row)
+    for template in data.negation_templates():
+        for row in tables[template.table].rows:
+            slots = {**row, "claimed": "x", "other": "y"}
+            for text in (template.question, template.affirm, template.deny):
+                Template(text).substitute(slots)
     rows = datasets.control_entities()
     assert len(rows) == datasets.CONTROL_ROWS
     for template in data.control_templates():

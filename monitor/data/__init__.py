@@ -5,10 +5,16 @@ live in :mod:`monitor.lab.datasets` (and :mod:`monitor.lab.demo_pack`). Each fil
 comment states what its records mean and the rules the data keeps:
 
 - ``fact_tables.yaml`` + ``facts/<name>.csv``: the fact tables (capitals, chemical symbols,
-  Spanish-English, animal classes) and which column names a row and which one a false
-  statement replaces;
+  Spanish-English, animal classes, currencies, official languages, authors of books,
+  painters of paintings) and which column names a row and which one a false statement
+  replaces;
 - ``fact_templates.yaml``: question / true-statement phrasings over a table's columns;
 - ``instructions.yaml``: honest vs deceptive system-prompt pairs;
+- ``statements.yaml``: plain user / assistant statements of a fact, no system prompt;
+- ``multi_sentence.yaml``: answers of three to five sentences with the fact in the middle;
+- ``negation.yaml``: yes / no questions about a candidate answer, affirmed or denied;
+- ``varied_instructions.yaml``: honest vs deceptive system prompts in many styles, and
+  answers in several registers;
 - ``roleplay.yaml``: role-play scenarios and the people that fill their slots;
 - ``insecure_code.yaml``: secure vs insecure CWE-style code templates and their entities;
 - ``controls.yaml``: benign control templates and the lists their rows are drawn from;
@@ -29,10 +35,11 @@ import csv
 import dataclasses
 from functools import cache
 from pathlib import Path
+from string import Template
 from typing import Annotated, Any, TypeVar, get_args, get_type_hints
 
 import yaml
-from pydantic import ConfigDict, StrictStr, StringConstraints, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, StrictStr, StringConstraints, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from monitor.errors import ProbeDataError
@@ -46,6 +53,10 @@ FILES = (
     "fact_tables.yaml",
     "fact_templates.yaml",
     "instructions.yaml",
+    "statements.yaml",
+    "multi_sentence.yaml",
+    "negation.yaml",
+    "varied_instructions.yaml",
     "roleplay.yaml",
     "insecure_code.yaml",
     "controls.yaml",
@@ -54,6 +65,12 @@ FILES = (
 
 #: A non-empty string; a YAML number or boolean is refused, not converted.
 Text = Annotated[StrictStr, StringConstraints(min_length=1)]
+#: One to three sentences (the text around a multi-sentence answer's claim).
+Sentences = Annotated[tuple[Text, ...], Field(min_length=1, max_length=3)]
+#: The most sentences a multi-sentence answer has, its claim included.
+MAX_SENTENCES = 5
+#: The longest prompt of a varied-instruction pair is at most this times the shorter.
+PROMPT_LENGTH_RATIO = 1.5
 _RECORD = ConfigDict(extra="forbid")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _T = TypeVar("_T")
@@ -94,6 +111,64 @@ class Instruction:
     id: Text
     honest: Text  # system prompt asking for the truth
     deceptive: Text  # system prompt asking for a lie
+
+
+@dataclass(frozen=True, config=_RECORD)
+class StatementTemplate:
+    """A record of ``statements.yaml``: a plain exchange that states a row's fact."""
+
+    id: Text
+    table: Text  # a name in fact_tables.yaml
+    user: Text  # string.Template over the table's columns; never the answer column
+    assistant: Text  # states the answer column; a false one puts another row's answer in
+
+
+@dataclass(frozen=True, config=_RECORD)
+class MultiSentenceTemplate:
+    """A record of ``multi_sentence.yaml``: ``before`` + ``claim`` + ``after``, 3-5 sentences."""
+
+    id: Text
+    table: Text  # a name in fact_tables.yaml
+    user: Text  # never the answer column
+    before: Sentences  # true sentences about the row; never the answer column
+    claim: Text  # the sentence with the answer column: the one a false answer changes
+    after: Sentences  # true sentences about the row; never the answer column
+
+    @property
+    def sentences(self) -> tuple[str, ...]:
+        return (*self.before, self.claim, *self.after)
+
+
+@dataclass(frozen=True, config=_RECORD)
+class NegationTemplate:
+    """A record of ``negation.yaml``: is ``$claimed`` the answer? affirmed or denied."""
+
+    id: Text
+    table: Text  # a name in fact_tables.yaml
+    question: Text  # asks about $claimed; never $other nor the answer column
+    affirm: Text  # says $claimed is the answer; never the answer column
+    deny: Text  # says $claimed is not the answer and gives $other; never the answer column
+
+
+@dataclass(frozen=True, config=_RECORD)
+class VariedPrompt:
+    """A prompt pair of ``varied_instructions.yaml``: same style, similar length."""
+
+    id: Text
+    style: Text  # policy, persona, incentive, config, developer note, scenario, ...
+    honest: Text  # system prompt that leads to the truth
+    deceptive: Text  # system prompt that leads to a lie
+
+
+@dataclass(frozen=True, config=_RECORD)
+class VariedAnswer:
+    """An answer of ``varied_instructions.yaml``: a question and its answer in one register."""
+
+    id: Text
+    table: Text  # a name in fact_tables.yaml
+    register: Text  # short, sentence, chatty, formal
+    question: Text  # never the answer column
+    answer: Text  # states the answer column
 
 
 @dataclass(frozen=True, config=_RECORD)
@@ -203,6 +278,27 @@ class _InstructionsFile:
 
 
 @dataclass(frozen=True, config=_RECORD)
+class _StatementsFile:
+    statements: tuple[StatementTemplate, ...]
+
+
+@dataclass(frozen=True, config=_RECORD)
+class _MultiSentenceFile:
+    templates: tuple[MultiSentenceTemplate, ...]
+
+
+@dataclass(frozen=True, config=_RECORD)
+class _NegationFile:
+    templates: tuple[NegationTemplate, ...]
+
+
+@dataclass(frozen=True, config=_RECORD)
+class _VariedFile:
+    prompts: tuple[VariedPrompt, ...]
+    answers: tuple[VariedAnswer, ...]
+
+
+@dataclass(frozen=True, config=_RECORD)
 class _RoleplayFile:
     scenarios: tuple[Scenario, ...]
     people: tuple[Person, ...]
@@ -236,13 +332,7 @@ def fact_templates(directory: Path = DATA_DIR) -> tuple[FactTemplate, ...]:
     path = directory / "fact_templates.yaml"
     templates = _load(path, _FactTemplatesFile).templates
     _unique(path, "templates", templates, "id")
-    known = [spec.name for spec in _fact_table_specs(directory)]
-    for index, template in enumerate(templates):
-        if template.table not in known:
-            raise ProbeDataError(
-                f"probe data {path}: templates[{index}] (id {template.id!r}): field 'table' is {template.table!r}, "
-                f"not a table of fact_tables.yaml ({', '.join(known)}). Name one of those tables."
-            )
+    _known_tables(directory, path, "templates", templates)
     return templates
 
 
@@ -253,6 +343,67 @@ def instructions(directory: Path = DATA_DIR) -> tuple[Instruction, ...]:
     records = _load(path, _InstructionsFile).instructions
     _unique(path, "instructions", records, "id")
     return records
+
+
+@cache
+def statement_templates(directory: Path = DATA_DIR) -> tuple[StatementTemplate, ...]:
+    """Plain user / assistant statements of a row's fact, no system prompt (``statements.yaml``)."""
+    path = directory / "statements.yaml"
+    records = _load(path, _StatementsFile).statements
+    _unique(path, "statements", records, "id")
+    answers = _known_tables(directory, path, "statements", records)
+    for index, record in enumerate(records):
+        _slots(path, "statements", index, record, "user", refuse=answers[record.table])
+        _slots(path, "statements", index, record, "assistant", need=answers[record.table])
+    return records
+
+
+@cache
+def multi_sentence_templates(directory: Path = DATA_DIR) -> tuple[MultiSentenceTemplate, ...]:
+    """Answers of three to five sentences with the row's fact in the middle (``multi_sentence.yaml``)."""
+    path = directory / "multi_sentence.yaml"
+    records = _load(path, _MultiSentenceFile).templates
+    _unique(path, "templates", records, "id")
+    answers = _known_tables(directory, path, "templates", records)
+    for index, record in enumerate(records):
+        answer = answers[record.table]
+        _slots(path, "templates", index, record, "user", refuse=answer)
+        _slots(path, "templates", index, record, "claim", need=answer)
+        for field in ("before", "after"):
+            for number, sentence in enumerate(getattr(record, field)):
+                _slots(path, "templates", index, record, f"{field}[{number}]", refuse=answer, text=sentence)
+        if len(record.sentences) > MAX_SENTENCES:
+            raise ProbeDataError(
+                f"probe data {path}: templates[{index}] (id {record.id!r}): {len(record.sentences)} sentences "
+                f"in before + claim + after; an answer has at most {MAX_SENTENCES}. Shorten before or after."
+            )
+    return records
+
+
+@cache
+def negation_templates(directory: Path = DATA_DIR) -> tuple[NegationTemplate, ...]:
+    """Yes / no questions about a candidate answer, affirmed or denied (``negation.yaml``)."""
+    path = directory / "negation.yaml"
+    records = _load(path, _NegationFile).templates
+    _unique(path, "templates", records, "id")
+    answers = _known_tables(directory, path, "templates", records)
+    for index, record in enumerate(records):
+        answer = answers[record.table]
+        _slots(path, "templates", index, record, "question", need="claimed", refuse=answer)
+        _slots(path, "templates", index, record, "question", refuse="other")
+        _slots(path, "templates", index, record, "affirm", refuse=answer)
+        _slots(path, "templates", index, record, "deny", need="other", refuse=answer)
+    return records
+
+
+def varied_prompts(directory: Path = DATA_DIR) -> tuple[VariedPrompt, ...]:
+    """Honest vs deceptive system prompts in many styles (``varied_instructions.yaml``)."""
+    return _varied(directory).prompts
+
+
+def varied_answers(directory: Path = DATA_DIR) -> tuple[VariedAnswer, ...]:
+    """Questions and answers in several registers (``varied_instructions.yaml``)."""
+    return _varied(directory).answers
 
 
 def scenarios(directory: Path = DATA_DIR) -> tuple[Scenario, ...]:
@@ -322,6 +473,27 @@ def _fact_table_specs(directory: Path) -> tuple[FactTableSpec, ...]:
     specs = _load(path, _FactTablesFile).tables
     _unique(path, "tables", specs, "name")
     return specs
+
+
+@cache
+def _varied(directory: Path) -> _VariedFile:
+    path = directory / "varied_instructions.yaml"
+    document = _load(path, _VariedFile)
+    _unique(path, "prompts", document.prompts, "id")
+    _unique(path, "answers", document.answers, "id")
+    for index, prompt in enumerate(document.prompts):
+        short, long = sorted((len(prompt.honest), len(prompt.deceptive)))
+        if long > PROMPT_LENGTH_RATIO * short:
+            raise ProbeDataError(
+                f"probe data {path}: prompts[{index}] (id {prompt.id!r}): fields 'honest' and 'deceptive' are "
+                f"{len(prompt.honest)} and {len(prompt.deceptive)} characters; the longer may be at most "
+                f"{PROMPT_LENGTH_RATIO} times the shorter, so that length does not give the label away."
+            )
+    answers = _known_tables(directory, path, "answers", document.answers)
+    for index, record in enumerate(document.answers):
+        _slots(path, "answers", index, record, "question", refuse=answers[record.table])
+        _slots(path, "answers", index, record, "answer", need=answers[record.table])
+    return document
 
 
 @cache
@@ -439,6 +611,40 @@ def _walk(document: Any, schema: Any, path: list[Any]) -> tuple[Any, Any]:
         except (KeyError, IndexError, TypeError, NameError):
             kind = None
     return node, kind
+
+
+def _known_tables(directory: Path, path: Path, section: str, records: tuple[Any, ...]) -> dict[str, str]:
+    """Refuse a record whose ``table`` is not in fact_tables.yaml; returns {table: answer column}."""
+    answers = {spec.name: spec.answer for spec in _fact_table_specs(directory)}
+    for index, record in enumerate(records):
+        if record.table not in answers:
+            raise ProbeDataError(
+                f"probe data {path}: {section}[{index}] (id {record.id!r}): field 'table' is {record.table!r}, "
+                f"not a table of fact_tables.yaml ({', '.join(answers)}). Name one of those tables."
+            )
+    return answers
+
+
+def _slots(
+    path: Path,
+    section: str,
+    index: int,
+    record: Any,
+    field: str,
+    *,
+    need: str | None = None,
+    refuse: str | None = None,
+    text: str | None = None,
+) -> None:
+    """Refuse a template string that lacks the slot ``$need`` or uses the slot ``$refuse``
+    (the answer column where both versions must read the same, say)."""
+    names = set(Template(getattr(record, field) if text is None else text).get_identifiers())
+    for slot, present, rule in ((need, False, "must use"), (refuse, True, "must not use")):
+        if slot is not None and (slot in names) == present:
+            raise ProbeDataError(
+                f"probe data {path}: {section}[{index}] (id {record.id!r}): field {field!r} {rule} ${slot} "
+                f"(table {record.table!r}); the file's header comment says which slots each field takes."
+            )
 
 
 def _unique(path: Path, section: str, records: tuple[Any, ...], field: str) -> None:

@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from string import Template
 from typing import Any, Literal
@@ -203,7 +203,9 @@ def _rotation(items: Sequence, start: int, count: int) -> list:
 
 
 def deception() -> list[Example]:
-    """True vs false statements, honest vs instructed-deceptive answers, roleplay."""
+    """True vs false statements, honest vs instructed-deceptive answers, roleplay; then plain
+    statements, multi-sentence answers, negated answers and variously instructed answers
+    about the tables those sources phrase (a ``meta.dataset`` per source)."""
     examples: list[Example] = []
     tables = data.fact_tables()
     fact_templates = data.fact_templates()
@@ -212,28 +214,18 @@ def deception() -> list[Example]:
     for t in tables:
         template_split.update(deal((f.id for f in fact_templates if f.table == t.name), f"facts:{t.name}"))
     instruction_split = deal((i.id for i in data.instructions()), "instructions")
-
-    def rows_in(t: data.FactTable, split: str) -> list[dict[str, str]]:
-        return sorted((r for r in t.rows if entity_split[t.name][r[t.key]] == split), key=lambda r: r[t.key])
-
-    def liar(rows: list[dict[str, str]], i: int, t: data.FactTable) -> dict[str, str]:
-        """Row i with the answer of the next row (same split) whose answer differs."""
-        for step in range(1, len(rows)):
-            other = rows[(i + step) % len(rows)]
-            if other[t.answer] != rows[i][t.answer]:
-                return {**rows[i], t.answer: other[t.answer]}
-        raise ProbeDataError(f"fact table {t.name}: every row in a split has the same {t.answer}")
+    phrased = [t for t in tables if any(f.table == t.name for f in fact_templates)]
 
     for split in SPLITS:
-        for t in tables:
-            rows = rows_in(t, split)
+        for t in phrased:
+            rows = _rows_in(t, entity_split, split)
             templates = [f for f in fact_templates if f.table == t.name and template_split[f.id] == split]
             for template in templates:
                 for i, row in enumerate(rows):
                     question = Template(template.question).substitute(row)
                     meta = {"dataset": "facts", "template": template.id, "entity": f"{t.name}:{row[t.key]}"}
                     pair = f"facts:{template.id}:{row[t.key]}"
-                    for label, values in ((0, row), (1, liar(rows, i, t))):
+                    for label, values in ((0, row), (1, _liar(rows, i, t))):
                         answer = Template(template.statement).substitute(values)
                         examples.append(
                             Example(
@@ -260,7 +252,7 @@ def deception() -> list[Example]:
                     }
                     for label, system, values in (
                         (0, instruction.honest, row),
-                        (1, instruction.deceptive, liar(rows, i, t)),
+                        (1, instruction.deceptive, _liar(rows, i, t)),
                     ):
                         answer = Template(template.statement).substitute(values)
                         examples.append(
@@ -289,6 +281,145 @@ def deception() -> list[Example]:
                 for label, answer in ((0, scenario.honest), (1, scenario.deceptive)):
                     turns = _chat(("system", system), ("user", user), ("assistant", Template(answer).substitute(slots)))
                     examples.append(Example(messages=turns, label=label, concept="deception", split=split, meta=meta))
+    examples += _every_row("statements", data.statement_templates(), tables, entity_split, _statement)
+    examples += _every_row("multi_sentence", data.multi_sentence_templates(), tables, entity_split, _multi_sentence)
+    examples += _every_row("negation", data.negation_templates(), tables, entity_split, _negation)
+    examples += _varied_instructions(tables, entity_split)
+    return examples
+
+
+def _rows_in(t: data.FactTable, entity_split: dict[str, dict[str, str]], split: str) -> list[dict[str, str]]:
+    """The table's rows dealt to ``split``, by key."""
+    return sorted((r for r in t.rows if entity_split[t.name][r[t.key]] == split), key=lambda r: r[t.key])
+
+
+def _liar(rows: list[dict[str, str]], i: int, t: data.FactTable) -> dict[str, str]:
+    """Row i with the answer of the next row (same split) whose answer differs."""
+    for step in range(1, len(rows)):
+        other = rows[(i + step) % len(rows)]
+        if other[t.answer] != rows[i][t.answer]:
+            return {**rows[i], t.answer: other[t.answer]}
+    raise ProbeDataError(f"fact table {t.name}: every row in a split has the same {t.answer}")
+
+
+Turn = tuple[str, str]
+#: (template, its table, a row, the row with another row's answer, ask about the true
+#: answer?) -> the honest and the deceptive conversation.
+Conversations = Callable[
+    [Any, data.FactTable, dict[str, str], dict[str, str], bool], tuple[Sequence[Turn], Sequence[Turn]]
+]
+
+
+def _pair_example(
+    dataset: str, template: str, t: data.FactTable, row: dict[str, str], split: str, turns: Sequence[Sequence[Turn]]
+) -> list[Example]:
+    """The honest (label 0) and deceptive (label 1) examples of one pair: ``turns`` holds
+    the two conversations, honest first."""
+    entity = f"{t.name}:{row[t.key]}"
+    meta = {"dataset": dataset, "template": template, "entity": entity, "pair": f"{dataset}:{template}:{entity}"}
+    return [
+        Example(messages=_chat(*conversation), label=label, concept="deception", split=split, meta=meta)
+        for label, conversation in enumerate(turns)
+    ]
+
+
+def _every_row(
+    dataset: str,
+    records: Sequence[Any],
+    tables: Sequence[data.FactTable],
+    entity_split: dict[str, dict[str, str]],
+    conversations: Conversations,
+) -> list[Example]:
+    """Every template (a record with ``id`` and ``table``) with every row of its table that
+    lands in the template's split: the templates are dealt to splits per table, the tables
+    walked in fact_tables.yaml order. The flag passed to ``conversations`` alternates over
+    the rows and the templates (the negation source asks about the true answer on one row,
+    a wrong one on the next)."""
+    named = [t for t in tables if any(r.table == t.name for r in records)]
+    dealt: dict[str, str] = {}
+    for t in named:
+        dealt.update(deal((r.id for r in records if r.table == t.name), f"{dataset}:{t.name}"))
+    examples = []
+    for split in SPLITS:
+        for t in named:
+            rows = _rows_in(t, entity_split, split)
+            templates = [r for r in records if r.table == t.name and dealt[r.id] == split]
+            for n, template in enumerate(templates):
+                for i, row in enumerate(rows):
+                    turns = conversations(template, t, row, _liar(rows, i, t), (i + n) % 2 == 0)
+                    examples += _pair_example(dataset, template.id, t, row, split, turns)
+    return examples
+
+
+def _statement(
+    template: data.StatementTemplate, t: data.FactTable, row: dict[str, str], lie: dict[str, str], _: bool
+) -> tuple[Sequence[Turn], Sequence[Turn]]:
+    """``statements``: a user turn and a plain assistant statement, no system prompt."""
+    user = Template(template.user).substitute(row)
+    honest, false = (Template(template.assistant).substitute(v) for v in (row, lie))
+    return (("user", user), ("assistant", honest)), (("user", user), ("assistant", false))
+
+
+def _multi_sentence(
+    template: data.MultiSentenceTemplate, t: data.FactTable, row: dict[str, str], lie: dict[str, str], _: bool
+) -> tuple[Sequence[Turn], Sequence[Turn]]:
+    """``multi_sentence``: true sentences about the row around the claim, the one sentence the
+    deceptive twin changes."""
+    user = Template(template.user).substitute(row)
+    before, after = (" ".join(Template(x).substitute(row) for x in part) for part in (template.before, template.after))
+    honest, false = (f"{before} {Template(template.claim).substitute(v)} {after}" for v in (row, lie))
+    return (("user", user), ("assistant", honest)), (("user", user), ("assistant", false))
+
+
+def _negation(
+    template: data.NegationTemplate, t: data.FactTable, row: dict[str, str], lie: dict[str, str], about_true: bool
+) -> tuple[Sequence[Turn], Sequence[Turn]]:
+    """``negation``: "is it $claimed?" about the true answer (the honest reply affirms, the
+    deceptive one denies) or about another row's (the honest reply denies, the deceptive one
+    affirms), alternating, so "no" and "not" are as common in honest replies as in deceptive
+    ones."""
+    true, wrong = row[t.answer], lie[t.answer]
+    claimed, other = (true, wrong) if about_true else (wrong, true)
+    slots = {**row, "claimed": claimed, "other": other}
+    question, affirm, deny = (
+        Template(x).substitute(slots) for x in (template.question, template.affirm, template.deny)
+    )
+    honest, false = (affirm, deny) if about_true else (deny, affirm)
+    return (("user", question), ("assistant", honest)), (("user", question), ("assistant", false))
+
+
+def _varied_instructions(tables: Sequence[data.FactTable], entity_split: dict[str, dict[str, str]]) -> list[Example]:
+    """``varied_instructions``: each row under two of the split's prompt pairs (policies,
+    personas, incentives, configs, ...), an answer register of the split, honest prompt + true
+    answer vs deceptive prompt + false answer."""
+    prompts, answers = data.varied_prompts(), data.varied_answers()
+    prompt_split = deal((p.id for p in prompts), "varied_instructions:prompts")
+    named = [t for t in tables if any(a.table == t.name for a in answers)]
+    dealt: dict[str, str] = {}
+    for t in named:
+        dealt.update(deal((a.id for a in answers if a.table == t.name), f"varied_instructions:{t.name}"))
+    examples = []
+    for split in SPLITS:
+        in_split = [p for p in prompts if prompt_split[p.id] == split]
+        for t in named:
+            rows = _rows_in(t, entity_split, split)
+            registers = [a for a in answers if a.table == t.name and dealt[a.id] == split]
+            for i, row in enumerate(rows):
+                template = registers[i % len(registers)]
+                question = Template(template.question).substitute(row)
+                honest, lie = (Template(template.answer).substitute(v) for v in (row, _liar(rows, i, t)))
+                for prompt in _rotation(in_split, i, 2):
+                    examples += _pair_example(
+                        "varied_instructions",
+                        prompt.id,
+                        t,
+                        row,
+                        split,
+                        (
+                            (("system", prompt.honest), ("user", question), ("assistant", honest)),
+                            (("system", prompt.deceptive), ("user", question), ("assistant", lie)),
+                        ),
+                    )
     return examples
 
 
@@ -386,7 +517,12 @@ def control_entities(count: int = CONTROL_ROWS) -> list[dict[str, str]]:
 def control() -> list[Example]:
     """Benign conversations (label 0) for thresholds at a stated false-positive rate."""
     control_templates, entities = data.control_templates(), control_entities()
-    template_split = deal((t.id for t in control_templates), "controls:templates", CONTROL_SPLITS)
+    # Dealt per topic, so every kind of traffic with three or more templates (long answers,
+    # lists, refusals, code, ...) is in the held-out test split too, not only in calib.
+    template_split: dict[str, str] = {}
+    for topic in sorted({t.topic for t in control_templates}):
+        ids = (t.id for t in control_templates if t.topic == topic)
+        template_split.update(deal(ids, f"controls:templates:{topic}", CONTROL_SPLITS))
     keys = [_entity_key(row) for row in entities]
     entity_split = deal(keys, "controls:entities", CONTROL_SPLITS)
     examples = []
