@@ -27,7 +27,7 @@ from monitor import model as models
 from monitor.config import load_settings
 from monitor.lab.datasets import digest, read_datasets
 from monitor.lab.ood import METHODS, held_out_sources, protocol_examples, record
-from monitor.lab.pooling import Pooled, pool
+from monitor.lab.pooling import Pooled
 from monitor.lab.train import TrainSettings
 from monitor.pack import load_pack
 from monitor.sae.activations import load_model
@@ -35,21 +35,58 @@ from monitor.sae.activations import load_model
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "probe-ood"
 
 
-def cached_pool(model, tokenizer, examples, layers, model_path: Path) -> Pooled:
-    """The pooling, kept under .cache/probe-ood by what it depends on (the examples, the
-    layers, the model's weights), so comparing more methods later costs no forward pass."""
+@dataclasses.dataclass
+class Tokens:
+    """Every example's response rows at each layer (float16), example ``i``'s rows being
+    ``rows[layer][offsets[i]:offsets[i + 1]]``: what other aggregations than the mean read."""
+
+    offsets: np.ndarray
+    rows: dict[int, np.ndarray]
+
+    def of(self, i: int, layer: int) -> np.ndarray:
+        return self.rows[layer][self.offsets[i] : self.offsets[i + 1]]
+
+
+def cache_key(examples, layers, model_path: Path) -> str:
+    """What a pooling depends on: the examples, the layers, the model's weights."""
     key = hashlib.sha256(digest(examples).encode() + repr(tuple(layers)).encode())
     for weights in sorted(model_path.glob("*.safetensors")):
         key.update(f"{weights.name}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode())
-    path = CACHE / f"{key.hexdigest()[:20]}.npz"
+    return key.hexdigest()[:20]
+
+
+def cached_tokens(model, tokenizer, examples, layers, model_path: Path) -> tuple[Pooled, Tokens]:
+    """(whole-response means at ``layers``, float32; every response row, float16), from one
+    forward pass kept under .cache/probe-ood by what it depends on, so comparing more methods
+    or aggregations later costs no forward pass."""
+    path = CACHE / f"tokens-{cache_key(examples, layers, model_path)}.npz"
     if path.exists():
         saved = np.load(path)
-        return Pooled(saved["owner"], saved["full"], {layer: saved[f"layer{layer}"] for layer in layers})
-    pooled = pool(model, tokenizer, examples, layers, prefixes=0)
+        offsets = saved["offsets"]
+        n = len(offsets) - 1
+        means = Pooled(np.arange(n), np.arange(n), {layer: saved[f"mean{layer}"] for layer in layers})
+        return means, Tokens(offsets, {layer: saved[f"rows{layer}"] for layer in layers})
+    from monitor.lab.scoring import residuals
+
+    n = len(examples)
+    per: dict[int, list] = {layer: [None] * n for layer in layers}
+    means = {layer: np.zeros((n, model.config.hidden_size), np.float32) for layer in layers}
+    for item in residuals(model, tokenizer, examples, layers):
+        for layer in layers:
+            values = item.rows[("response", layer)]
+            means[layer][item.index] = values.mean(0).numpy()
+            per[layer][item.index] = values.numpy().astype(np.float16)
+    offsets = np.r_[0, np.cumsum([len(r) for r in per[layers[0]]])]
+    rows = {layer: np.concatenate(per.pop(layer)) for layer in layers}
     CACHE.mkdir(parents=True, exist_ok=True)
-    arrays = {"owner": pooled.owner, "full": pooled.full, **{f"layer{n}": pooled.layers[n] for n in layers}}
+    arrays = {"offsets": offsets, **{f"mean{n}": means[n] for n in layers}, **{f"rows{n}": rows[n] for n in layers}}
     np.savez(path, allow_pickle=False, **arrays)
-    return pooled
+    return Pooled(np.arange(n), np.arange(n), means), Tokens(offsets, rows)
+
+
+def cached_pool(model, tokenizer, examples, layers, model_path: Path) -> Pooled:
+    """The whole-response means of :func:`cached_tokens`."""
+    return cached_tokens(model, tokenizer, examples, layers, model_path)[0]
 
 
 def main() -> None:

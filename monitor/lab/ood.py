@@ -167,7 +167,7 @@ def sources_of(examples: Sequence[Example], concept: str, key: str) -> list[str]
     return sources
 
 
-class _Folds:
+class Folds:
     """Fits the recipe on some sources and scores others, over one pooling of the data."""
 
     def __init__(
@@ -197,13 +197,15 @@ class _Folds:
         if not len(self.test_controls):
             raise ProbeDataError("no test-split control examples: pass the controls' JSONL (control.jsonl) with --data")
 
-    def _of(self, sources: Sequence[str], split: str) -> np.ndarray:
+    def of(self, sources: Sequence[str], split: str) -> np.ndarray:
         return np.flatnonzero(self.is_concept & np.isin(self.source, list(sources)) & (self.split == split))
 
-    def fit(self, sources: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray, float]:
-        """The recipe fitted on ``sources``: (layers, weights, bias)."""
-        train = self._of(sources, "train")
-        calib = self._of(sources, "calib")
+    def training(self, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train examples, calib examples, the train examples' weights) of a fit on
+        ``sources``: their train split (with the train controls as the settings add them)
+        and their calib split."""
+        train = self.of(sources, "train")
+        calib = self.of(sources, "calib")
         for split, rows in (("train", train), ("calib", calib)):
             if len(set(self.labels[rows].tolist())) < 2:
                 raise ProbeDataError(
@@ -212,7 +214,11 @@ class _Folds:
                 )
         if self.settings.with_controls:
             train = np.r_[train, np.flatnonzero(self.is_control & (self.split == "train"))]
-        weight = sample_weights(self.examples, train, self.settings.control_weight)
+        return train, calib, sample_weights(self.examples, train, self.settings.control_weight)
+
+    def fit(self, sources: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray, float]:
+        """The method fitted on ``sources``: (layers, weights, bias)."""
+        train, calib, weight = self.training(sources)
         rows_train, rows_calib = self.pooled.full[train], self.pooled.full[calib]
 
         y_train, y_calib = self.labels[train], self.labels[calib]
@@ -244,15 +250,16 @@ class _Folds:
 
     def measure(self, fit: tuple[tuple[int, ...], np.ndarray, float], trained_on, sources, seed: int) -> SourceResult:
         layers, weights, bias = fit
-        x = stacked(self.pooled, layers)
-        test = self._of(sources, "test")
+        scores = stacked(self.pooled, layers)[self.pooled.full].astype(np.float64) @ weights.astype(np.float64) + bias
+        return self.result(scores, layers, trained_on, sources, seed)
 
-        def scores(indices: np.ndarray) -> np.ndarray:
-            return x[self.pooled.full[indices]].astype(np.float64) @ weights.astype(np.float64) + bias
-
-        positives = scores(test[self.labels[test] == 1])
-        negatives = scores(test[self.labels[test] == 0])
-        controls = scores(self.test_controls)
+    def result(self, scores: np.ndarray, layers, trained_on, sources, seed: int) -> SourceResult:
+        """``scores`` (one per example; only the test split's are read) measured on the
+        test split of ``sources`` and the held-out controls."""
+        test = self.of(sources, "test")
+        positives = scores[test[self.labels[test] == 1]]
+        negatives = scores[test[self.labels[test] == 0]]
+        controls = scores[self.test_controls]
         area, recall = bootstrap(positives, negatives, controls, self.fpr, self.resamples, seed)
         return SourceResult(
             source=", ".join(sources),
@@ -283,7 +290,7 @@ def held_out_sources(
     (``pooled``: whole-response means of ``examples`` at ``settings.layers``)."""
     check_rate(fpr)
     sources = sources_of(examples, concept, key)
-    folds = _Folds(pooled, examples, concept, key, settings, fpr, resamples, method)
+    folds = Folds(pooled, examples, concept, key, settings, fpr, resamples, method)
     held_out = []
     for k, source in enumerate(sources):
         others = [s for s in sources if s != source]
