@@ -202,6 +202,12 @@ def _rotation(items: Sequence, start: int, count: int) -> list:
 # -- deception -------------------------------------------------------------------------------
 
 
+def entity_splits(tables: Sequence[data.FactTable]) -> dict[str, dict[str, str]]:
+    """Each fact table's rows (by key) dealt to train / calib / test, once per table: a row
+    is in the same split for every source that phrases it."""
+    return {t.name: deal((row[t.key] for row in t.rows), f"entities:{t.name}") for t in tables}
+
+
 def deception() -> list[Example]:
     """True vs false statements, honest vs instructed-deceptive answers, roleplay; then plain
     statements, multi-sentence answers, negated answers and variously instructed answers
@@ -209,7 +215,7 @@ def deception() -> list[Example]:
     examples: list[Example] = []
     tables = data.fact_tables()
     fact_templates = data.fact_templates()
-    entity_split = {t.name: deal((row[t.key] for row in t.rows), f"entities:{t.name}") for t in tables}
+    entity_split = entity_splits(tables)
     template_split = {}
     for t in tables:
         template_split.update(deal((f.id for f in fact_templates if f.table == t.name), f"facts:{t.name}"))
