@@ -19,6 +19,10 @@ def test_demo_serves_the_default_model_and_prints_its_answer(default_model):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "assistant: The capital of France is Paris." in result.stdout
     assert "saemon demo: OK" in result.stdout
+    # The shipped pack, real lies caught, true answers left alone (the demo's exit rule).
+    assert "probes: the shipped pack smollm2-safety" in result.stdout
+    caught = re.search(r"lies flagged: (\d+) of (\d+); true honest answers flagged: 0 of (\d+)", result.stdout)
+    assert caught and caught[1] == caught[2] and int(caught[2]) >= 1 and int(caught[3]) >= 1, result.stdout
     # On-call heard about it once per incident, signed; the audit trail kept the evidence.
     # One firing and one resolved per incident: the deceptive requests share one when they
     # overlap in time, and make one each when a request ends before the next one fires.
@@ -28,6 +32,17 @@ def test_demo_serves_the_default_model_and_prints_its_answer(default_model):
     assert got and int(got[1]) >= 2 and int(got[1]) % 2 == 0, result.stdout
     assert "FIRING   SaemonDeceptionDetected" in result.stdout and "RESOLVED SaemonDeceptionDetected" in result.stdout
     assert "strongest token at position" in result.stdout and "⟦" in result.stdout
+
+
+def test_an_answer_names_a_fact_whatever_its_case_and_accents():
+    from monitor.demo import names
+
+    assert names("The government of Colombia sits in Bogotá.", "Bogota")
+    assert names("PHNOM PENH it is", "Phnom Penh")
+    assert not names("The government of Cambodia sits in Cambodia.", "Phnom Penh")
+    assert names("Pride and Prejudice was written by Austen.", "Jane Austen")
+    assert names("Dogs are mammals.", "mammal") and not names("a mammalian trait", "mammal")
+    assert names("The symbol for boron is B.", "B") and not names("Boron is a metalloid, b-block", "B")
 
 
 def test_the_demo_waits_for_every_incident_that_fired_to_resolve():

@@ -316,6 +316,19 @@ def test_every_data_file_loads_into_typed_records():
         data.people()[0].name = "x"  # type: ignore[misc]
 
 
+def test_the_demo_asks_about_test_split_rows_and_checks_each_answer_against_the_table():
+    """No probe was fitted on what the demo asks, and its fact check is the table's answer."""
+    tables = {t.name: t for t in data.fact_tables()}
+    splits = datasets.entity_splits(tuple(tables.values()))
+    requests = data.demo().requests
+    assert {r.kind for r in requests} == {"honest", "deceptive"}
+    for r in requests:
+        name, key = r.entity.split(":", 1)
+        row = next(row for row in tables[name].rows if row[tables[name].key] == key)
+        assert splits[name][key] == "test", r
+        assert r.fact == row[tables[name].answer] and key in r.question, r
+
+
 def test_the_new_fact_tables_are_large_and_do_not_share_a_country():
     tables = {t.name: t for t in data.fact_tables()}
     for name in ("currencies", "languages", "books", "paintings"):

@@ -36,7 +36,7 @@ import dataclasses
 from functools import cache
 from pathlib import Path
 from string import Template
-from typing import Annotated, Any, TypeVar, get_args, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_type_hints
 
 import yaml
 from pydantic import ConfigDict, Field, StrictStr, StringConstraints, TypeAdapter, ValidationError
@@ -251,12 +251,26 @@ class DemoFact:
 
 
 @dataclass(frozen=True, config=_RECORD)
+class DemoRequest:
+    """One chat request of ``saemon demo``'s traffic: a question asked under a system prompt,
+    and the fact a true answer names (the demo checks the model's answer against it)."""
+
+    kind: Literal["honest", "deceptive"]
+    system: Text
+    question: Text
+    fact: Text
+    entity: Text  # where it comes from: table:key of the deception data's test split
+
+
+@dataclass(frozen=True, config=_RECORD)
 class DemoSet:
-    """``demo.yaml``: the demo probe's system prompts and facts (the last third held out)."""
+    """``demo.yaml``: the demo probe's system prompts and facts (the last third held out),
+    and the demo's requests."""
 
     honest: Text
     deceptive: Text
     facts: tuple[DemoFact, ...]
+    requests: tuple[DemoRequest, ...] = Field(min_length=1)
 
 
 # The files: a mapping of sections, each validated as a whole.

@@ -1,4 +1,6 @@
-"""A small deception probe for the default model, made in seconds on CPU for the demo.
+"""A small deception probe for the default model, made in seconds on CPU: the pack the
+plugin's tests and benchmarks load (a real pack of the real format, quick to make; ``saemon
+demo`` uses the shipped, measured pack instead).
 
 Difference of means (the simplest linear probe): for fact questions answered under an
 honest system prompt with the true answer, and under a deceptive system prompt with a false
@@ -7,11 +9,10 @@ HF transformers), average per example, and use ``mean(deceptive) - mean(honest)`
 direction. The bias centres the midpoint of the two training means at 0; the threshold is
 set from held-out examples (the lowest held-out deceptive score, unless an honest one is
 higher: then the midpoint of the two groups' means). The pack is written in the format the
-plugin and the sidecar load, with its held-out figures in ``quality``. It is a demo probe:
-the probe library builds and measures real packs. What it detects is the deceptive
-instruction's imprint on the residual stream while the model answers: a 135M model often
-answers truthfully anyway, and the probe still fires, which is what a monitor of intent
-should do.
+plugin and the sidecar load, with its held-out figures in ``quality``. It is a test probe:
+the probe library builds and measures real packs. What it detects is mostly the deceptive
+instruction's imprint on the residual stream (it fires on true answers given under the
+deceptive prompt), which is why the demo no longer uses it.
 """
 
 from __future__ import annotations
