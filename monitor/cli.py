@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         default="end",
         help="judge the whole response at its end (default) or fire on the running mean",
     )
+    _aggregation_arguments(train_probes)
     train_probes.add_argument("--pack-name", default="safety")
     train_probes.add_argument(
         "--severity",
@@ -158,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
         help="what each fold fits (with --held-out): the train recipe (default), one regression over all "
         "layers, or the difference of means",
     )
+    _aggregation_arguments(evaluate)
     for command in (discover, train_probes, calibrate, evaluate):
         command.add_argument("--model", help="checkpoint directory (default: the served model)")
 
@@ -177,6 +179,17 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("config", help="print the effective settings as YAML")
     return parser
+
+
+def _aggregation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--aggregation",
+        choices=["mean", "ema"],
+        default="mean",
+        help="fold a response's token scores by their mean (default) or by an ema judged at the end "
+        "(the same fit; the last tokens weigh most)",
+    )
+    parser.add_argument("--ema-alpha", type=float, default=0.1, help="weight of each new token in the ema (0.1)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

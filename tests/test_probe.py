@@ -129,3 +129,19 @@ def test_fired_is_exactly_judged_at_or_above_the_threshold(tmp_path, seed):
         for transition in tracks.close():
             fired[transition.probe] |= transition.kind == FIRED
         np.testing.assert_array_equal(fired, judged >= group.threshold)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.35, 1.0])
+def test_the_pooled_ema_weights_are_the_monitors_ema_at_the_end(tmp_path, alpha):
+    """What `probes train --aggregation ema` and `eval --held-out --aggregation ema` score
+    offline (the ema vector of a response, then . w + b) is the sidecar's ema fold."""
+    from monitor.lab.pooling import ema_weights
+
+    rng = np.random.default_rng(1)
+    values = rng.normal(0, 1, 9)
+    tracks = ProbeTracks(group_of(tmp_path, [probe(aggregation="ema", ema_alpha=alpha, decide="end")]))
+    for i, v in enumerate(values):
+        tracks.observe(step(i, [v, 0.0]))
+    weights = ema_weights(len(values), alpha).numpy()
+    assert weights.sum() == pytest.approx(1.0)
+    assert float(weights @ values) == pytest.approx(float(tracks.scores()[0]), abs=1e-5)

@@ -73,6 +73,23 @@ def test_a_source_whose_concept_lies_elsewhere_is_not_found_by_a_probe_fitted_on
     assert to_json(report)["held_out"][2]["auroc"]["value"] == by_source["c"].auroc.value
 
 
+def test_with_ema_the_same_fits_score_each_response_by_its_ema_vector(tmp_path):
+    """The ema vectors are what the folds score: late evidence counts with ema, not with the mean."""
+    pooled, examples = make()
+    # the concept's direction at the end of each label-1 response only: its ema shows it, its mean half
+    pooled.ema = {3: pooled.layers[3].copy()}
+    labels = np.array([e.label for e in examples])
+    pooled.layers[3][labels == 1, 0] -= 2.0  # the means carry half of the 4.0 shift
+    mean = held_out_sources(pooled, examples, "deception", settings=SETTINGS, resamples=50, matrix=False)
+    ema_settings = TrainSettings(layers=(3,), with_controls=True, aggregation="ema", ema_alpha=0.2)
+    ema = held_out_sources(pooled, examples, "deception", settings=ema_settings, resamples=50, matrix=False)
+    assert (mean.aggregation, ema.aggregation) == ("mean", "ema 0.2")
+    a_mean, a_ema = (next(r for r in report.held_out if r.source == "a") for report in (mean, ema))
+    assert a_ema.auroc.value > a_mean.auroc.value + 0.05
+    with pytest.raises(ValueError, match="pool with ema_alpha"):
+        held_out_sources(make()[0], examples, "deception", settings=ema_settings, resamples=0)
+
+
 def test_recall_at_fpr_lets_exactly_that_share_of_controls_fire():
     controls = np.arange(100, dtype=float)  # 1% of 100: one control (99) may be above
     assert recall_at_fpr(np.array([98.5, 99.5, 50.0]), controls, 0.01) == pytest.approx(2 / 3)
@@ -168,6 +185,11 @@ def test_record_writes_the_held_out_figures_under_the_linear_probe_and_eval_reco
         record(
             saved, held_out_sources(pooled, examples, "deception", settings=SETTINGS, resamples=0, method="diffmean")
         )
+    # figures measured with another aggregation than the probe's are refused, naming the one to use
+    pooled.ema = {3: pooled.layers[3]}
+    ema = TrainSettings(layers=(3,), aggregation="ema", ema_alpha=0.2)
+    with pytest.raises(ProbeDataError, match=r"folds its tokens by mean.*--aggregation mean"):
+        record(saved, held_out_sources(pooled, examples, "deception", settings=ema, resamples=0, matrix=False))
 
 
 def test_held_out_through_the_command_line_measures_each_source_and_records_into_a_pack(
@@ -181,7 +203,7 @@ def test_held_out_through_the_command_line_measures_each_source_and_records_into
     small, taken = [], {}
     for e in examples:  # a few pairs per (source, split), and some train and test controls
         slot = (e.concept, e.meta.get("dataset") if e.concept == "deception" else "", e.split)
-        if taken.get(slot, 0) < (12 if e.concept == "deception" else 10) and e.split in ("train", "calib", "test"):
+        if taken.get(slot, 0) < (8 if e.concept == "deception" else 10) and e.split in ("train", "calib", "test"):
             taken[slot] = taken.get(slot, 0) + 1
             small.append(e)
     data = tmp_path / "small.jsonl"
@@ -194,12 +216,14 @@ def test_held_out_through_the_command_line_measures_each_source_and_records_into
     common = ["--concept", "deception", "--layers", "12", "--resamples", "20", "--json"]
     assert main([*args, *common, "--record", "--pack", str(pack)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [r["source"] for r in report["held_out"]] == ["facts", "instructed", "roleplay"]
+    sources = sorted({e.meta["dataset"] for e in small if e.concept == "deception"})
+    assert len(sources) == 7 and [r["source"] for r in report["held_out"]] == sources
+    assert report["aggregation"] == "mean"
     for r in report["held_out"]:
-        assert r["trained_on"] == [s for s in ("facts", "instructed", "roleplay") if s != r["source"]]
+        assert r["trained_on"] == [s for s in sources if s != r["source"]]
         assert r["layers"] == [12] and r["controls"] == 10
     held = load_pack(pack).spec.probes[0].quality.held_out
-    assert set(held) == {"facts", "instructed", "roleplay"}
-    assert held["roleplay"].auroc == pytest.approx(report["held_out"][2]["auroc"]["value"], abs=1e-4)
+    assert set(held) == set(sources)
+    assert held["roleplay"].auroc == pytest.approx(report["held_out"][4]["auroc"]["value"], abs=1e-4)
     assert main([*args, *common, "--pack", str(pack)]) != 0  # --pack without --record: refused, named
     assert "--pack is only where --record writes the figures" in capsys.readouterr().err

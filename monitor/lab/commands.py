@@ -67,7 +67,13 @@ def run(args: argparse.Namespace, settings: Settings, model_dir: Path | None) ->
             args.concept,
             Path(args.out),
             model_name=settings.model.name,
-            settings=TrainSettings(layers=layers, latents=args.latents, decide=args.decide),
+            settings=TrainSettings(
+                layers=layers,
+                latents=args.latents,
+                decide=args.decide,
+                aggregation=args.aggregation,
+                ema_alpha=_alpha(args.ema_alpha),
+            ),
             sae=train_sae,
             sae_name=Path(args.sae).name if args.sae else None,
             pack_name=args.pack_name,
@@ -126,7 +132,9 @@ def _held_out(args: argparse.Namespace, model, tokenizer, examples) -> int:
         )
     if args.resamples < 0:
         raise ConfigError(f"--resamples {args.resamples}: expected 0 or more")
-    settings = TrainSettings(layers=_layers(args.layers))
+    settings = TrainSettings(
+        layers=_layers(args.layers), aggregation=args.aggregation, ema_alpha=_alpha(args.ema_alpha)
+    )
     pooled, chosen = pool_for_protocol(model, tokenizer, examples, args.concept, args.source_key, settings)
     report = held_out_sources(
         pooled,
@@ -193,3 +201,9 @@ def _pair(text: str) -> tuple[str, str]:
     if level not in ("info", "warning", "critical"):
         raise ConfigError(f"--severity {text!r}: expected CONCEPT=info|warning|critical")
     return concept, level
+
+
+def _alpha(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ConfigError(f"--ema-alpha {value}: expected a weight in (0, 1], e.g. 0.1")
+    return value

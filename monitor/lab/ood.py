@@ -19,7 +19,9 @@ alone and measures on each source's test split (its diagonal is the in-source fi
 
 Scores are each response's mean of the probe's logit, what the monitor's
 ``mean``-aggregated linear probe judges when a request ends (``decide: end``; see
-:mod:`monitor.lab.train`), computed from the pooled means without the monitor's code path.
+:mod:`monitor.lab.train`), computed from the pooled means without the monitor's code path;
+with the settings' ``aggregation: ema``, the same fits score each response's ema at its
+end (the pooled ema vectors: the ema of ``x . w + b`` is ``ema(x) . w + b``).
 Only test-split examples are measured, so no entity or template the fit saw is scored.
 """
 
@@ -84,6 +86,7 @@ class OodReport:
     fpr: float
     resamples: int
     method: str
+    aggregation: str  # how each response's token scores are folded: "mean" or "ema <alpha>"
     held_out: list[SourceResult]  # leave one source out, one row per source
     pooled: SourceResult  # fitted on every source, measured on all their test splits
     matrix: dict[str, dict[str, Interval]]  # trained on -> measured on -> AUROC
@@ -183,6 +186,8 @@ class Folds:
     ) -> None:
         if len(pooled.owner) != len(examples):
             raise ValueError("the held-out protocol scores whole responses: pool without prefixes")
+        if settings.aggregation == "ema" and not pooled.ema:
+            raise ValueError("aggregation ema scores the pooled ema vectors: pool with ema_alpha")
         self.pooled, self.examples, self.concept, self.key = pooled, examples, concept, key
         self.settings, self.fpr, self.resamples = settings, fpr, resamples
         if method not in METHODS:
@@ -250,7 +255,11 @@ class Folds:
 
     def measure(self, fit: tuple[tuple[int, ...], np.ndarray, float], trained_on, sources, seed: int) -> SourceResult:
         layers, weights, bias = fit
-        scores = stacked(self.pooled, layers)[self.pooled.full].astype(np.float64) @ weights.astype(np.float64) + bias
+        if self.settings.aggregation == "ema":
+            x = np.concatenate([self.pooled.ema[layer] for layer in layers], axis=1)
+        else:
+            x = stacked(self.pooled, layers)[self.pooled.full]
+        scores = x.astype(np.float64) @ weights.astype(np.float64) + bias
         return self.result(scores, layers, trained_on, sources, seed)
 
     def result(self, scores: np.ndarray, layers, trained_on, sources, seed: int) -> SourceResult:
@@ -304,13 +313,19 @@ def held_out_sources(
                 measured: folds.measure(fit, [trained], [measured], seed + 100 * (i + 1) + j).auroc
                 for j, measured in enumerate(sources)
             }
-    return OodReport(concept, key, fpr, resamples, method, held_out, everything, grid)
+    folded = aggregation_label(settings.aggregation, settings.ema_alpha)
+    return OodReport(concept, key, fpr, resamples, method, folded, held_out, everything, grid)
+
+
+def aggregation_label(aggregation: str, ema_alpha: float) -> str:
+    return f"ema {ema_alpha:g}" if aggregation == "ema" else aggregation
 
 
 def format_ood(report: OodReport) -> str:
     fpr = f"{report.fpr:.0%}" if report.fpr >= 0.01 else f"{report.fpr:g}"
     lines = [
-        f"{report.concept}, {report.method}: leave one source out (meta.{report.key}); 95% bootstrap intervals, "
+        f"{report.concept}, {report.method}, {report.aggregation}: leave one source out (meta.{report.key}); "
+        "95% bootstrap intervals, "
         f"{report.resamples} resamples; recall at {fpr} FPR on the held-out controls",
         f"{'held out':<20} {'layers':<8} {'AUROC':<24} {'recall@' + fpr:<24} {'pos/neg/ctl':>13}",
     ]
@@ -348,7 +363,11 @@ def pool_for_protocol(
 
     sources_of(examples, concept, key)
     chosen = protocol_examples(examples, concept)
-    return pool(model, tokenizer, chosen, settings.layers, prefixes=0, min_tokens=settings.min_tokens), chosen
+    ema_alpha = settings.ema_alpha if settings.aggregation == "ema" else None
+    pooled = pool(
+        model, tokenizer, chosen, settings.layers, prefixes=0, min_tokens=settings.min_tokens, ema_alpha=ema_alpha
+    )
+    return pooled, chosen
 
 
 def record(pack: ProbePack, report: OodReport) -> ProbePack:
@@ -364,6 +383,13 @@ def record(pack: ProbePack, report: OodReport) -> ProbePack:
         raise ProbeDataError(
             f"pack {pack.name} has no probe named {report.concept!r} (the linear probe `saemon probes train` "
             "makes for that concept) to record the held-out figures on"
+        )
+    folds = aggregation_label(targets[0].aggregation, targets[0].ema_alpha)
+    if folds != report.aggregation:
+        raise ProbeDataError(
+            f"pack {pack.name}'s probe {report.concept!r} folds its tokens by {folds}; these figures were "
+            f"measured with {report.aggregation}: measure with --aggregation {targets[0].aggregation}"
+            + (f" --ema-alpha {targets[0].ema_alpha:g}" if targets[0].aggregation == "ema" else "")
         )
 
     def rounded(interval: Interval) -> tuple[float | None, tuple[float, float] | None]:

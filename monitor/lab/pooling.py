@@ -36,6 +36,19 @@ class Pooled:
     latents: np.ndarray | None = None
     latent_peaks: np.ndarray | None = None  # [N, n] max over the response tokens
     latent_peak_positions: np.ndarray | None = None  # [N, n] absolute position of that max
+    #: With ``ema_alpha``: per layer ``[N, d]``, each example's exponential moving average over
+    #: its response tokens at the end, as the monitor's ``ema`` aggregation folds them (a
+    #: linear probe's ema-aggregated score is ``ema . w + b``).
+    ema: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def ema_weights(n: int, alpha: float) -> torch.Tensor:
+    """The weight of each of ``n`` tokens in the monitor's ema at the end of the response:
+    the first token starts it (``ema = x0``), then ``ema <- ema * (1 - alpha) + x * alpha``."""
+    keep = (1.0 - alpha) ** torch.arange(n - 1, -1, -1, dtype=torch.float64)  # (1-a)^(n-1-t)
+    weights = alpha * keep
+    weights[0] = keep[0]
+    return weights
 
 
 def prefix_lengths(n: int, min_tokens: int, prefixes: int) -> list[int]:
@@ -54,12 +67,15 @@ def pool(
     latents: LatentBank | None = None,
     prefixes: int = 0,
     min_tokens: int = MIN_TOKENS,
+    ema_alpha: float | None = None,
 ) -> Pooled:
     """Running means at ``layers`` and, with ``latents`` (a :class:`LatentBank`), the
-    latents' running means, peaks and peak positions at the SAE's layer, in one forward pass."""
+    latents' running means, peaks and peak positions at the SAE's layer, in one forward pass;
+    with ``ema_alpha``, each example's ema at the end of its response as well."""
     wanted = set(layers) | ({latents.layer} if latents is not None else set())
     n = len(examples)
     rows: dict[int, list[np.ndarray]] = {layer: [None] * n for layer in layers}  # type: ignore[list-item]
+    ema = {layer: np.zeros((n, model.config.hidden_size), np.float32) for layer in layers} if ema_alpha else {}
     latent_rows: list = [None] * n
     owners: list = [None] * n
     peaks = np.zeros((n, latents.size), np.float32) if latents is not None else None
@@ -75,6 +91,10 @@ def pool(
 
         for layer in layers:
             rows[layer][item.index] = running(item.rows[("response", layer)])
+        if ema_alpha:
+            weights = ema_weights(count, ema_alpha)
+            for layer in layers:
+                ema[layer][item.index] = (weights @ item.rows[("response", layer)].double()).numpy()
         if latents is not None:
             z = latents.values(item.rows[("response", latents.layer)])
             latent_rows[item.index] = running(z)
@@ -92,4 +112,5 @@ def pool(
         latents=np.concatenate(latent_rows).astype(np.float32) if latents is not None else None,
         latent_peaks=peaks,
         latent_peak_positions=peak_positions,
+        ema=ema,
     )

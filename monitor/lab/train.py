@@ -70,6 +70,13 @@ class TrainSettings:
     control_weight: float = 0.05
     """Total weight of those controls relative to the concept's train examples: enough to
     push ordinary chat below deceptive answers, little enough not to dominate the fit."""
+    aggregation: Literal["mean", "ema"] = "mean"
+    """How the probes fold the token scores. mean: the whole response's mean, what they are
+    fitted on. ema: the same fit, folded by an exponential moving average judged at the end
+    (``decide: end`` only), so the last tokens, where a false claim usually sits, weigh most
+    (bench/RESULTS.md: more recall at 1% control FPR out of distribution, not more AUROC)."""
+    ema_alpha: float = 0.1
+    """Weight of each new token in the ema (about the last 1/alpha tokens count)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,8 @@ def train_pack(
     """Fit a linear probe (and, with ``sae``, an SAE-latent probe) per concept on the train
     split and write one pack (thresholds not yet calibrated: 0)."""
     # only what fitting reads: the concepts' train and calib splits, the train controls
+    if settings.aggregation == "ema" and settings.decide != "end":
+        raise ProbeDataError("ema-aggregated probes are judged at the end (decide end); running ones were not measured")
     examples = [
         e
         for e in examples
@@ -314,7 +323,8 @@ def _probe(
         features=features,
         weights=weights,
         intercept=intercept,
-        aggregation="mean",
+        aggregation=settings.aggregation,
+        ema_alpha=settings.ema_alpha,
         scope="response",
         threshold=0.0,
         min_tokens=settings.min_tokens,
