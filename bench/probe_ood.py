@@ -27,7 +27,7 @@ from monitor import model as models
 from monitor.config import load_settings
 from monitor.lab.datasets import digest, read_datasets
 from monitor.lab.ood import METHODS, held_out_sources, protocol_examples, record
-from monitor.lab.pooling import Pooled
+from monitor.lab.pooling import Pooled, ema_weights
 from monitor.lab.train import TrainSettings
 from monitor.pack import load_pack
 from monitor.sae.activations import load_model
@@ -84,11 +84,6 @@ def cached_tokens(model, tokenizer, examples, layers, model_path: Path) -> tuple
     return Pooled(np.arange(n), np.arange(n), means), Tokens(offsets, rows)
 
 
-def cached_pool(model, tokenizer, examples, layers, model_path: Path) -> Pooled:
-    """The whole-response means of :func:`cached_tokens`."""
-    return cached_tokens(model, tokenizer, examples, layers, model_path)[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True)
@@ -100,17 +95,29 @@ def main() -> None:
     parser.add_argument("--fpr", type=float, default=0.01)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--no-matrix", action="store_true")
+    parser.add_argument("--aggregation", choices=["mean", "ema"], default="mean")
+    parser.add_argument("--ema-alpha", type=float, default=0.1)
     parser.add_argument(
         "--record-pack", help="write the recipe's figures (logistic, the default control weight) into this pack"
     )
     args = parser.parse_args()
-    settings = TrainSettings(layers=tuple(int(x) for x in args.layers.split(",")))
+    settings = TrainSettings(
+        layers=tuple(int(x) for x in args.layers.split(",")), aggregation=args.aggregation, ema_alpha=args.ema_alpha
+    )
     examples = protocol_examples(read_datasets([Path(p) for p in args.data]), args.concept)
     settings_ = load_settings()
     path = models.pull(settings_) if settings_.model.path is None else models.model_path(settings_)
     model, tokenizer, _ = load_model(path)
     started = time.perf_counter()
-    pooled = cached_pool(model, tokenizer, examples, settings.layers, path)
+    pooled, tokens = cached_tokens(model, tokenizer, examples, settings.layers, path)
+    if args.aggregation == "ema":  # each response's ema at its end, from the kept tokens (float16)
+        weights = [ema_weights(int(n), args.ema_alpha).numpy() for n in np.diff(tokens.offsets)]
+        pooled.ema = {
+            layer: np.stack([w @ tokens.of(i, layer).astype(np.float64) for i, w in enumerate(weights)]).astype(
+                np.float32
+            )
+            for layer in settings.layers
+        }
     print(f"pooled {len(examples)} examples at layers {list(settings.layers)} in {time.perf_counter() - started:.0f} s")
     print(f"recall at {args.fpr:.0%} FPR on held-out controls; 95% bootstrap intervals ({args.resamples} resamples)")
     print()
