@@ -219,7 +219,7 @@ def test_compose_wires_vllm_saemon_redis_prometheus_alertmanager_and_grafana():
         service = services[vllm]
         plugin = json.loads(
             service["command"][service["command"].index("--additional-config") + 1].replace(
-                "${SAEMON_PACK:-demo-deception.yaml}", "demo-deception.yaml"
+                "${SAEMON_PACK:-safety.yaml}", "safety.yaml"
             )
         )
         assert plugin["saemon"]["sidecar"] == settings.grpc_listen
