@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -49,14 +48,6 @@ QUESTIONS = {
 }
 
 
-@torch.no_grad()
-def answer(model, tokenizer, system: str, question: str, max_tokens: int) -> str:
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pack", required=True)
@@ -81,7 +72,8 @@ def main() -> None:
         for row in rows[: args.limit]:
             question, fact = QUESTIONS[t.name].format(row[t.key]), row[t.answer]
             for kind, system in prompts.items():
-                said = answer(model, tokenizer, system, question, args.max_tokens)
+                asked_for = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+                said = models.greedy_answer(model, tokenizer, asked_for, args.max_tokens)
                 turns = (
                     Message(role="system", content=system),
                     Message(role="user", content=question),

@@ -216,18 +216,23 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def greedy_answer(model, tokenizer, messages: list[dict[str, str]], max_tokens: int) -> str:
+    """A HF checkpoint's greedy reply to chat ``messages`` (as vLLM answers at temperature 0)."""
+    torch, _ = _import_model_libraries()
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+        "input_ids"
+    ]
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
 def check_answer(path: Path) -> str:
     """Greedy answer of the checkpoint at ``path`` to CHECK_QUESTION; raises unless right."""
     torch, transformers = _import_model_libraries()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    messages = [{"role": "user", "content": CHECK_QUESTION}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
-        "input_ids"
-    ]
-    with torch.no_grad():
-        generated = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    answer = tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    answer = greedy_answer(model, tokenizer, [{"role": "user", "content": CHECK_QUESTION}], 24)
     if CHECK_ANSWER not in answer:
         raise ModelError(
             f"{path}: the checkpoint answered {CHECK_QUESTION!r} with {answer!r}, which does not "

@@ -216,11 +216,8 @@ def deception() -> list[Example]:
     tables = data.fact_tables()
     fact_templates = data.fact_templates()
     entity_split = entity_splits(tables)
-    template_split = {}
-    for t in tables:
-        template_split.update(deal((f.id for f in fact_templates if f.table == t.name), f"facts:{t.name}"))
+    phrased, template_split = _deal_per_table(fact_templates, tables, "facts")
     instruction_split = deal((i.id for i in data.instructions()), "instructions")
-    phrased = [t for t in tables if any(f.table == t.name for f in fact_templates)]
 
     for split in SPLITS:
         for t in phrased:
@@ -294,6 +291,16 @@ def deception() -> list[Example]:
     return examples
 
 
+def _deal_per_table(records: Sequence, tables: Sequence[data.FactTable], salt: str) -> tuple[list, dict[str, str]]:
+    """(the tables some record phrases, in table order; each record's id dealt to a split,
+    per table: ``salt:<table>``): templates are dealt within their table."""
+    named = [t for t in tables if any(r.table == t.name for r in records)]
+    dealt: dict[str, str] = {}
+    for t in named:
+        dealt.update(deal((r.id for r in records if r.table == t.name), f"{salt}:{t.name}"))
+    return named, dealt
+
+
 def _rows_in(t: data.FactTable, entity_split: dict[str, dict[str, str]], split: str) -> list[dict[str, str]]:
     """The table's rows dealt to ``split``, by key."""
     return sorted((r for r in t.rows if entity_split[t.name][r[t.key]] == split), key=lambda r: r[t.key])
@@ -341,10 +348,7 @@ def _every_row(
     walked in fact_tables.yaml order. The flag passed to ``conversations`` alternates over
     the rows and the templates (the negation source asks about the true answer on one row,
     a wrong one on the next)."""
-    named = [t for t in tables if any(r.table == t.name for r in records)]
-    dealt: dict[str, str] = {}
-    for t in named:
-        dealt.update(deal((r.id for r in records if r.table == t.name), f"{dataset}:{t.name}"))
+    named, dealt = _deal_per_table(records, tables, dataset)
     examples = []
     for split in SPLITS:
         for t in named:
@@ -400,10 +404,7 @@ def _varied_instructions(tables: Sequence[data.FactTable], entity_split: dict[st
     answer vs deceptive prompt + false answer."""
     prompts, answers = data.varied_prompts(), data.varied_answers()
     prompt_split = deal((p.id for p in prompts), "varied_instructions:prompts")
-    named = [t for t in tables if any(a.table == t.name for a in answers)]
-    dealt: dict[str, str] = {}
-    for t in named:
-        dealt.update(deal((a.id for a in answers if a.table == t.name), f"varied_instructions:{t.name}"))
+    named, dealt = _deal_per_table(answers, tables, "varied_instructions")
     examples = []
     for split in SPLITS:
         in_split = [p for p in prompts if prompt_split[p.id] == split]
