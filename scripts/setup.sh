@@ -3,6 +3,7 @@
 # fast (seconds) when everything is already there. Idempotent; safe to rerun.
 #   - a virtual environment in .venv with torch 2.13.0 (CPU) and saemon[cpu,dev]
 #   - redis-server from Debian (the test suite starts real ones)
+#   - chromium and chromium-driver from Debian (the browser tests drive a headless one)
 #   - the default model (SmolLM2-135M-Instruct) under $SAEMON_HOME, via `saemon model pull`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   apt=(apt-get)
   if [ "$(id -u)" != 0 ]; then

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from monitor import model
 from monitor.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from monitor.harness.browser import Browser
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,3 +62,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.startswith("SAEMON_"):
             monkeypatch.delenv(name)
     return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless chromium for every browser test of the run (starting one takes a second);
+    each test opens its own pages. Without chromium or chromedriver: an error naming the fix."""
+    from monitor.harness.browser import Browser
+
+    with Browser() as started:
+        yield started

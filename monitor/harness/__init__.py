@@ -3,7 +3,8 @@
 Launchers for vLLM's OpenAI server (``vllm_server``), Debian's redis-server
 (``redis_server``) and ``saemon serve`` as a child process (``sidecar``); a signature-checking
 webhook receiver standing in for on-call (``receiver``, also ``saemon receive-alerts``); a
-WatchAlerts collector (``watcher``). Nothing in saemon's runtime path imports this package.
+WatchAlerts collector (``watcher``); a headless chromium for the web pages' tests
+(``browser``). Nothing in saemon's runtime path imports this package.
 """
 
 from __future__ import annotations
