@@ -78,6 +78,38 @@ class TlsSettings(_Section):
     )
 
 
+class UiSettings(_Section):
+    """The forensic web pages under ``/ui/`` on the sidecar's HTTP listener."""
+
+    enabled: bool = Field(
+        False,
+        description="Serve /ui/ (incidents, flagged requests, each request's tokens and scores) and "
+        "record every request's per-step scores for it (a few hundred bytes per step in memory).",
+    )
+    keep: Literal["flagged", "all"] = Field(
+        "flagged",
+        description="Whose per-token scores are kept once a request ends (in Redis with the report's "
+        "TTL, and in memory for finished_retention_seconds): requests a probe fired on, or all.",
+    )
+    trace_steps: int = Field(
+        4096,
+        gt=0,
+        le=1 << 20,
+        description="Steps (and exact prompt rows) recorded per request, pack and scope; the rest is "
+        "counted, not kept. Bounds memory per request: about (8 + 16 x probes) bytes a step.",
+    )
+    basic_auth_user: str | None = Field(
+        None, description="User name for HTTP basic auth on /ui/ (with basic_auth_password_file)."
+    )
+    basic_auth_password_file: Path | None = Field(None, description="File holding the basic-auth password.")
+    recent: int = Field(200, gt=0, le=10_000, description="Flagged decisions listed on /ui/ at most.")
+    contexts_dir: Path | None = Field(
+        None,
+        description="Directory of <pack>.contexts.json files (`saemon sae browse --pack`): the "
+        "top-activating contexts shown beside SAE latents. Unset: sidecar.probes_dir.",
+    )
+
+
 class SidecarSettings(_Section):
     """`saemon serve`: where it listens, what it loads, how much it keeps."""
 
@@ -95,6 +127,7 @@ class SidecarSettings(_Section):
     socket_mode: int = Field(0o660, ge=0, le=0o777, description="Permissions of the Unix socket.")
     tls: TlsSettings = Field(default_factory=TlsSettings)
     insecure_tcp: bool = Field(False, description="Allow a TCP listener without TLS (tests, loopback only).")
+    ui: UiSettings = Field(default_factory=UiSettings)
     auth_token_file: Path | None = Field(
         None, description="File holding the bearer token clients must send (health is exempt)."
     )
@@ -359,6 +392,15 @@ class PluginSettings(_Section):
         description="Send each finished request's token ids with its end marker, so the sidecar "
         "can keep the text of the tokens that fired (redis.store_token_text). Off by default: "
         "it carries the conversation to the sidecar.",
+    )
+    prompt_token_scores: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of requests (0: none, 1: all) whose prompt tokens' per-token feature values "
+        "are sent for the forensic view (prompt summaries cover a whole prefill chunk). Which "
+        "requests is a stable hash of the external request id, so a request is sampled on every "
+        "step or on none. Costs 4 bytes per feature per sampled prompt token on the wire.",
     )
     auth_token_file: Path | None = Field(None, description="Bearer token for a TCP sidecar.")
     tls_ca_file: Path | None = Field(None, description="CA bundle that signed the sidecar's certificate.")

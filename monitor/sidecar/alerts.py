@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from monitor.config import AlertSettings
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
@@ -67,6 +68,12 @@ def rfc3339(unix_nanos: int) -> str:
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     fraction = f"{nanos:09d}".rstrip("0")
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
+
+
+def request_page(request_id: str, model_name: str = "") -> str:
+    """The path of a request's forensic page (``/ui/requests/<id>?model=<name>``)."""
+    path = f"/ui/requests/{quote(request_id, safe='')}"
+    return f"{path}?model={quote(model_name, safe='')}" if model_name else path
 
 
 def alertname(concept: str) -> str:
@@ -255,8 +262,12 @@ class IncidentBook:
         clock: Callable[[], float] = time.time,
         on_change: Callable[[str, str, str | None], None] = lambda fingerprint, model, saved: None,
         on_member: Callable[[str, str, str, bool], None] = lambda fingerprint, model, request, joined: None,
+        request_pages: bool = False,
     ) -> None:
-        """How the sidecar keeps open incidents in Redis across restarts:
+        """``request_pages``: the forensic pages are on, so alerts link to the request's page
+        (``generatorURL`` and a ``request_url`` annotation, under ``external_url``).
+
+        How the sidecar keeps open incidents in Redis across restarts:
         ``on_change(fingerprint, model, JSON or None)`` after a change to an incident's own
         fields (None: it ended), ``on_member(fingerprint, model, request id, joined)`` when a
         request joins or leaves it. Each is O(1): an incident of many requests is never
@@ -265,6 +276,7 @@ class IncidentBook:
         self.clock = clock
         self.on_change = on_change
         self.on_member = on_member
+        self.request_pages = request_pages
         self.active: dict[str, _Incident] = {}
         self._by_request: dict[str, set[str]] = {}
 
@@ -372,8 +384,14 @@ class IncidentBook:
             ends_at=ends_at,
             created=created,
             model_name=incident.model_name,
-            generator_url=self.settings.external_url,
+            generator_url=self._link(incident.first_request, incident.model_name) or self.settings.external_url,
         )
+
+    def _link(self, request_id: str, model_name: str) -> str:
+        """The request's forensic page, when the pages are on and saemon's URL is known."""
+        if not (self.request_pages and self.settings.external_url):
+            return ""
+        return self.settings.external_url.rstrip("/") + request_page(request_id, model_name)
 
     def _annotations(self, decision: pb.Decision, incident: _Incident) -> dict[str, str]:
         """The first request identifies the incident; the latest decision gives the numbers."""
@@ -394,4 +412,7 @@ class IncidentBook:
         }
         if self.settings.runbook_url:
             annotations["runbook_url"] = self.settings.runbook_url
+        link = self._link(decision.request_id, decision.model_name)
+        if link:
+            annotations["request_url"] = link
         return annotations

@@ -1,4 +1,5 @@
-"""The sidecar's HTTP listener: ``/metrics``, ``/healthz``, ``/readyz`` (aiohttp)."""
+"""The sidecar's HTTP listener: ``/metrics``, ``/healthz``, ``/readyz`` and, when on, the
+forensic pages under ``/ui/`` (aiohttp)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,28 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from monitor.config import Settings
 from monitor.errors import ConfigError
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.store import AuditStore
+from monitor.sidecar.ui import ForensicUi
 
 
 class HttpEndpoints:
     """Serves the metrics and the probes Kubernetes and Prometheus use."""
 
     def __init__(
-        self, settings: Settings, metrics: SidecarMetrics, store: AuditStore, serving: Callable[[], bool]
+        self,
+        settings: Settings,
+        metrics: SidecarMetrics,
+        store: AuditStore,
+        serving: Callable[[], bool],
+        ui: ForensicUi | None = None,
     ) -> None:
         self.settings = settings
+        self.ui = ui
         self.metrics = metrics
         self.store = store
         self.serving = serving
@@ -33,6 +42,8 @@ class HttpEndpoints:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.ui is not None:
+            self.ui.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         listen = self.settings.sidecar.http_listen
@@ -61,6 +72,11 @@ class HttpEndpoints:
     async def _metrics_page(self, request: web.Request) -> web.Response:
         # Rendered on a worker thread: the event loop goes on serving gRPC (ingest, queries)
         # while a scrape walks every series (prometheus_client's metrics are thread-safe).
+        # OpenMetrics when the scraper asks for it (Prometheus does with exemplar storage on):
+        # only that format carries the exemplars (request ids of flagged requests).
+        if "application/openmetrics-text" in request.headers.get("Accept", ""):
+            body = await asyncio.to_thread(openmetrics.generate_latest, self.metrics.registry)
+            return web.Response(body=body, headers={"Content-Type": openmetrics.CONTENT_TYPE_LATEST})
         body = await asyncio.to_thread(generate_latest, self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -3,7 +3,8 @@
 Every decision is written to the audit store (which hands it to the WatchAlerts
 subscribers once it has its event id) and shown to the incident book, whose notifications
 the store queues for delivery. A closed request's report goes to the store, with the
-redacted text around its strongest tokens when the audit trail keeps token text.
+redacted text around its strongest tokens when the audit trail keeps token text, and its
+per-token scores (and its tokens as redacted text) when the forensic view keeps them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class Outlets:
             store.append_report(state.to_proto())
             if state.token_ids is not None:
                 self._keep_token_text(state)
+            trace = state.stored_trace = state.trace_document()
+            if trace is not None:
+                pieces = trace.get("pieces")
+                store.append_trace(
+                    state.model_name, state.request_id, {k: v for k, v in trace.items() if k != "pieces"}
+                )
+                if pieces is not None:
+                    store.append_pieces(state.model_name, state.request_id, pieces)
             for notification in incidents.on_request_end(state.request_id):
                 store.append_alert(notification)
         self.metrics.incidents_active.set(len(incidents.active))
@@ -69,6 +78,8 @@ class Outlets:
             return
         try:
             state.texts = self.token_texts.annotate(state.to_proto(), token_ids)
+            if state.traces:  # kept for the forensic view: the whole conversation as tokens
+                state.pieces = self.token_texts.pieces(token_ids)
         except Exception:  # a tokenizer or redactor bug must not stop scoring
             self.metrics.token_text_errors.inc()
             log.exception("could not make the token text of request %s; not stored", state.request_id)

@@ -13,11 +13,14 @@ that is mid-stream, until it has pushed out every one-step id first.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
+from typing import Any
 
 from monitor.probe import ProbeGroup, ProbeTracks, TrackTable
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.token_text import apply_texts
+from monitor.sidecar.trace import Trace, document
 
 #: Decisions kept per request in its report (a flapping probe must not grow memory).
 MAX_DECISIONS_PER_REQUEST = 32
@@ -35,12 +38,15 @@ class RequestState:
         "live",
         "model_name",
         "pack_tokens",
+        "pieces",
         "prompt_tokens",
         "request_id",
         "response_tokens",
+        "stored_trace",
         "texts",
         "token_ids",
         "tokens",
+        "traces",
         "tracks",
         "unscored",
     )
@@ -66,6 +72,39 @@ class RequestState:
         self.token_ids: list[int] | None = None
         #: {probe: {position: text}} of the top tokens, when the audit trail keeps token text.
         self.texts: dict[str, dict[str, str]] = {}
+        #: Per pack and scope, the per-step scores for the forensic view (sidecar.ui.enabled);
+        #: None until the first; a closed request keeps them only if they are to be stored.
+        self.traces: dict[tuple[str, int], Trace] | None = None
+        #: The request's tokens as redacted text, with the traces when token text is stored.
+        self.pieces: list[str] | None = None
+        #: The traces' document once the request closed (made once, for Redis and memory).
+        self.stored_trace: dict[str, Any] | None = None
+
+    def trace_for(self, pack: str, pack_version: str, group: ProbeGroup, limit: int) -> Trace:
+        """This request's trace of a pack's probes of one scope (a reloaded pack starts afresh)."""
+        if self.traces is None:
+            self.traces = {}
+        key = (pack, group.scope)
+        trace = self.traces.get(key)
+        if trace is None or trace.group is not group:
+            trace = self.traces[key] = Trace(pack, pack_version, group, limit)
+        return trace
+
+    @property
+    def flagged(self) -> bool:
+        """A probe fired on this request."""
+        return any(bool(tracks.fired.any()) for tracks in self.tracks.values())
+
+    def trace_document(self) -> dict[str, Any] | None:
+        """The traces as stored (with ``pieces`` when the token text is known); None if not kept."""
+        if self.stored_trace is not None:
+            return self.stored_trace
+        if not self.traces:
+            return None
+        result = document(self.request_id, self.model_name, list(self.traces.values()))
+        if self.pieces is not None:
+            result["pieces"] = self.pieces
+        return result
 
     def tracks_for(self, pack: str, group: ProbeGroup, table: TrackTable) -> ProbeTracks:
         """This request's row of a pack's probes of one scope; a reloaded pack starts afresh."""
@@ -128,13 +167,17 @@ class FinishedReport:
     instead of the live state's arrays and dicts (which also kept every full garbage
     collection busy walking tens of thousands of finished requests)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "trace")
 
-    def __init__(self, report: pb.RequestReport) -> None:
+    def __init__(self, report: pb.RequestReport, trace: dict[str, Any] | None = None) -> None:
         self.data = report.SerializeToString()
+        self.trace = json.dumps(trace, separators=(",", ":")).encode() if trace is not None else None
 
     def to_proto(self) -> pb.RequestReport:
         return pb.RequestReport.FromString(self.data)
+
+    def trace_document(self) -> dict[str, Any] | None:
+        return json.loads(self.trace) if self.trace is not None else None
 
 
 class RequestTable:
@@ -222,7 +265,7 @@ class RequestTable:
         """Keep a finished request as its report's bytes once its outlets are done with it."""
         entry = self.finished.get(state.request_id)
         if entry is not None and entry[1] is state:
-            self.finished[state.request_id] = (entry[0], FinishedReport(state.to_proto()))
+            self.finished[state.request_id] = (entry[0], FinishedReport(state.to_proto(), state.trace_document()))
 
     def get(self, request_id: str) -> RequestState | FinishedReport | None:
         state = self.active.get(request_id)

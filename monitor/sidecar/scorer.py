@@ -37,6 +37,7 @@ from monitor.probe import (
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.request_state import RequestState, RequestTable
+from monitor.sidecar.trace import token_values
 
 SEVERITY_LABELS: dict[int, str] = {
     pb.SEVERITY_INFO: "info",
@@ -54,6 +55,8 @@ KIND_LABELS: dict[int, str] = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND
 #: vLLM makes, and both become label values or Redis keys.
 MAX_POSITION = 1 << 24
 MAX_ID_LENGTH = 512
+#: Longest request id put in an exemplar (its labels may hold 128 characters in all).
+MAX_EXEMPLAR_ID = 100
 
 
 class Rejected(Exception):
@@ -252,6 +255,10 @@ class Scorer:
         self._compiled: dict[str, CompiledPack] = {}
         #: Requests closed (finished or evicted) since the last drain_closed().
         self._closed: list[RequestState] = []
+        #: Steps traced per request, pack and scope for the forensic view (0: not traced).
+        ui = settings.ui
+        self.trace_steps = ui.trace_steps if ui.enabled else 0
+        self.keep_all_traces = ui.keep == "all"
 
     # -- probe packs ---------------------------------------------------------------------
 
@@ -383,6 +390,8 @@ class Scorer:
             scored[scope] += state.add_tokens(pack.name, scope, tokens)
             group = groups.get(scope)
             if group is None:
+                if self.trace_steps:
+                    self._trace_other(pack, state, columns, row)
                 continue
             tracks = state.tracks_for(pack.name, group, pack.tables[scope])
             batch_rows, table_rows, owners = pending.setdefault(scope, ([], [], []))
@@ -403,6 +412,10 @@ class Scorer:
             for i, transition in folded:
                 state, tracks = owners[i]
                 decisions.append(self._decide(state, tracks, transition, produced, now))
+            if self.trace_steps:
+                self._trace(pack, scope, pick, table_rows, owners, columns, folded)
+        if self.trace_steps and batch.token_scores:
+            self._trace_exact(pack, batch)
         for scope, tokens in scored.items():
             if tokens:
                 self.metrics.tokens_scored.labels(model, SCOPE_LABELS[scope]).inc(tokens)
@@ -454,6 +467,66 @@ class Scorer:
         for state in closed:
             self.table.compact(state)
 
+    # -- the forensic view's traces ------------------------------------------------------
+
+    def _trace(
+        self,
+        pack: CompiledPack,
+        scope: int,
+        pick: np.ndarray,
+        table_rows: list[int],
+        owners: list[tuple[RequestState, ProbeTracks]],
+        columns: Columns,
+        folded: list[tuple[int, Transition]],
+    ) -> None:
+        """Each row's token values and the probes' running scores after this step."""
+        group = pack.groups[scope]
+        scores = pack.tables[scope].scores(np.array(table_rows))
+        counts = columns.num_tokens[pick]
+        firsts = columns.first_positions[pick]
+        values = token_values(group, columns.sum[pick] / counts[:, None])
+        traces = []
+        for i, (state, _) in enumerate(owners):
+            trace = state.trace_for(pack.name, pack.version, group, self.trace_steps)
+            trace.add_step(int(firsts[i]), int(counts[i]), values[i], scores[i])
+            traces.append(trace)
+        for i, transition in folded:
+            if transition.kind == pb.DECISION_KIND_FIRED:
+                traces[i].fired(transition.probe, int(firsts[i] + counts[i] - 1))
+
+    def _trace_other(self, pack: CompiledPack, state: RequestState, columns: Columns, row: int) -> None:
+        """Rows of a scope none of the pack's probes read: kept with the other scope's traces."""
+        count = int(columns.num_tokens[row])
+        means = columns.sum[row] / count
+        for group in pack.groups.values():
+            trace = state.trace_for(pack.name, pack.version, group, self.trace_steps)
+            trace.add_other(int(columns.first_positions[row]), count, means)
+
+    def _trace_exact(self, pack: CompiledPack, batch: pb.StepBatch) -> None:
+        """The plugin's per-token prompt rows of sampled requests: kept beside the steps,
+        never folded (the summaries already carried these rows). A malformed entry is
+        dropped and counted; the batch's summaries were scored regardless."""
+        width = pack.feature_count
+        for entry in batch.token_scores:
+            positions = np.frombuffer(entry.positions, dtype="<i8") if len(entry.positions) % 8 == 0 else None
+            values = None
+            if positions is not None and len(entry.values) == len(positions) * width * 4:
+                values = np.frombuffer(entry.values, dtype="<f4").reshape(len(positions), width)
+            if (
+                values is None
+                or positions is None
+                or not ((positions >= 0) & (positions < MAX_POSITION)).all()
+                or not np.isfinite(values).all()
+            ):
+                self.metrics.dropped.labels("malformed").inc()
+                continue
+            state = self.table.active.get(entry.request_id)
+            if state is None:
+                continue
+            # every group of the pack: a response probe's page colours the prompt's rows too
+            for group in pack.groups.values():
+                state.trace_for(pack.name, pack.version, group, self.trace_steps).add_exact(positions, values)
+
     # -- decisions -----------------------------------------------------------------------
 
     def _decide(
@@ -463,7 +536,10 @@ class Scorer:
         probe = tracks.group.probes[index]
         severity = SEVERITY_LABELS[probe.severity]
         if transition.first:
-            self.metrics.requests_flagged.labels(state.model_name, probe.name, severity).inc()
+            # The request id as an exemplar (OpenMetrics caps an exemplar's labels at 128
+            # characters): Grafana links a flagged-requests panel's point to its request page.
+            exemplar = {"request_id": state.request_id} if len(state.request_id) <= MAX_EXEMPLAR_ID else None
+            self.metrics.requests_flagged.labels(state.model_name, probe.name, severity).inc(exemplar=exemplar)
         self.metrics.decisions.labels(state.model_name, probe.name, severity, KIND_LABELS[kind]).inc()
         decision = pb.Decision(
             id=uuid.uuid4().hex,
@@ -506,9 +582,19 @@ class Scorer:
             )
             state.record(unjudged)
             decisions.append(unjudged)
-        for tracks in state.tracks.values():
+        for (pack, scope), tracks in state.tracks.items():
             for transition in tracks.close(judge=finished):
                 decisions.append(self._decide(state, tracks, transition, produced, now))
+                trace = state.traces.get((pack, scope)) if state.traces else None
+                if trace is not None and transition.kind == pb.DECISION_KIND_FIRED:
+                    trace.fired(transition.probe, trace.last_position)
+        if state.traces:
+            if self.keep_all_traces or state.flagged:
+                for key, trace in state.traces.items():
+                    if key in state.tracks:
+                        trace.close(state.tracks[key])
+            else:
+                state.traces = None
         state.finished = finished
         if finished:
             if any(state.tokens.values()):

@@ -5,8 +5,9 @@ The composition root. What each part does lives in its own module: the gRPC meth
 (:mod:`~monitor.sidecar.pipeline`), the scorer and its request table
 (:mod:`~monitor.sidecar.scorer`), where decisions go (:mod:`~monitor.sidecar.outlets`:
 the audit store, the incident book, token text), the WatchAlerts fan-out
-(:mod:`~monitor.sidecar.watch`), alert delivery (:mod:`~monitor.sidecar.delivery`) and the
-HTTP endpoints (:mod:`~monitor.sidecar.endpoints`).
+(:mod:`~monitor.sidecar.watch`), alert delivery (:mod:`~monitor.sidecar.delivery`), the
+HTTP endpoints (:mod:`~monitor.sidecar.endpoints`) and the forensic pages on them
+(:mod:`~monitor.sidecar.ui`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from monitor.sidecar.security import (
 from monitor.sidecar.service import MonitorServicer, register
 from monitor.sidecar.store import AuditStore, StoreUnavailable
 from monitor.sidecar.token_text import TokenTexts
+from monitor.sidecar.ui import ForensicUi, RecentDecisions
 from monitor.sidecar.watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -57,18 +59,28 @@ class Sidecar:
         self.settings = settings
         self.metrics = metrics = metrics or SidecarMetrics()
         self.scorer = Scorer(settings.sidecar, metrics, served=[settings.model.name])
-        self.watch = WatchHub(settings.sidecar.watch_queue_size)
+        ui = settings.sidecar.ui
+        recent = RecentDecisions(ui.recent) if ui.enabled else None
+        self.watch = WatchHub(settings.sidecar.watch_queue_size, [recent.add] if recent else [])
         receivers = receivers_from(settings)
         self.store = AuditStore(settings.redis, metrics, [r.name for r in receivers], on_event=self.watch.publish)
         self.store.models.add(settings.model.name)
         self.delivery = Delivery(settings, self.store, metrics, receivers)
         token_texts = TokenTexts(settings) if settings.redis.store_token_text else None
         self.incidents = IncidentBook(
-            settings.alerts, on_change=self.store.save_incident, on_member=self.store.save_incident_member
+            settings.alerts,
+            on_change=self.store.save_incident,
+            on_member=self.store.save_incident_member,
+            request_pages=settings.sidecar.ui.enabled,
         )
         self.outlets = Outlets(self.store, self.incidents, token_texts, metrics)
         self.pipeline = Pipeline(self.scorer, self.outlets, metrics, settings.sidecar.ingest_queue_size)
-        self.http = HttpEndpoints(settings, metrics, self.store, lambda: self.ready)
+        self.ui = (
+            ForensicUi(settings, self.scorer, self.pipeline, self.store, self.incidents, self.watch, recent)
+            if recent is not None
+            else None
+        )
+        self.http = HttpEndpoints(settings, metrics, self.store, lambda: self.ready, self.ui)
         self.gc_pauses = GcPauses(metrics)
         self.grpc_address = ""
         self.unix_socket: Path | None = None

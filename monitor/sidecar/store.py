@@ -8,6 +8,8 @@ Keys (the ``{model}`` hash tag keeps one model's keys in one Redis Cluster slot)
     <prefix>:{<model>}:dead_letter    stream, notifications a receiver never accepted
     <prefix>:{<model>}:report:<id>    string, the finished request's report (JSON), TTL
     <prefix>:{<model>}:tokens:<id>    string, text of the tokens that fired (opt-in), own TTL
+    <prefix>:{<model>}:trace:<id>     string, per-token scores for the forensic view (JSON), report TTL
+    <prefix>:{<model>}:pieces:<id>    string, the request's tokens as redacted text (opt-in), text TTL
     <prefix>:{<model>}:dedup:...      delivery claims per receiver and incident (SET NX PX)
 
 Every write goes through one ordered in-memory backlog that one task drains with
@@ -102,6 +104,12 @@ class Keys:
     def tokens(self, model: str, request_id: str) -> str:
         return f"{self._base(model)}:tokens:{request_id}"
 
+    def trace(self, model: str, request_id: str) -> str:
+        return f"{self._base(model)}:trace:{request_id}"
+
+    def pieces(self, model: str, request_id: str) -> str:
+        return f"{self._base(model)}:pieces:{request_id}"
+
     def dedup(self, model: str, receiver: str, notification: Notification) -> str:
         return (
             f"{self._base(model)}:dedup:{receiver}:{notification.fingerprint}:"
@@ -113,7 +121,7 @@ class Keys:
 class Pending:
     """One write waiting for Redis, and what live consumers did with it meanwhile."""
 
-    kind: str  # event | report | alert | dead_letter | dedup | token_text
+    kind: str  # event | report | alert | dead_letter | dedup | token_text | trace | pieces
     model: str
     payload: Any
     #: Handed to live consumers already (WatchAlerts, direct delivery), so not again.
@@ -386,6 +394,16 @@ class AuditStore:
         if self.enabled:
             self._append(Pending("token_text", model, (request_id, json.dumps(texts, ensure_ascii=False))))
 
+    def append_trace(self, model: str, request_id: str, trace: dict[str, Any]) -> None:
+        """A request's per-token scores for the forensic view, with the report's TTL."""
+        if self.enabled:
+            self._append(Pending("trace", model, (request_id, json.dumps(trace, separators=(",", ":")))))
+
+    def append_pieces(self, model: str, request_id: str, pieces: list[str]) -> None:
+        """A request's tokens as redacted text (token text storage on), with the text's TTL."""
+        if self.enabled:
+            self._append(Pending("pieces", model, (request_id, json.dumps(pieces, ensure_ascii=False))))
+
     def append_dead_letter(self, model: str, fields: dict[str, str]) -> None:
         if self.enabled:
             self._append(Pending("dead_letter", model, fields))
@@ -538,6 +556,12 @@ class AuditStore:
         elif item.kind == "token_text":
             request_id, text = item.payload
             pipe.set(keys.tokens(item.model, request_id), text, ex=cfg.token_text_ttl_seconds)
+        elif item.kind == "trace":
+            request_id, text = item.payload
+            pipe.set(keys.trace(item.model, request_id), text, ex=cfg.report_ttl_seconds)
+        elif item.kind == "pieces":
+            request_id, text = item.payload
+            pipe.set(keys.pieces(item.model, request_id), text, ex=cfg.token_text_ttl_seconds)
         elif item.kind in ("incident", "incident_member"):
             field_name, value = item.payload
             key = keys.incidents(item.model) if item.kind == "incident" else keys.incident_requests(item.model)
@@ -763,6 +787,30 @@ class AuditStore:
                     apply_texts(parsed, json.loads(texts))
                 return parsed
         return None
+
+    async def get_trace(self, request_id: str, models: Iterable[str]) -> tuple[dict[str, Any] | None, list[str] | None]:
+        """A finished request's stored per-token scores and token text (each None when not
+        kept or expired); StoreUnavailable without Redis."""
+        async with self._redis_for("read") as redis:
+            models = list(models)
+            keys = [k for m in models for k in (self.keys.trace(m, request_id), self.keys.pieces(m, request_id))]
+            values = await redis.mget(keys) if keys else []
+        for trace, pieces in zip(values[::2], values[1::2], strict=True):
+            if trace is not None or pieces is not None:
+                return (json.loads(trace) if trace else None, json.loads(pieces) if pieces else None)
+        return None, None
+
+    async def recent_events(self, models: Iterable[str], count: int) -> list[pb.Decision]:
+        """The newest ``count`` decisions across models, newest first (XREVRANGE)."""
+        entries: list[tuple[tuple[int, int], pb.Decision]] = []
+        async with self._redis_for("read") as redis:
+            for model in models:
+                events = cast(
+                    list[tuple[str, dict[str, str]]], await redis.xrevrange(self.keys.events(model), count=count)
+                )
+                entries += [(stream_id(i), decision_from_fields(i, f)) for i, f in events]
+        entries.sort(key=lambda e: e[0], reverse=True)
+        return [decision for _, decision in entries[:count]]
 
     async def replay(self, after_id: str, models: Iterable[str], limit: int = 100_000) -> list[pb.Decision]:
         """Decisions written after ``after_id`` (exclusive), oldest first, across models."""

@@ -11,7 +11,9 @@ The tokenizer is the served model's ``tokenizer.json`` read with the `tokenizers
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,6 +99,18 @@ class TokenTexts:
         tail = "".join(words[: 2 * CONTEXT_AFTER]) if len(words) > 2 * CONTEXT_AFTER else tail
         return f"{head}{MARK_OPEN}{marked}{sep}{tail}"
 
+    def pieces(self, token_ids: Sequence[int]) -> list[str]:
+        """The request's tokens as text, one piece per token, redacted as one text: a token
+        the redactor changed (with the others of the same masked span) becomes the masked
+        text on the span's first token and '' on the rest, so positions still line up."""
+        decode = self.tokenizer.decode
+        pieces = [decode([token], skip_special_tokens=False) for token in token_ids]
+        text = "".join(pieces)
+        redacted = self.redact(text)
+        if redacted == text:
+            return pieces
+        return realign(pieces, redacted)
+
     def annotate(self, report: pb.RequestReport, token_ids: Sequence[int]) -> dict[str, dict[str, str]]:
         """Fill ``text`` of every top token in ``report``; returns {probe: {position: text}}."""
         texts: dict[str, dict[str, str]] = {}
@@ -106,6 +120,47 @@ class TokenTexts:
                 if hit.text:
                     texts.setdefault(score.probe, {})[str(hit.position)] = hit.text
         return texts
+
+
+def realign(pieces: Sequence[str], redacted: str) -> list[str]:
+    """Cut ``redacted`` (a redaction of ``"".join(pieces)``) back into one piece per token."""
+    text = "".join(pieces)
+    bounds = [0]
+    for piece in pieces:
+        bounds.append(bounds[-1] + len(piece))
+    # Where each original offset lands in the redacted text; None strictly inside a change.
+    where: dict[int, int] = {}
+    inside: set[int] = set()
+    for tag, i1, i2, j1, j2 in _changes(text, redacted):
+        if tag == "equal":
+            for x in range(i1, i2 + 1):
+                where.setdefault(x, j1 + x - i1)
+        else:
+            inside.update(range(i1 + 1, i2))
+            where.setdefault(i1, j1)
+            where[i2] = j2
+    cuts = [k for k, x in enumerate(bounds) if x not in inside and x in where]
+    result = [""] * len(pieces)
+    for a, b in itertools.pairwise(cuts):
+        result[a] = redacted[where[bounds[a]] : where[bounds[b]]]
+    return result
+
+
+def _changes(text: str, redacted: str) -> list[tuple[str, int, int, int, int]]:
+    """difflib's opcodes with changes joined across short equal runs (a mask such as
+    ``<email>`` shares stray letters with what it replaced)."""
+    merged: list[tuple[str, int, int, int, int]] = []
+    for op in difflib.SequenceMatcher(None, text, redacted, autojunk=False).get_opcodes():
+        merged.append(op)
+        while len(merged) >= 3 and merged[-1][0] != "equal" and merged[-3][0] != "equal":
+            middle = merged[-2]
+            if middle[0] != "equal" or middle[2] - middle[1] >= 4:
+                break
+            last = merged.pop()
+            merged.pop()
+            first = merged.pop()
+            merged.append(("replace", first[1], last[2], first[3], last[4]))
+    return merged
 
 
 def apply_texts(report: pb.RequestReport, texts: dict[str, dict[str, str]]) -> None:

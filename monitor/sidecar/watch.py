@@ -8,6 +8,7 @@ decisions behind is closed with RESOURCE_EXHAUSTED rather than slowing anyone el
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
@@ -43,9 +44,11 @@ class Subscriber:
 class WatchHub:
     """The set of live WatchAlerts subscribers."""
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, listeners: Sequence[Callable[[pb.Decision], None]] = ()) -> None:
+        """``listeners`` get every decision too (the forensic list's memory)."""
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
+        self.listeners = tuple(listeners)
 
     def subscribe(self, request: pb.WatchAlertsRequest) -> Subscriber:
         subscriber = Subscriber(
@@ -58,7 +61,9 @@ class WatchHub:
         self.subscribers.discard(subscriber)
 
     def publish(self, decision: pb.Decision) -> None:
-        """Hand one decision to every subscriber that wants it."""
+        """Hand one decision to every listener and every subscriber that wants it."""
+        for listener in self.listeners:
+            listener(decision)
         for subscriber in self.subscribers:
             if subscriber.overflowed or not subscriber.wants(decision):
                 continue

@@ -78,7 +78,7 @@ class IngestRequest(_message.Message):
     def __init__(self, batches: _Optional[_Iterable[_Union[StepBatch, _Mapping]]] = ..., client_dropped: _Optional[int] = ...) -> None: ...
 
 class StepBatch(_message.Message):
-    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends", "columns", "unscored")
+    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends", "columns", "unscored", "token_scores")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PACK_FIELD_NUMBER: _ClassVar[int]
     PACK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class StepBatch(_message.Message):
     ENDS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     UNSCORED_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SCORES_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     pack: str
     pack_version: str
@@ -97,7 +98,20 @@ class StepBatch(_message.Message):
     ends: _containers.RepeatedCompositeFieldContainer[RequestEnd]
     columns: SummaryColumns
     unscored: _containers.RepeatedCompositeFieldContainer[UnscoredTokens]
-    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ..., columns: _Optional[_Union[SummaryColumns, _Mapping]] = ..., unscored: _Optional[_Iterable[_Union[UnscoredTokens, _Mapping]]] = ...) -> None: ...
+    token_scores: _containers.RepeatedCompositeFieldContainer[TokenScores]
+    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ..., columns: _Optional[_Union[SummaryColumns, _Mapping]] = ..., unscored: _Optional[_Iterable[_Union[UnscoredTokens, _Mapping]]] = ..., token_scores: _Optional[_Iterable[_Union[TokenScores, _Mapping]]] = ...) -> None: ...
+
+class TokenScores(_message.Message):
+    __slots__ = ("request_id", "scope", "positions", "values")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    scope: TokenScope
+    positions: bytes
+    values: bytes
+    def __init__(self, request_id: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., positions: _Optional[bytes] = ..., values: _Optional[bytes] = ...) -> None: ...
 
 class UnscoredTokens(_message.Message):
     __slots__ = ("request_id", "reason", "count")
