@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from recorder import Recorder
 from safetensors import safe_open
 
 from monitor import model
@@ -306,3 +307,100 @@ def test_the_shipped_pack_scores_live_traffic_as_probes_eval_does(default_model,
         for name, result in want.items():
             assert got[name].tokens == result.tokens, name
             assert got[name].score == pytest.approx(result.final, rel=2e-3, abs=2e-3), name
+
+
+class TokenScoresRecorder(Recorder):
+    """The recording endpoint, also keeping every TokenScores: {(pack, request, scope): [(positions, values)]}."""
+
+    def __init__(self, address: str, features: dict[str, int]) -> None:
+        super().__init__(address, features)
+        self.token_scores: dict[tuple[str, str, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+
+    def Ingest(self, request_iterator, context):
+        return super().Ingest(self._keeping_token_scores(request_iterator), context)
+
+    def _keeping_token_scores(self, requests):
+        for request in requests:
+            with self.lock:
+                for batch in request.batches:
+                    width = self.features[batch.pack]
+                    for entry in batch.token_scores:
+                        positions = np.frombuffer(entry.positions, "<i8")
+                        values = np.frombuffer(entry.values, "<f4").reshape(len(positions), width)
+                        self.token_scores[(batch.pack, entry.request_id, entry.scope)].append((positions, values))
+            yield request
+
+
+def reference_token_scores(hidden: tuple[torch.Tensor, ...], pack_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The pack's per-token feature values ``[n, F]`` on HF transformers' residual stream
+    (``hidden``: its hidden states), by the projection's reference, and where a JumpReLU gate
+    is within rounding of the pre-activation (there either side of the gate is right)."""
+    from monitor.kernels.projection import projection_ref
+    from monitor.pack import load_pack
+
+    n = hidden[0].shape[1]
+    banks = load_pack(pack_file).feature_banks()
+    values = np.zeros((n, sum(bank.num_features for _, bank, _ in banks)), np.float32)
+    near_gate = np.zeros(values.shape, bool)
+    for layer, bank, columns in banks:
+        x = hidden[layer + 1][0]
+        one_row_each = torch.arange(n + 1, dtype=torch.int32)
+        values[:, columns] = projection_ref(x, bank, one_row_each, torch.ones(n, dtype=torch.bool)).max.numpy()
+        pre = (x @ bank.weight + bank.bias).numpy()
+        gated = (bank.activation != 0).numpy()
+        threshold = bank.threshold.numpy()
+        near_gate[:, columns] = gated & (np.abs(pre - threshold) <= 2e-3 + 2e-3 * threshold)
+    return values, near_gate
+
+
+def test_sampled_requests_ship_every_prompt_token_once_with_the_reference_values(default_model, pack, tmp_path):
+    """prompt_token_scores 1.0, two packs, chunked prefill and prefix caching on: every scored
+    prompt position of every request arrives once in TokenScores (computed rows, and rows the
+    score table served on the second round), with HF transformers' per-token feature values."""
+    from vllm import LLM, SamplingParams
+
+    from monitor.pack import load_pack
+
+    shipped = Path(__file__).resolve().parent.parent / "probes" / "SmolLM2-135M-Instruct" / "safety.yaml"
+    files = {load_pack(f).name: f for f in (pack, shipped)}
+    features = {name: len(load_pack(f).spec.features) for name, f in files.items()}
+    address = f"unix://{tmp_path}/recorder.sock"
+    with TokenScoresRecorder(address, features) as recorder:
+        plugin = {"pack": str(pack), "packs": [str(shipped)], "sidecar": address, "prompt_token_scores": 1.0}
+        llm = LLM(
+            model=str(default_model),
+            dtype="float32",
+            max_model_len=1024,
+            enforce_eager=True,
+            block_size=32,
+            enable_prefix_caching=True,
+            max_num_batched_tokens=64,  # the long prompts are prefilled over several steps
+            max_num_seqs=4,
+            additional_config={"saemon": plugin},
+        )
+        try:
+            conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+            sampling = SamplingParams(temperature=0, max_tokens=4)
+            outputs = llm.chat(conversations, sampling) + llm.chat(conversations, sampling)
+        finally:
+            llm.llm_engine.engine_core.shutdown()
+        recorder.wait_for([o.request_id for o in outputs])
+    assert sum(o.num_cached_tokens or 0 for o in outputs[len(PROMPTS) :]) >= 64, "no prompt came from the cache"
+    specials = special_ids(default_model)
+    for output in outputs:
+        prompt = list(output.prompt_token_ids)
+        expected = [p for p in range(len(prompt)) if prompt[p] not in specials]
+        with torch.no_grad():
+            hidden = _hf_model(default_model)(torch.tensor([prompt]), output_hidden_states=True).hidden_states
+        for name, file in files.items():
+            label = f"{name} request {output.request_id}"
+            assert (name, output.request_id, pb.TOKEN_SCOPE_RESPONSE) not in recorder.token_scores, label
+            parts = recorder.token_scores[(name, output.request_id, pb.TOKEN_SCOPE_PROMPT)]
+            assert parts, f"{label}: no TokenScores"
+            positions = np.concatenate([p for p, _ in parts])
+            assert sorted(positions.tolist()) == expected and len(positions) == len(expected), label
+            got = np.concatenate([v for _, v in parts])
+            want, near_gate = reference_token_scores(hidden, file)
+            close = np.isclose(got, want[positions], rtol=2e-3, atol=2e-3) | near_gate[positions]
+            worst = np.abs(got - want[positions]).max()
+            assert close.all(), f"{label}: {(~close).sum()} of {close.size} values differ (max {worst:.4g})"

@@ -20,12 +20,16 @@ masked rows stay inside their segment with ``row_mask`` False, so segments tile 
   computed here (vLLM had their KV cached). The planner reports them as a :class:`Gap`
   (its special tokens already left out) and counts them as done; the score table
   (:mod:`monitor.vllm.prefix`) serves their scores.
+- **Sampled prompts.** With ``plugin.prompt_token_scores`` above 0 a share of requests
+  (:func:`samples_prompt`, decided once per request) also has its scored prompt rows listed
+  (``StepPlan.token_rows``), so their per-token feature values can be shipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -39,6 +43,17 @@ def external_id(worker_request_id: str) -> str:
     """vLLM's worker sees "{external id}-{8 random chars}"; clients know the external id."""
     head, sep, _ = worker_request_id.rpartition("-")
     return head if sep else worker_request_id
+
+
+def samples_prompt(request_id: str, share: float) -> bool:
+    """Whether the external request ``request_id`` is one whose prompt tokens' feature values
+    are sent (``plugin.prompt_token_scores``): the first 8 bytes of the id's BLAKE2b digest
+    (UTF-8, default 64-byte digest) as a big-endian integer over 2**64, below ``share``. The
+    same on every step, rank and process, and for whoever wants to know it from the id."""
+    if share <= 0:
+        return False
+    digest = hashlib.blake2b(request_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 class RequestView(Protocol):
@@ -93,6 +108,14 @@ class Gap(NamedTuple):
     info: RequestView
     positions: np.ndarray  # int64, ascending: the skipped positions that would be scored
     prompt_len: int
+    sampled: bool = False  # the request's prompt token scores are sent (samples_prompt)
+
+
+class PromptRows(NamedTuple):
+    """A sampled request's scored prompt rows in one step."""
+
+    request_id: str  # external id
+    rows: np.ndarray  # int64, ascending row indices into the step (row_mask True, prompt scope)
 
 
 @dataclass(frozen=True)
@@ -102,25 +125,32 @@ class StepPlan:
     segments: list[Segment]  # [S]; num_tokens == 0 for fully masked segments
     positions: np.ndarray  # int64 [T], to map a row index back to a position
     gaps: list[Gap]  # skipped (prefix-cached) positions, when the planner looks for them
+    #: the scored prompt rows of sampled requests (empty unless prompt_token_scores > 0)
+    token_rows: list[PromptRows] = field(default_factory=list)
 
 
 class _Track:
-    __slots__ = ("external", "info", "next_position", "prompt_len")
+    __slots__ = ("external", "info", "next_position", "prompt_len", "sampled")
 
-    def __init__(self, external: str) -> None:
+    def __init__(self, external: str, sampled: bool) -> None:
         self.external = external
         self.next_position = 0  # every position below this one was scored (or skipped) once
         self.info: RequestView | None = None
         self.prompt_len = 0
+        self.sampled = sampled  # its prompt rows are listed in StepPlan.token_rows
 
 
 class Planner:
     """Per-worker attribution state; one instance for the worker's lifetime."""
 
-    def __init__(self, special_token_ids: Iterable[int] = (), *, gaps: bool = False) -> None:
+    def __init__(
+        self, special_token_ids: Iterable[int] = (), *, gaps: bool = False, prompt_token_scores: float = 0.0
+    ) -> None:
         #: report prefix-cached positions as gaps (prefix caching on); otherwise a request
         #: cannot skip positions and none are looked for
         self.find_gaps = gaps
+        #: the share of requests whose scored prompt rows are listed (samples_prompt)
+        self.prompt_token_scores = prompt_token_scores
         self.special_set = frozenset(int(t) for t in special_token_ids)
         self.special = np.array(sorted(self.special_set), dtype=np.int64)
         self.tracks: dict[str, _Track] = {}
@@ -135,6 +165,8 @@ class Planner:
         starts: list[int] = [int(qsl[0])] if len(qsl) else [0]
         segments: list[Segment] = []
         gaps: list[Gap] = []
+        token_rows: list[PromptRows] = []
+        share = self.prompt_token_scores
         # Plain Python lists: a decode step is one row per request, and per-element numpy
         # indexing costs more than the work.
         bounds, at = qsl.tolist(), positions.tolist()
@@ -145,7 +177,9 @@ class Planner:
                 continue
             track = tracks.get(worker_id)
             if track is None:
-                track = tracks[worker_id] = _Track(external_id(worker_id))
+                external = external_id(worker_id)
+                # hashed once, when the request is first seen; never on its decode steps
+                track = tracks[worker_id] = _Track(external, share > 0 and samples_prompt(external, share))
             info = requests.get(worker_id) or track.info
             if info is not track.info:
                 track.info = info
@@ -166,6 +200,8 @@ class Planner:
                     fresh = token not in special
                 if fresh:
                     row_mask[a] = True
+                    if track.sampled and position < prompt_len:
+                        token_rows.append(PromptRows(track.external, np.array([a], np.int64)))
                 segments.append(
                     Segment(track.external, _PROMPT if position < prompt_len else _RESPONSE, position, int(fresh))
                 )
@@ -179,6 +215,10 @@ class Planner:
                 fresh_rows &= ~np.isin(self._token_ids(info, rows), self.special)
             row_mask[a:b] = fresh_rows
             split = a + int(np.searchsorted(rows, prompt_len, side="left"))
+            if track.sampled and split > a:
+                chosen = np.flatnonzero(fresh_rows[: split - a]) + a
+                if chosen.size:
+                    token_rows.append(PromptRows(track.external, chosen))
             for lo, hi, scope in ((a, split, _PROMPT), (split, b, _RESPONSE)):
                 if hi <= lo:
                     continue
@@ -190,13 +230,13 @@ class Planner:
             track.next_position = max(track.next_position, int(rows.max()) + 1)
         # Segments tile [qsl[0], total); a request with no rows adds no segment.
         seg_starts = np.array(starts if segments else [0], dtype=np.int32)
-        return StepPlan(seg_starts, row_mask, segments, positions, gaps)
+        return StepPlan(seg_starts, row_mask, segments, positions, gaps, token_rows)
 
     def _gap(self, row: int, worker_id: str, track: _Track, info: RequestView, first: int) -> Gap:
         skipped = np.arange(track.next_position, first, dtype=np.int64)
         if self.special.size:
             skipped = skipped[~np.isin(self._token_ids(info, skipped), self.special)]
-        return Gap(row, worker_id, track.external, info, skipped, track.prompt_len)
+        return Gap(row, worker_id, track.external, info, skipped, track.prompt_len, track.sampled)
 
     @staticmethod
     def _token_ids(info: RequestView, rows: np.ndarray) -> np.ndarray:

@@ -22,6 +22,11 @@ Delivery accounting (``stats()``), batch by batch:
   counting them). They may or may not have arrived; they are never re-sent, so the sidecar
   never sees a batch twice.
 
+A message holds at most ``max_message_bytes`` of batches (the sidecar's default
+``max_message_bytes``, beyond which it refuses a whole message): a step that would push it
+over waits, already encoded, at the head of the queue for the next message. Only a single
+step larger than that still goes alone, and the sidecar counts it as oversized.
+
 A stream takes batches off the queue only once the channel is READY, so nothing is pulled
 (and lost as unconfirmed) while the sidecar is unreachable: the queue keeps them instead.
 
@@ -56,6 +61,13 @@ _MIN_CONNECT_SECONDS = 1.0
 #: How long close() waits for the background thread once it has cancelled the stream.
 _ABORT_JOIN_SECONDS = 1.0
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A queued step already encoded, put back because it did not fit in the last message."""
+
+    batches: list[pb.StepBatch]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +135,7 @@ class SidecarClient:
         interval_seconds: float = 0.1,
         queue_size: int = 4096,
         max_batches_per_message: int = 64,
+        max_message_bytes: int = 4 << 20,
         stream_max_seconds: float = 2.0,
         backoff_initial_seconds: float = 0.05,
         backoff_max_seconds: float = 5.0,
@@ -138,6 +151,7 @@ class SidecarClient:
             interval_seconds=interval_seconds,
             queue_size=queue_size,
             max_batches_per_message=max_batches_per_message,
+            max_message_bytes=max_message_bytes,
             stream_max_seconds=stream_max_seconds,
             backoff_initial_seconds=backoff_initial_seconds,
             backoff_max_seconds=backoff_max_seconds,
@@ -155,6 +169,7 @@ class SidecarClient:
         self._interval = interval_seconds
         self._queue_size = queue_size
         self._max_batches = max_batches_per_message
+        self._max_bytes = max_message_bytes
         self._stream_max = stream_max_seconds
         # An empty stream is ended well before its deadline so that it ends with a response,
         # not DEADLINE_EXCEEDED.
@@ -469,16 +484,24 @@ class SidecarClient:
                 return None
         request = pb.IngestRequest()
         batches = request.batches
-        count = 0
+        count = size = 0
         while count < self._max_batches and self._queue:
             item = self._queue.popleft()
             count += 1
             try:
-                encoded = item if self._encode is None else self._encode(item)
-                if isinstance(encoded, pb.StepBatch):
-                    batches.append(encoded)
+                if isinstance(item, _Encoded):
+                    encoded = item.batches
                 else:
-                    batches.extend(encoded)
+                    built = item if self._encode is None else self._encode(item)
+                    encoded = [built] if isinstance(built, pb.StepBatch) else list(built)
+                grown = size + sum(b.ByteSize() for b in encoded)
+                if batches and grown > self._max_bytes:
+                    # the next message starts with it (the queue may hold one item over its
+                    # size until then: submit() saw the room this one left)
+                    self._queue.appendleft(_Encoded(encoded))
+                    break
+                size = grown
+                batches.extend(encoded)
             except Exception:  # a bug in encoding must not end shipping: count, log once
                 self._encode_failed(item)
         if not batches:
@@ -591,6 +614,8 @@ class SidecarClient:
 
     def _lost(self, item: Any) -> int:
         """The step batches a dropped item stood for (1 if that cannot be told)."""
+        if isinstance(item, _Encoded):
+            return len(item.batches)
         try:
             return max(1, int(self._batches_of(item)))
         except Exception:
@@ -613,6 +638,7 @@ def _check_arguments(
     interval_seconds: float,
     queue_size: int,
     max_batches_per_message: int,
+    max_message_bytes: int,
     stream_max_seconds: float,
     backoff_initial_seconds: float,
     backoff_max_seconds: float,
@@ -634,6 +660,8 @@ def _check_arguments(
             f"{name}: queue_size ({queue_size}) and max_batches_per_message "
             f"({max_batches_per_message}) must be at least 1"
         )
+    if max_message_bytes < 1:
+        raise ValueError(f"{name}: max_message_bytes ({max_message_bytes}) must be at least 1")
     if not 0 < backoff_initial_seconds <= backoff_max_seconds:
         raise ValueError(
             f"{name}: need 0 < backoff_initial_seconds ({backoff_initial_seconds}) "

@@ -12,14 +12,20 @@ another; each pack's range becomes one ``StepBatch`` (the sidecar scores each pa
 probes from its own batch). Per-request facts go once: the unscored counts with the first
 pack's batch, the end markers with the last one (so no pack's rows of the step arrive
 after the request was closed).
+
+Requests sampled for the forensic view (``plugin.prompt_token_scores``) also get their
+prompt rows' per-token feature values (``TokenScores``, one per request and scope in each
+pack's batch, with the pack's columns), copied to the host here too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from monitor.kernels import Summaries
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
@@ -39,6 +45,17 @@ class Stream:
 
 
 @dataclass(frozen=True)
+class TokenRows:
+    """Per-token feature values of some rows, grouped by request and scope: group ``k``
+    (``groups[k]``) is rows ``starts[k]:starts[k + 1]`` of ``scores`` and ``positions``."""
+
+    groups: Sequence[tuple[str, int]]  # (external request id, pb.TOKEN_SCOPE_*)
+    starts: Sequence[int]  # [G + 1]
+    positions: np.ndarray  # int64 [n], ascending within a group
+    scores: torch.Tensor  # float32 [n, F] in the streams' column order, possibly on the GPU
+
+
+@dataclass(frozen=True)
 class StepResult:
     """One step's projection, as it came out of the kernel."""
 
@@ -51,6 +68,8 @@ class StepResult:
     ends: list[pb.RequestEnd]
     streams: tuple[Stream, ...]
     unscored: list[pb.UnscoredTokens] = field(default_factory=list)
+    #: sampled requests' prompt rows (the step's own, then those the score table served)
+    token_scores: list[TokenRows] = field(default_factory=list)
 
 
 def encode(result: StepResult) -> list[pb.StepBatch]:
@@ -67,6 +86,8 @@ def encode(result: StepResult) -> list[pb.StepBatch]:
     ]
     batches[0].unscored.extend(result.unscored)
     batches[-1].ends.extend(result.ends)
+    if result.token_scores:
+        _add_token_scores(batches, result.streams, result.token_scores)
     summaries = result.summaries
     if not result.keep or summaries is None:
         return batches
@@ -98,3 +119,30 @@ def encode(result: StepResult) -> list[pb.StepBatch]:
         columns.sum = np.ascontiguousarray(sums[:, lo:hi]).tobytes()
         columns.count_above = np.ascontiguousarray(counts[:, lo:hi]).tobytes()
     return batches
+
+
+def _add_token_scores(batches: list[pb.StepBatch], streams: Sequence[Stream], parts: Sequence[TokenRows]) -> None:
+    """One ``TokenScores`` per request and scope in each pack's batch; a request's rows from
+    several parts (computed this step, served from the score table) merged by position."""
+    pieces: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for part in parts:
+        values = part.scores.cpu().numpy()
+        for k, key in enumerate(part.groups):
+            lo, hi = part.starts[k], part.starts[k + 1]
+            pieces.setdefault(key, []).append((part.positions[lo:hi], values[lo:hi]))
+    for (request_id, scope), found in pieces.items():
+        positions = np.concatenate([p for p, _ in found]).astype("<i8", copy=False)
+        values = np.concatenate([v for _, v in found]).astype("<f4", copy=False)
+        if len(found) > 1:
+            order = np.argsort(positions, kind="stable")
+            positions, values = positions[order], values[order]
+        encoded_positions = positions.tobytes()
+        for batch, stream in zip(batches, streams, strict=True):
+            lo = stream.first
+            hi = values.shape[1] if stream.width is None else lo + stream.width
+            batch.token_scores.add(
+                request_id=request_id,
+                scope=scope,
+                positions=encoded_positions,
+                values=np.ascontiguousarray(values[:, lo:hi]).tobytes(),
+            )

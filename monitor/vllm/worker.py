@@ -12,6 +12,11 @@ Several packs are projected as one: their banks are merged per layer
 (:meth:`LayerBanks.merge`), the tap reads the union of their layers, and each step ships
 one batch per pack. With prefix caching on, a :class:`ScoreTable` keeps every computed
 row's scores by KV slot and serves the positions vLLM took from its cache.
+
+Requests sampled for the forensic view (``plugin.prompt_token_scores``) also ship their
+scored prompt rows' per-token feature values (:func:`sampled_prompt_rows`): the rows'
+scores where the step computed them anyway (the score table's), otherwise a projection of
+those rows only; the device-to-host copy happens on the client's thread (``wire.encode``).
 """
 
 from __future__ import annotations
@@ -31,12 +36,13 @@ from monitor.config import Settings, flatten, load_settings
 from monitor.errors import SaemonError
 from monitor.kernels import FeatureBank, LayerBanks, Summaries, project_layers, summarize_segments, token_scores
 from monitor.pack import ProbePack, load_pack
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.vllm import adapter
 from monitor.vllm.batch import Planner, StepLayout, StepPlan
 from monitor.vllm.client import SidecarClient
 from monitor.vllm.prefix import PrefixHasher, Recovered, ScoreTable
 from monitor.vllm.tap import Tap
-from monitor.vllm.wire import StepResult, Stream, encode
+from monitor.vllm.wire import StepResult, Stream, TokenRows, encode
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +115,9 @@ class WorkerMonitor:
         self.ships = adapter.tensor_parallel_rank() == 0
         if self.ships:
             specials = self._special_token_ids() if self.settings.plugin.exclude_special_tokens else ()
-            self.planner = Planner(specials, gaps=self._reuses_prefixes)
+            self.planner = Planner(
+                specials, gaps=self._reuses_prefixes, prompt_token_scores=self.settings.plugin.prompt_token_scores
+            )
             self.client = self._client()
             self.client.start()
             # vLLM calls Worker.shutdown on a clean stop; this covers an interpreter exit without it
@@ -265,6 +273,13 @@ class WorkerMonitor:
             segments += recovered.segments
             positions = np.concatenate([positions, recovered.positions])
         unscored = recovered.unscored if recovered is not None else []
+        rows: list[TokenRows] = []
+        if plan.token_rows:
+            rows.append(sampled_prompt_rows(plan, self.tap.all_rows(total), banks, scores))
+        if recovered is not None:
+            served = served_prompt_rows(plan, recovered)
+            if served is not None:
+                rows.append(served)
         if self.settings.plugin.capture_dir is not None and total:
             self._capture(plan, total)
         if not parts and not ends and not unscored:
@@ -280,6 +295,7 @@ class WorkerMonitor:
                 ends=ends,
                 streams=self._streams,
                 unscored=unscored,
+                token_scores=rows,
             )
         )
 
@@ -343,3 +359,41 @@ class WorkerMonitor:
         client, self.client = self.client, None
         if client is not None:
             client.close()
+
+
+def sampled_prompt_rows(plan: StepPlan, xs: torch.Tensor, banks: LayerBanks, scores: torch.Tensor | None) -> TokenRows:
+    """The per-token feature values of the sampled requests' scored prompt rows
+    (``plan.token_rows``): gathered from ``scores`` (the step's per-row scores, when it made
+    them) or projected from those rows of ``xs [L, T, d]`` alone. Device operations only:
+    nothing waits for the result here."""
+    picked = np.concatenate([p.rows for p in plan.token_rows])
+    index = torch.from_numpy(picked).to(xs.device)
+    if scores is not None:
+        values = scores.index_select(0, index.to(scores.device))
+    else:
+        values = token_scores(xs.index_select(1, index), banks, len(picked))
+    starts = np.cumsum([0] + [len(p.rows) for p in plan.token_rows]).tolist()
+    groups = [(p.request_id, pb.TOKEN_SCOPE_PROMPT) for p in plan.token_rows]
+    return TokenRows(groups, starts, plan.positions[picked], values)
+
+
+def served_prompt_rows(plan: StepPlan, recovered: Recovered) -> TokenRows | None:
+    """The prompt rows of sampled requests that the score table served this step (their
+    scores are at hand; a position it could not serve is counted unscored and has none)."""
+    wanted = {gap.external for gap in plan.gaps if gap.sampled}
+    if not wanted:
+        return None
+    chosen = [
+        k
+        for k, segment in enumerate(recovered.segments)
+        if segment.request_id in wanted and segment.scope == pb.TOKEN_SCOPE_PROMPT
+    ]
+    if not chosen:
+        return None
+    groups = [(recovered.segments[k].request_id, pb.TOKEN_SCOPE_PROMPT) for k in chosen]
+    if len(chosen) == len(recovered.segments):
+        return TokenRows(groups, recovered.starts, recovered.positions, recovered.scores)
+    picked = np.concatenate([np.arange(recovered.starts[k], recovered.starts[k + 1]) for k in chosen])
+    starts = np.cumsum([0] + [recovered.starts[k + 1] - recovered.starts[k] for k in chosen]).tolist()
+    index = torch.from_numpy(picked).to(recovered.scores.device)
+    return TokenRows(groups, starts, recovered.positions[picked], recovered.scores.index_select(0, index))
