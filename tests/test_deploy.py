@@ -318,3 +318,28 @@ def test_kustomization_lists_existing_files_and_labels_what_the_operator_selects
 
 def test_generated_kubernetes_objects_are_up_to_date():
     run(sys.executable, "scripts/gen_deploy.py", "--check")
+
+
+def test_flagged_request_panels_and_exemplars_link_to_the_request_pages():
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "saemon-overview.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["saemon_ui"]["type"] == "textbox"
+    linked = {
+        p["title"]: p["fieldConfig"]["defaults"].get("links", [])
+        for p in panels(dashboard)
+        if "saemon_requests_flagged_total" in json.dumps(p.get("targets", []))
+    }
+    assert linked and all(
+        links and links[0]["url"].startswith("${saemon_ui}/ui/?probe=${__field.labels.probe}")
+        for links in linked.values()
+    ), linked
+    assert any(t.get("exemplar") for p in panels(dashboard) for t in p.get("targets", []))
+    datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (destination,) = datasource["datasources"][0]["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == "request_id" and "/ui/requests/${__value.raw}" in destination["url"]
+    services = compose()["services"]
+    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    settings = yaml.safe_load((DEPLOY / "compose" / "saemon.yaml").read_text())
+    assert settings["sidecar"]["ui"]["enabled"] and settings["sidecar"]["ui"]["basic_auth_user"]
+    mounted = {v.split(":")[1] for v in services["saemon"]["volumes"]}
+    assert settings["sidecar"]["ui"]["basic_auth_password_file"] in mounted
