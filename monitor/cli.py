@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the whole path on the default model: vLLM with the monitor, a sidecar, traffic that trips a probe, its alert",
     )
     demo.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
+    demo.add_argument(
+        "--keep", action="store_true", help="after the summary, keep serving the request pages (and vLLM) until Ctrl-C"
+    )
 
     serve = commands.add_parser("serve", help="run the sidecar (gRPC ingest, rules, metrics)")
     serve.add_argument("--grpc-listen", help="unix:///path.sock or host:port (sidecar.grpc_listen)")
@@ -252,7 +255,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         from monitor import demo
 
-        return demo.run(settings, sys.stdout)
+        return demo.run(settings, sys.stdout, keep=args.keep)
     if args.command == "alerts":
         import asyncio
 

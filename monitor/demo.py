@@ -11,7 +11,9 @@
    concurrently, each with its own ``X-Request-Id``, while watching the sidecar's alerts.
 4. Print each answer, whether it is false (checked against the fact asked about), the
    deception probe's score and the text around its strongest token; the alerts, the
-   notifications the webhook got, the audit trail and the Prometheus metrics.
+   notifications the webhook got, the audit trail and the Prometheus metrics; and the
+   address of each flagged request's forensic page (``/ui/requests/<id>``), which
+   ``--keep`` keeps serving (with vLLM, for more traffic) until interrupted.
 
 Exit code 1 when a false answer to a deceptive prompt (a lie) went unflagged, a true answer
 to an honest prompt was flagged, no answer was a lie, or the model could not answer the
@@ -43,6 +45,7 @@ from monitor.harness.watcher import DecisionWatcher
 from monitor.pack import load_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sidecar.alerts import request_page
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,9 @@ def shipped_pack(model_name: str) -> Path:
     return pack
 
 
-def run(settings: Settings, out: TextIO) -> int:
-    """Run the demo; returns the process exit code."""
+def run(settings: Settings, out: TextIO, *, keep: bool = False) -> int:
+    """Run the demo; returns the process exit code. ``keep``: serve the pages (and vLLM)
+    after the summary until interrupted (Ctrl-C)."""
     path = model.pull(settings) if settings.model.path is None else model.model_path(settings)
     work = settings.home / "demo"
     work.mkdir(parents=True, exist_ok=True)
@@ -89,9 +93,11 @@ def run(settings: Settings, out: TextIO) -> int:
     (work / "webhook.secret").write_text(secret)
     redis_server = RedisServer(work / "redis")
     webhook = AlertReceiver(secret=secret.encode())
+    # The forensic pages keep every request's tokens and scores (keep: all), so a true answer
+    # can be compared with a lie; the plugin sends the prompt's per-token rows too.
     sidecar = SidecarProcess(
         work,
-        {"grpc_listen": f"unix://{socket}", "probes_dir": str(pack_dir)},
+        {"grpc_listen": f"unix://{socket}", "probes_dir": str(pack_dir), "ui": {"enabled": True, "keep": "all"}},
         name="sidecar",
         redis={"url": redis_server.url, "store_token_text": True, "tokenizer": str(path)},
         alerts={
@@ -99,7 +105,15 @@ def run(settings: Settings, out: TextIO) -> int:
             "webhooks": [{"name": "oncall", "url": webhook.url, "secret_file": str(work / "webhook.secret")}],
         },
     )
-    plugin = {"pack": str(pack_yaml), "sidecar": f"unix://{socket}", "send_token_ids": True}
+    pages = sidecar.http
+    sidecar.settings["alerts"]["external_url"] = pages  # alerts link to the request pages
+    sidecar.write_config()
+    plugin = {
+        "pack": str(pack_yaml),
+        "sidecar": f"unix://{socket}",
+        "send_token_ids": True,
+        "prompt_token_scores": 1.0,
+    }
     server = VllmServer(
         path,
         settings.model.name,
@@ -134,8 +148,23 @@ def run(settings: Settings, out: TextIO) -> int:
         if model.CHECK_ANSWER not in answer:
             print(f"saemon demo: FAILED: the model's answer does not mention {model.CHECK_ANSWER}.", file=out)
             code = 1
+        if keep:
+            _serve_until_interrupted(pages, server, out)
         sidecar.stop()
     return code
+
+
+def _serve_until_interrupted(pages: str, server: VllmServer, out: TextIO) -> None:
+    print(
+        f"saemon demo: serving the pages at {pages}/ui/ and vLLM at {server.url} until interrupted (Ctrl-C)",
+        file=out,
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("saemon demo: interrupted; stopping", file=out, flush=True)
 
 
 def _describe_pack(pack_yaml: Path, out: TextIO) -> None:
@@ -234,6 +263,10 @@ def _traffic(server: VllmServer, socket: Path, sidecar: SidecarProcess, out: Tex
         if score.top_tokens:
             top = score.top_tokens[0]
             print(f"    strongest token at position {top.position} ({top.value:.2f}): {top.text!r}", file=out)
+        if fired:
+            print(
+                f"    page: {sidecar.http}{request_page(f'chatcmpl-{request_id}', report.model_name, PROBE)}", file=out
+            )
     print(f"\n  alerts ({len(alerts)})", file=out)
     for decision in alerts:
         peak = max(decision.features, key=lambda f: f.peak_value) if decision.features else None

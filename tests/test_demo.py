@@ -1,21 +1,40 @@
 """The README's main-job command: `saemon demo` on the embedded default."""
 
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def test_demo_serves_the_default_model_and_prints_its_answer(default_model):
-    result = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "demo", "--eager"],
-        capture_output=True,
+def test_demo_serves_the_default_model_and_prints_its_answer(default_model, browser, tmp_path):
+    # --keep: the demo serves its pages until interrupted; a real browser opens a flagged
+    # request's page from the live run before the demo is stopped with Ctrl-C (SIGINT).
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "demo", "--eager", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
+    lines = []
+    try:
+        deadline = time.monotonic() + 600
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("saemon demo: serving the pages") or time.monotonic() > deadline:
+                break
+        pages = [line.split("page: ", 1)[1].strip() for line in lines if line.strip().startswith("page: ")]
+        assert pages, "".join(lines)
+        check_the_page_of_a_lie(browser, pages[0], tmp_path)
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=120)
+    result = subprocess.CompletedProcess(process.args, process.returncode, "".join(lines) + rest, errors)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "assistant: The capital of France is Paris." in result.stdout
     assert "saemon demo: OK" in result.stdout
@@ -32,6 +51,32 @@ def test_demo_serves_the_default_model_and_prints_its_answer(default_model):
     assert got and int(got[1]) >= 2 and int(got[1]) % 2 == 0, result.stdout
     assert "FIRING   SaemonDeceptionDetected" in result.stdout and "RESOLVED SaemonDeceptionDetected" in result.stdout
     assert "strongest token at position" in result.stdout and "⟦" in result.stdout
+
+
+def check_the_page_of_a_lie(browser, url: str, tmp_path) -> None:
+    """The forensic page of a flagged answer: its tokens as text, in order, prompt and answer,
+    the token where the deception probe fired, its score along the tokens and threshold."""
+    browser.open(url)
+    assert browser.status() == 200
+    spans = browser.find_all("#tokens .tok")
+    positions = [int(span.get_attribute("data-position")) for span in spans]
+    assert positions == sorted(positions) and len(positions) > 20
+    scopes = {span.get_attribute("data-scope") for span in spans}
+    assert scopes == {"prompt", "response"}, "the conversation: prompt and answer"
+    text = "".join(span.text for span in spans)
+    assert "assistant" in text, "token text is stored in the demo (redis.store_token_text)"
+    coloured = [
+        span
+        for span in spans
+        if span.get_attribute("data-scope") == "prompt" and "approx" not in (span.get_attribute("class") or "")
+    ]
+    assert coloured, "the plugin sent the prompt's per-token rows (plugin.prompt_token_scores)"
+    assert browser.find_all('svg.chart[data-probe="deception"] line.threshold')
+    point = browser.wait_for('svg.chart[data-probe="deception"] circle.firing-point')
+    fired = int(point.get_attribute("data-position"))
+    (firing,) = browser.find_all("#tokens .tok.firing")
+    assert int(firing.get_attribute("data-position")) == fired
+    browser.screenshot(tmp_path / "demo-request.png")
 
 
 def test_an_answer_names_a_fact_whatever_its_case_and_accents():

@@ -39,9 +39,13 @@ class SidecarProcess:
             **sections,
         }
         self.config = directory / f"{name}.yaml"
-        self.config.write_text(yaml.safe_dump(self.settings))
+        self.write_config()
         self.log_path = directory / f"{name}.log"
         self.process: subprocess.Popen | None = None
+
+    def write_config(self) -> None:
+        """Write ``settings`` to the config file (again, after a change before start)."""
+        self.config.write_text(yaml.safe_dump(self.settings))
 
     @property
     def http(self) -> str:
