@@ -76,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for the quality figures")
     browse = sae_commands.add_parser("browse", help="a latent's top-activating contexts from the offline corpus")
     browse.add_argument("path", help="the SAE's directory or file")
-    browse.add_argument("latents", type=int, nargs="+", help="latent indices")
+    browse.add_argument("latents", type=int, nargs="*", help="latent indices (or --pack)")
+    browse.add_argument(
+        "--pack",
+        help="a probe pack YAML: browse its SAE latents and write <pack>.contexts.json beside it (the request pages show them)",
+    )
     browse.add_argument("--model", help="checkpoint directory (default: the served model)")
     browse.add_argument("--tokens", type=int, default=20_000, help="tokens to scan (default 20000)")
     browse.add_argument("--contexts", type=int, default=8, help="contexts per latent (default 8)")
@@ -296,9 +300,27 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         sae = load_sae(args.path, args.format)
         if args.sae_command == "browse":
-            from monitor.sae.browse import format_reports, top_contexts
+            from monitor.sae.browse import format_reports, pack_latents, top_contexts, write_pack_contexts
 
-            print(format_reports(top_contexts(sae, model_dir, args.latents, args.tokens, args.contexts)))
+            if args.pack is None:
+                if not args.latents:
+                    raise ConfigError(
+                        "sae browse: give latent indices, or --pack PACK.yaml for all of a pack's latents"
+                    )
+                print(format_reports(top_contexts(sae, model_dir, args.latents, args.tokens, args.contexts)))
+                return 0
+            from pathlib import Path
+
+            from monitor.pack import load_pack
+
+            pack = load_pack(Path(args.pack), with_weights=False)
+            latents = sorted(set(pack_latents(pack).values()) | set(args.latents))
+            if not latents:
+                raise ConfigError(f"sae browse --pack {args.pack}: the pack has no SAE-latent features")
+            reports = top_contexts(sae, model_dir, latents, args.tokens, args.contexts)
+            path = write_pack_contexts(pack, reports, Path(args.pack).parent / f"{pack.name}.contexts.json")
+            print(format_reports(reports))
+            print(f"wrote {path}")
             return 0
         result = inspect(sae, model_dir, tokens=args.tokens, layer=args.layer)
         print(json.dumps(result.to_json(), indent=2) if args.json else format_report(result))

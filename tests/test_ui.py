@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 from redis_server import RedisServer, requires_redis
-from synthetic import batch, end, summary
+from synthetic import batch, end, summary, write_pack
 
 from monitor.config import AlertSettings, SidecarSettings, UiSettings, load_settings
 from monitor.errors import ConfigError
@@ -22,6 +22,7 @@ from monitor.harness.sidecar import SidecarProcess
 from monitor.pack import PackSet, load_pack_dir
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.proto.saemon.v1 import monitor_pb2_grpc
+from monitor.sae.browse import Context, LatentReport, write_pack_contexts
 from monitor.sidecar.alerts import IncidentBook, Notification, webhook_payload
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.scorer import Scorer
@@ -220,6 +221,9 @@ def wait_report(process: SidecarProcess, request_id: str, headers: dict[str, str
 
 @pytest.mark.browser
 def test_the_request_page_shows_every_token_in_order_with_the_firing_token_and_threshold(tmp_path, packs, browser):
+    (packs / "safety.contexts.json").write_text(
+        json.dumps({"f1": {"latent": 7, "contexts": [{"text": "the ⟦lie⟧ was", "value": 2.5}]}})
+    )
     with ui_sidecar(tmp_path / "sidecar", packs) as process:
         ingest(process, steps_of("req-1"))
         view = wait_report(process, "req-1")
@@ -240,6 +244,9 @@ def test_the_request_page_shows_every_token_in_order_with_the_firing_token_and_t
         point = browser.wait_for('svg.chart[data-probe="safety_max"] circle.firing-point')
         assert point.get_attribute("data-position") == str(SPIKE)
         assert "not stored" in browser.text("#no-text")
+        # the SAE latent's top-activating contexts (saemon sae browse --pack) beside its contribution
+        contexts = browser.find_all('table.features[data-probe="safety_mean"] .context')
+        assert [c.text for c in contexts] == ["the ⟦lie⟧ was 2.5"]
         assert "safety_max" in browser.page_source and "req-1" in browser.text("#request-id")
         # switching the probe recolours the tokens (the page's JavaScript)
         before = [s.value_of_css_property("background-color") for s in spans]
@@ -269,7 +276,11 @@ def test_the_list_shows_flagged_requests_and_updates_live(tmp_path, packs, brows
         browser.wait_for("#live.on")
         ingest(process, steps_of("later"))
         new = browser.wait_for('#flagged tr.new[data-request="later"]')
-        assert new.find_element("css selector", "a").get_attribute("href").endswith("/ui/requests/later?model=" + MODEL)
+        assert (
+            new.find_element("css selector", "a")
+            .get_attribute("href")
+            .endswith(f"/ui/requests/later?model={MODEL}&probe=safety_max")
+        )
         browser.screenshot(tmp_path / "list.png")
         status, listing = get_json(f"{process.http}/ui/?probe=safety_mean")
         assert status == 200 and listing["flagged"] == [], "the filter keeps only that probe"
@@ -332,7 +343,7 @@ def test_alerts_link_to_the_request_page_when_the_pages_are_on():
 
     settings = AlertSettings(external_url="https://saemon.example/")
     linked = fired(IncidentBook(settings, request_pages=True))
-    page = f"https://saemon.example/ui/requests/chatcmpl-1%2Fa?model={MODEL}"
+    page = f"https://saemon.example/ui/requests/chatcmpl-1%2Fa?model={MODEL}&probe=deception"
     assert linked.generator_url == page and linked.annotations["request_url"] == page
     assert webhook_payload("oncall", [linked], {}, settings.external_url, 0)["alerts"][0]["generatorURL"] == page
     plain = fired(IncidentBook(settings))
@@ -353,3 +364,20 @@ def test_openmetrics_scrapes_carry_the_flagged_request_id_as_an_exemplar(tmp_pat
         assert 'probe="safety_max"' in line and '# {request_id="exemplary"} 1.0' in line
         with urllib.request.urlopen(f"{process.http}/metrics", timeout=5) as response:
             assert " # {" not in response.read().decode(), "the classic text format has no exemplars"
+
+
+def test_a_packs_latent_contexts_are_written_by_feature_name(tmp_path):
+    pack = write_pack(tmp_path)
+    report = LatentReport(7, 1000, 12, 3.0, [Context(3.0, "a ⟦b⟧ c", 0, 1)])
+    path = write_pack_contexts(pack, [report], tmp_path / "safety.contexts.json")
+    written = json.loads(path.read_text())
+    assert written == {
+        "f1": {
+            "latent": 7,
+            "tokens": 1000,
+            "frequency": 0.012,
+            "max_value": 3.0,
+            "contexts": [{"text": "a ⟦b⟧ c", "value": 3.0}],
+        }
+    }
+    assert [p.name for p in load_pack_dir(tmp_path).packs] == ["safety"], "the pack directory ignores it"

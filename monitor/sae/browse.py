@@ -3,18 +3,22 @@
 For each requested latent, the tokens where it fires hardest, each shown with a few tokens
 of context: the peak token as ``⟦token⟧`` and the other tokens of the window where the
 latent is active as ``[token]``. This is the raw material of feature discovery (what does
-latent 1234 respond to?) and of the forensic view (why did it fire here?).
+latent 1234 respond to?) and of the forensic view (why did it fire here?): with ``--pack``
+it browses every SAE latent of a probe pack and writes ``<pack>.contexts.json`` beside it,
+which the sidecar's request pages show next to the latents that contributed most.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from monitor.errors import SaeError
+from monitor.pack import ProbePack
 from monitor.sae.activations import layer_output, load_model
 from monitor.sae.corpus import token_sequences
 from monitor.sae.quality import residual_layer
@@ -106,6 +110,29 @@ def window_text(tokenizer, ids: list[int], values, peak: int) -> str:
             piece = f"[{piece}]"
         parts.append(piece)
     return "".join(parts)
+
+
+def pack_latents(pack: ProbePack) -> dict[str, int]:
+    """The pack's SAE-latent features: feature name -> latent index."""
+    return {f.name: f.latent for f in pack.spec.features if f.source == "sae_latent" and f.latent is not None}
+
+
+def write_pack_contexts(pack: ProbePack, reports: list[LatentReport], path: Path) -> Path:
+    """``<pack>.contexts.json`` for the forensic pages: per SAE-latent feature of the pack,
+    its top-activating contexts on the offline corpus (what the latent responds to)."""
+    by_latent = {report.latent: report for report in reports}
+    document = {}
+    for name, latent in pack_latents(pack).items():
+        report = by_latent[latent]
+        document[name] = {
+            "latent": latent,
+            "tokens": report.tokens,
+            "frequency": report.frequency,
+            "max_value": report.max_value,
+            "contexts": [{"text": c.text, "value": round(c.value, 4)} for c in report.contexts],
+        }
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 def format_reports(reports: list[LatentReport]) -> str:

@@ -143,7 +143,7 @@ def decision_row(decision: pb.Decision) -> dict[str, Any]:
         "threshold": decision.threshold,
         "tokens": decision.tokens,
         "time": _time(decision.decided_unix_nanos),
-        "url": request_page(decision.request_id, decision.model_name),
+        "url": request_page(decision.request_id, decision.model_name, decision.probe),
     }
 
 
@@ -282,7 +282,7 @@ class ForensicUi:
                 "since": _time(incident.starts_at),
                 "requests": len(incident.requests),
                 "first_request": incident.first_request,
-                "url": request_page(incident.first_request, incident.model_name),
+                "url": request_page(incident.first_request, incident.model_name, incident.labels.get("probe", "")),
             }
             for fp, incident in sorted(self.incidents.active.items(), key=lambda item: -item[1].starts_at)
             if filters.keep(incident.model_name, incident.labels.get("probe", ""), incident.labels.get("severity", ""))
@@ -351,7 +351,7 @@ class ForensicUi:
                 "without Redis).",
             )
         report, trace = found
-        view = request_view(report, trace, self._pack_contexts)
+        view = request_view(report, trace, self._pack_contexts, request.query.get("probe", ""))
         if wants_json(request):
             return web.json_response(view)
         body = self.templates.get_template("request.html").render(view=view)
@@ -404,9 +404,14 @@ class ForensicUi:
 
 
 def request_view(
-    report: pb.RequestReport, trace: dict[str, Any] | None, contexts_of: Callable[[str], dict[str, Any]]
+    report: pb.RequestReport,
+    trace: dict[str, Any] | None,
+    contexts_of: Callable[[str], dict[str, Any]],
+    selected: str = "",
 ) -> dict[str, Any]:
-    """Everything the request page shows, as JSON-ready data (the page's JSON twin)."""
+    """Everything the request page shows, as JSON-ready data (the page's JSON twin).
+    ``selected``: the probe whose values colour the tokens first (default: the first that
+    fired, else the first)."""
     pieces: list[str] | None = trace.get("pieces") if trace else None
     parts = trace.get("parts", []) if trace else []
     decisions = [decision_row(d) for d in report.decisions]
@@ -452,11 +457,13 @@ def request_view(
     prompt_tokens = report.prompt_tokens
     positions = set(tokens) | (set(range(len(pieces))) if pieces is not None else set())
     rows = []
+    strongest = {s.probe: {hit.position for hit in s.top_tokens} for s in report.scores}
     for position in sorted(positions):
         token = tokens.get(position, {"position": position, "values": {}, "exact": True})
         token["scope"] = "prompt" if position < prompt_tokens else "response"
         token["text"] = pieces[position] if pieces is not None and position < len(pieces) else None
         token["fired"] = sorted(name for name, where in fired_at.items() if position in where)
+        token["strongest"] = sorted(name for name, where in strongest.items() if position in where)
         rows.append(token)
     for probe in probes:
         probe["colours"] = colours([t["values"].get(probe["name"]) for t in rows], probe["threshold"])
@@ -466,7 +473,11 @@ def request_view(
         probe["score"] = score.score if score is not None else 0.0
         probe["fired"] = bool(score.fired) if score is not None else False
         probe["firing"] = bool(score.firing) if score is not None else False
+    names = [probe["name"] for probe in probes]
+    if selected not in names:
+        selected = next((probe["name"] for probe in probes if probe["fired"]), names[0] if names else "")
     return {
+        "selected": names.index(selected) if selected in names else 0,
         "request_id": report.request_id,
         "model_name": report.model_name,
         "finished": report.finished,
@@ -487,17 +498,19 @@ def request_view(
 
 def part_tokens(part: dict[str, Any]) -> dict[int, tuple[list[float], bool]]:
     """Position -> (each probe's token value, exact?) from one trace part: decode steps and
-    the plugin's exact rows are exact; a prefill chunk's tokens share the chunk's mean."""
-    steps = part["steps"]
-    result: dict[int, tuple[list[float], bool]] = {}
-    for first, count, values in zip(steps["first"], steps["count"], steps["value"], strict=True):
-        for position in range(first, first + count):
-            result[position] = (values, count == 1)
-    other = part.get("other", {"first": [], "count": [], "value": []})
-    for first, count, values in zip(other["first"], other["count"], other["value"], strict=True):
-        for position in range(first, first + count):
-            result[position] = (values, count == 1)
+    the plugin's exact rows are exact; without exact rows, a prefill chunk's tokens share
+    the chunk's mean (its positions from the first on: the chunk's special tokens, which
+    are not scored, are not known here, so this is marked approximate)."""
     exact = part["exact"]
+    have_exact = bool(exact["positions"])
+    result: dict[int, tuple[list[float], bool]] = {}
+    other = part.get("other", {"first": [], "count": [], "value": []})
+    for steps in (part["steps"], other):
+        for first, count, values in zip(steps["first"], steps["count"], steps["value"], strict=True):
+            if count > 1 and have_exact:
+                continue  # the plugin sent this request's rows one by one
+            for position in range(first, first + count):
+                result[position] = (values, count == 1)
     for position, values in zip(exact["positions"], exact["value"], strict=True):
         result[position] = (values, True)
     return result
