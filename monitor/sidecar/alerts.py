@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from monitor.config import AlertSettings
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
@@ -70,10 +70,11 @@ def rfc3339(unix_nanos: int) -> str:
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
 
 
-def request_page(request_id: str, model_name: str = "") -> str:
-    """The path of a request's forensic page (``/ui/requests/<id>?model=<name>``)."""
-    path = f"/ui/requests/{quote(request_id, safe='')}"
-    return f"{path}?model={quote(model_name, safe='')}" if model_name else path
+def request_page(request_id: str, model_name: str = "", probe: str = "") -> str:
+    """The path of a request's forensic page (``/ui/requests/<id>?model=<name>&probe=<probe>``;
+    the probe is the one whose values colour the tokens first)."""
+    query = urlencode({k: v for k, v in (("model", model_name), ("probe", probe)) if v}, quote_via=quote)
+    return f"/ui/requests/{quote(request_id, safe='')}" + (f"?{query}" if query else "")
 
 
 def alertname(concept: str) -> str:
@@ -384,14 +385,15 @@ class IncidentBook:
             ends_at=ends_at,
             created=created,
             model_name=incident.model_name,
-            generator_url=self._link(incident.first_request, incident.model_name) or self.settings.external_url,
+            generator_url=self._link(incident.first_request, incident.model_name, incident.labels.get("probe", ""))
+            or self.settings.external_url,
         )
 
-    def _link(self, request_id: str, model_name: str) -> str:
+    def _link(self, request_id: str, model_name: str, probe: str = "") -> str:
         """The request's forensic page, when the pages are on and saemon's URL is known."""
         if not (self.request_pages and self.settings.external_url):
             return ""
-        return self.settings.external_url.rstrip("/") + request_page(request_id, model_name)
+        return self.settings.external_url.rstrip("/") + request_page(request_id, model_name, probe)
 
     def _annotations(self, decision: pb.Decision, incident: _Incident) -> dict[str, str]:
         """The first request identifies the incident; the latest decision gives the numbers."""
@@ -412,7 +414,7 @@ class IncidentBook:
         }
         if self.settings.runbook_url:
             annotations["runbook_url"] = self.settings.runbook_url
-        link = self._link(decision.request_id, decision.model_name)
+        link = self._link(decision.request_id, decision.model_name, decision.probe)
         if link:
             annotations["request_url"] = link
         return annotations

@@ -65,6 +65,8 @@ class HttpEndpoints:
         self.address = f"{bound[0]}:{bound[1]}"
 
     async def stop(self) -> None:
+        if self.ui is not None:
+            self.ui.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

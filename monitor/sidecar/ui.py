@@ -42,7 +42,7 @@ from monitor.sidecar.alerts import SEVERITY_NAMES, IncidentBook, request_page, r
 from monitor.sidecar.pipeline import Pipeline
 from monitor.sidecar.scorer import Scorer
 from monitor.sidecar.store import AuditStore, StoreUnavailable
-from monitor.sidecar.watch import CLOSED, WatchHub
+from monitor.sidecar.watch import CLOSED, Subscriber, WatchHub, close
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,8 @@ class ForensicUi:
         )
         self.templates.filters["num"] = lambda value: f"{value:.4g}"
         self._contexts: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._streams: set[Subscriber] = set()
+        self._closing = False
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -304,6 +306,8 @@ class ForensicUi:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """New FIRED decisions as server-sent events (``data:`` one JSON row each)."""
+        if self._closing:
+            return self._error(request, 503, "Shutting down", "the sidecar is stopping; reconnect to its successor")
         filters = Filters(request.query)
         subscriber = self.watch.subscribe(
             pb.WatchAlertsRequest(
@@ -315,6 +319,7 @@ class ForensicUi:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
+        self._streams.add(subscriber)
         await response.prepare(request)
         try:
             await response.write(b": saemon decisions\n\n")
@@ -332,8 +337,16 @@ class ForensicUi:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
+            self._streams.discard(subscriber)
             self.watch.unsubscribe(subscriber)
         return response
+
+    def close(self) -> None:
+        """The listener is stopping: end the event streams (a browser would keep them open,
+        and the listener waits for its handlers) and refuse new ones."""
+        self._closing = True
+        for subscriber in list(self._streams):
+            close(subscriber)
 
     # -- one request -------------------------------------------------------------------------
 
