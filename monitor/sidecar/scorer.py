@@ -485,10 +485,11 @@ class Scorer:
         counts = columns.num_tokens[pick]
         firsts = columns.first_positions[pick]
         values = token_values(group, columns.sum[pick] / counts[:, None])
+        rows = np.concatenate([firsts[:, None], counts[:, None], values, scores], axis=1)
         traces = []
         for i, (state, _) in enumerate(owners):
             trace = state.trace_for(pack.name, pack.version, group, self.trace_steps)
-            trace.add_step(int(firsts[i]), int(counts[i]), values[i], scores[i])
+            trace.add_step(rows[i])
             traces.append(trace)
         for i, transition in folded:
             if transition.kind == pb.DECISION_KIND_FIRED:

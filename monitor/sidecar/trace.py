@@ -76,8 +76,11 @@ class Trace:
         self.features: list[list[dict[str, Any]]] = []
         self.limit = limit
 
-    def add_step(self, first: int, count: int, value: np.ndarray, score: np.ndarray) -> None:
-        self.last_position = max(self.last_position, first + count - 1)
+    def add_step(self, row: np.ndarray) -> None:
+        """One step: [first position, token count, token value x P, running score x P]."""
+        first, count = int(row[0]), int(row[1])
+        if first + count - 1 > self.last_position:
+            self.last_position = first + count - 1
         if self._n == self.limit:
             self.dropped += count
             return
@@ -85,11 +88,7 @@ class Trace:
             grown = np.zeros((min(self.limit, 2 * len(self.steps)), self.steps.shape[1]))
             grown[: self._n] = self.steps
             self.steps = grown
-        probes = len(self.group)
-        row = self.steps[self._n]
-        row[0], row[1] = first, count
-        row[2 : 2 + probes] = value
-        row[2 + probes :] = score
+        self.steps[self._n] = row
         self._n += 1
 
     def add_other(self, first: int, count: int, features: np.ndarray) -> None:
