@@ -354,6 +354,14 @@ class ForensicUi:
         request_id = request.match_info["request_id"]
         model = request.query.get("model", "")
         found = await self.find(request_id, model)
+        if found is None and self.store.enabled and not self.store.up:
+            return self._error(
+                request,
+                503,
+                "Audit store unreachable",
+                f"request {request_id!r} is not in this sidecar's memory and Redis is unreachable "
+                f"({self.store.last_error or 'down'}); the page will be back with Redis (saemon_redis_up).",
+            )
         if found is None:
             return self._error(
                 request,
@@ -375,8 +383,10 @@ class ForensicUi:
         await self.pipeline.drain()
         state = self.scorer.table.get(request_id)
         models = [model] if model else sorted(self.store.models)
-        if state is not None and (not model or state.to_proto().model_name == model):
-            return state.to_proto(), state.trace_document()
+        if state is not None:
+            report = state.to_proto()
+            if not model or report.model_name == model:
+                return report, state.trace_document()
         if not self.store.enabled or not self.store.up:
             return None
         try:
