@@ -384,9 +384,9 @@ class ForensicUi:
         state = self.scorer.table.get(request_id)
         models = [model] if model else sorted(self.store.models)
         if state is not None:
-            report = state.to_proto()
-            if not model or report.model_name == model:
-                return report, state.trace_document()
+            held = state.to_proto()
+            if not model or held.model_name == model:
+                return held, state.trace_document()
         if not self.store.enabled or not self.store.up:
             return None
         try:
