@@ -3,6 +3,7 @@ checked in a real headless chromium against real sidecars fed by synthetic inges
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -381,3 +382,22 @@ def test_a_packs_latent_contexts_are_written_by_feature_name(tmp_path):
         }
     }
     assert [p.name for p in load_pack_dir(tmp_path).packs] == ["safety"], "the pack directory ignores it"
+
+
+def test_basic_auth_guards_the_pages_of_a_sidecar_listening_beyond_loopback(tmp_path, packs):
+    password = tmp_path / "ui-password"
+    password.write_text("hunter2\n")
+    process = ui_sidecar(tmp_path / "sidecar", packs, basic_auth_user="oncall", basic_auth_password_file=str(password))
+    process.settings["sidecar"]["http_listen"] = f"0.0.0.0:{process.http_port}"
+    process.write_config()
+    with process:
+        ingest(process, steps_of("guarded"))
+        good = {"Authorization": "Basic " + base64.b64encode(b"oncall:hunter2").decode()}
+        assert wait_report(process, "guarded", good)["probes"][0]["fired_at"] == [SPIKE]
+        request = urllib.request.Request(f"{process.http}/ui/", headers={"Accept": "text/html"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
+        assert refused.value.headers["WWW-Authenticate"].startswith("Basic"), "a browser asks for the login"
+        wrong = {"Authorization": "Basic " + base64.b64encode(b"oncall:wrong").decode()}
+        assert get_json(f"{process.http}/ui/", wrong)[0] == 401
