@@ -32,6 +32,8 @@ DIGITS = 5
 def token_values(group: ProbeGroup, features: np.ndarray) -> np.ndarray:
     """[rows, probes]: each probe's value at each row from the rows' feature values [rows, F]."""
     weighted = group.intercept[None] + features.astype(np.float64) @ np.where(group.mask, group.weights, 0.0).T
+    if group.weighted.all():
+        return weighted
     strongest = np.where(group.mask[None], features[:, None, :], -np.inf).max(axis=2)
     return np.where(group.weighted[None], weighted, strongest)
 
@@ -40,14 +42,13 @@ class Trace:
     """One request's steps for one pack and scope."""
 
     __slots__ = (
-        "_n",
+        "_last",
         "_rows",
         "dropped",
         "exact",
         "features",
         "fired_at",
         "group",
-        "last_position",
         "limit",
         "other",
         "pack",
@@ -59,18 +60,16 @@ class Trace:
         self.pack = pack
         self.pack_version = pack_version
         self.group = group
-        probes = len(group)
-        #: per step: first position, token count, token value [P], running score [P]
-        self.steps = np.zeros((min(limit, 64), 2 + 2 * probes), dtype=np.float64)
-        self._n = 0
+        #: per step, a row [first position, token count, token value x P, running score x P]
+        self.steps: list[np.ndarray] = []
         #: exact per-token rows (the plugin's prompt rows): position, value [P]
         self.exact: list[tuple[np.ndarray, np.ndarray]] = []
         self._rows = 0
         #: Rows of the other scope (the prompt, for response probes): first, count, value [P]
         #: under these probes' weights; no running score (these probes do not read them).
         self.other: list[tuple[int, int, np.ndarray]] = []
-        #: The last position seen (kept or not): where a probe judged at the end fired.
-        self.last_position = -1
+        #: The last position of the steps not kept (past the limit).
+        self._last = -1
         self.dropped = 0
         self.fired_at: dict[int, list[int]] = {}
         self.features: list[list[dict[str, Any]]] = []
@@ -78,18 +77,18 @@ class Trace:
 
     def add_step(self, row: np.ndarray) -> None:
         """One step: [first position, token count, token value x P, running score x P]."""
-        first, count = int(row[0]), int(row[1])
-        if first + count - 1 > self.last_position:
-            self.last_position = first + count - 1
-        if self._n == self.limit:
-            self.dropped += count
-            return
-        if self._n == len(self.steps):
-            grown = np.zeros((min(self.limit, 2 * len(self.steps)), self.steps.shape[1]))
-            grown[: self._n] = self.steps
-            self.steps = grown
-        self.steps[self._n] = row
-        self._n += 1
+        if len(self.steps) < self.limit:
+            self.steps.append(row.copy())  # a copy: a view would keep the whole batch alive
+        else:
+            self.dropped += int(row[1])
+            self._last = int(row[0] + row[1]) - 1
+
+    @property
+    def last_position(self) -> int:
+        """The last position seen (kept or not): where a probe judged at the end fired."""
+        if self._last >= 0:
+            return self._last
+        return int(self.steps[-1][0] + self.steps[-1][1]) - 1 if self.steps else -1
 
     def add_other(self, first: int, count: int, features: np.ndarray) -> None:
         """A step's rows of the scope these probes do not read (a prefill chunk of the prompt
@@ -136,7 +135,7 @@ class Trace:
 
     def to_json(self) -> dict[str, Any]:
         probes = len(self.group)
-        steps = self.steps[: self._n]
+        steps = np.array(self.steps).reshape(len(self.steps), 2 + 2 * probes)
         exact_positions = np.concatenate([p for p, _ in self.exact]) if self.exact else np.zeros(0, np.int64)
         exact_values = np.concatenate([v for _, v in self.exact]) if self.exact else np.zeros((0, probes))
         return {
