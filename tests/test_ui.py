@@ -109,8 +109,11 @@ def test_exact_prompt_rows_are_kept_beside_the_steps_and_bad_ones_are_counted(pa
         request_id="p", scope=pb.TOKEN_SCOPE_PROMPT, positions=positions.tobytes(), values=values.tobytes()
     )
     first.token_scores.add(request_id="p", scope=pb.TOKEN_SCOPE_PROMPT, positions=b"\x00" * 8, values=b"\x00")
-    scorer.apply(first)
-    assert scorer.metrics.dropped.labels("malformed")._value.get() == 1
+    columns = scorer.validate(first)
+    assert columns.rejected == {"malformed": 1}
+    assert "values has 1 bytes; 1 positions x 2 features of float32 need 8" in columns.first_error
+    assert len(columns.request_ids) == 1, "the batch's summary is scored regardless"
+    scorer.apply(first, columns)
     for step in steps_of("p")[1:]:
         scorer.apply(step)
     (part,) = scorer.table.get("p").trace_document()["parts"]

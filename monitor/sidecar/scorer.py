@@ -232,6 +232,36 @@ def _checked(columns: Columns) -> Columns:
     return replace(columns.select(good), rejected=rejected, first_error=first_error)
 
 
+def token_rows(entry: pb.TokenScores, features: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """A TokenScores entry as (positions [n], values [n, F]), or what is wrong with it."""
+    if len(entry.positions) % 8:
+        return f"TokenScores for {entry.request_id[:MAX_ID_LENGTH]!r}: positions has {len(entry.positions)} bytes, not int64s"
+    positions = np.frombuffer(entry.positions, dtype="<i8")
+    expected = len(positions) * features * 4
+    if len(entry.values) != expected:
+        return (
+            f"TokenScores for {entry.request_id[:MAX_ID_LENGTH]!r}: values has {len(entry.values)} bytes; "
+            f"{len(positions)} positions x {features} features of float32 need {expected}"
+        )
+    values = np.frombuffer(entry.values, dtype="<f4").reshape(len(positions), features)
+    if not ((positions >= 0) & (positions < MAX_POSITION)).all():
+        return f"TokenScores for {entry.request_id[:MAX_ID_LENGTH]!r}: a position is outside 0..{MAX_POSITION}"
+    if not np.isfinite(values).all():
+        return f"TokenScores for {entry.request_id[:MAX_ID_LENGTH]!r}: NaN or infinite value"
+    return positions, values
+
+
+def _checked_token_scores(batch: pb.StepBatch, features: int, columns: Columns) -> Columns:
+    """Bad TokenScores entries are counted as refused rows (malformed) and named; the
+    scorer skips them, the batch's summaries are scored regardless."""
+    problems = [p for p in (token_rows(e, features) for e in batch.token_scores) if isinstance(p, str)]
+    if not problems:
+        return columns
+    rejected = Counter(columns.rejected)
+    rejected["malformed"] += len(problems)
+    return replace(columns, rejected=rejected, first_error=columns.first_error or problems[0])
+
+
 class Scorer:
     def __init__(
         self,
@@ -344,6 +374,8 @@ class Scorer:
                 "or set the plugin's model_name to one of these",
             )
         columns = decode(batch, pack.feature_count)
+        if batch.token_scores:
+            columns = _checked_token_scores(batch, pack.feature_count, columns)
         for end in batch.ends:
             if not 0 < len(end.request_id) <= MAX_ID_LENGTH:
                 raise Rejected("malformed", "RequestEnd.request_id is empty or too long")
@@ -505,22 +537,12 @@ class Scorer:
 
     def _trace_exact(self, pack: CompiledPack, batch: pb.StepBatch) -> None:
         """The plugin's per-token prompt rows of sampled requests: kept beside the steps,
-        never folded (the summaries already carried these rows). A malformed entry is
-        dropped and counted; the batch's summaries were scored regardless."""
-        width = pack.feature_count
+        never folded (the summaries already carried these rows)."""
         for entry in batch.token_scores:
-            positions = np.frombuffer(entry.positions, dtype="<i8") if len(entry.positions) % 8 == 0 else None
-            values = None
-            if positions is not None and len(entry.values) == len(positions) * width * 4:
-                values = np.frombuffer(entry.values, dtype="<f4").reshape(len(positions), width)
-            if (
-                values is None
-                or positions is None
-                or not ((positions >= 0) & (positions < MAX_POSITION)).all()
-                or not np.isfinite(values).all()
-            ):
-                self.metrics.dropped.labels("malformed").inc()
-                continue
+            rows = token_rows(entry, pack.feature_count)
+            if isinstance(rows, str):
+                continue  # refused at validation, counted there
+            positions, values = rows
             state = self.table.active.get(entry.request_id)
             if state is None:
                 continue
