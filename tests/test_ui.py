@@ -28,7 +28,7 @@ from monitor.sidecar.alerts import IncidentBook, Notification, webhook_payload
 from monitor.sidecar.metrics import SidecarMetrics
 from monitor.sidecar.scorer import Scorer
 from monitor.sidecar.token_text import default_redactor, realign
-from monitor.sidecar.ui import Credentials, chart, colours, request_view
+from monitor.sidecar.ui import Credentials, chart, colours, page_templates, request_view
 
 MODEL = "SmolLM2-135M-Instruct"
 PROMPT = 6
@@ -176,6 +176,8 @@ def test_request_view_without_a_trace_says_so():
     report = pb.RequestReport(request_id="x", model_name=MODEL, finished=True)
     view = request_view(report, None, lambda pack: {})
     assert view["traced"] is False and view["tokens"] == [] and view["text_stored"] is False
+    html = page_templates().get_template("request.html").render(view=view)
+    assert 'id="no-trace"' in html and "0 probe score(s)" in html
 
 
 # -- the pages, in a browser, from a real sidecar ------------------------------------------------

@@ -147,6 +147,17 @@ def decision_row(decision: pb.Decision) -> dict[str, Any]:
     }
 
 
+def page_templates() -> jinja2.Environment:
+    """The pages' templates (package data), autoescaped; a missing variable is an error."""
+    templates = jinja2.Environment(
+        loader=jinja2.PackageLoader("monitor.sidecar", "templates"),
+        autoescape=jinja2.select_autoescape(("html",)),
+        undefined=jinja2.StrictUndefined,
+    )
+    templates.filters["num"] = lambda value: f"{value:.4g}"
+    return templates
+
+
 class Filters:
     """The list page's filters, from the query string."""
 
@@ -201,12 +212,7 @@ class ForensicUi:
         self.watch = watch
         self.recent = recent
         self.credentials = Credentials(settings)
-        self.templates = jinja2.Environment(
-            loader=jinja2.PackageLoader("monitor.sidecar", "templates"),
-            autoescape=jinja2.select_autoescape(("html",)),
-            undefined=jinja2.StrictUndefined,
-        )
-        self.templates.filters["num"] = lambda value: f"{value:.4g}"
+        self.templates = page_templates()
         self._contexts: dict[str, tuple[float, dict[str, Any]]] = {}
         self._streams: set[Subscriber] = set()
         self._closing = False
