@@ -137,13 +137,23 @@ class ProbeSpec(_Spec):
         0.0, ge=0, description="Stops firing only when the score falls below threshold - hysteresis."
     )
     severity: Literal["info", "warning", "critical"] = "warning"
-    action: Literal["alert", "record"] = "alert"
+    action: Literal["alert", "record", "abort"] = Field(
+        "alert",
+        description="alert: metrics, events, receivers; record: only the score; abort: also end the "
+        "answer inside vLLM when the probe fires (needs decide: running and the response scope).",
+    )
     quality: QualitySpec | None = None
 
     @model_validator(mode="after")
     def _finite(self) -> ProbeSpec:
         if not math.isfinite(self.threshold) or not math.isfinite(self.hysteresis):
             raise ValueError("threshold and hysteresis must be finite numbers")
+        if self.action == "abort" and (self.decide != "running" or self.scope != "response"):
+            raise ValueError(
+                f"probe {self.name!r}: action abort stops an answer while it streams, so it needs "
+                f"decide: running and scope: response (it has decide: {self.decide}, scope: {self.scope}); "
+                "use action alert for a probe judged at the end or on the prompt"
+            )
         if self.weights is not None:
             if len(self.weights) != len(self.features):
                 raise ValueError(

@@ -63,7 +63,7 @@ SEVERITIES: dict[str, pb.Severity] = {
     "warning": pb.SEVERITY_WARNING,
     "critical": pb.SEVERITY_CRITICAL,
 }
-ACTIONS: dict[str, pb.Action] = {"alert": pb.ACTION_ALERT, "record": pb.ACTION_RECORD}
+ACTIONS: dict[str, pb.Action] = {"alert": pb.ACTION_ALERT, "record": pb.ACTION_RECORD, "abort": pb.ACTION_ABORT}
 FIRED = pb.DECISION_KIND_FIRED
 RESOLVED = pb.DECISION_KIND_RESOLVED
 #: Strongest tokens kept per probe and request for the report (the forensic pointers).

@@ -341,3 +341,30 @@ def _v1_positions(runner: Any, input_batch: Any, qsl: np.ndarray, num_tokens: in
     lengths = np.diff(qsl).astype(np.int64)
     offsets = np.arange(int(qsl[-1]), dtype=np.int64) - np.repeat(qsl[:-1].astype(np.int64), lengths)
     return np.repeat(starts, lengths) + offsets
+
+
+def batch_request_ids(runner: Any) -> list[str | None]:
+    """The persistent batch's request ids in the order the sampler's logits rows follow
+    (V1 runner: ``input_batch.req_ids``)."""
+    return runner.input_batch.req_ids
+
+
+def check_stop_processor(runner: Any) -> None:
+    """``action: abort`` needs saemon's logits processor in this engine (the
+    ``vllm.logits_processors`` entry point of the installed saemon) and the V1 runner's
+    batch order; otherwise a clear error at load, not probes that never stop anything."""
+    from monitor.vllm.stop import StopFlagged
+
+    input_batch = getattr(runner, "input_batch", None)
+    processors = getattr(getattr(input_batch, "logitsprocs", None), "non_argmax_invariant", None)
+    if input_batch is None or not hasattr(input_batch, "req_ids") or processors is None:
+        raise UnsupportedVllm(
+            f"vLLM {vllm_version()}: action abort needs the V1 model runner's input_batch and its logits "
+            f"processors; {type(runner).__name__} has neither. Use action alert, or the V1 runner."
+        )
+    if not any(isinstance(p, StopFlagged) for p in processors):
+        raise UnsupportedVllm(
+            "saemon: a pack has action abort but vLLM did not load saemon's logits processor "
+            "(entry point vllm.logits_processors: saemon). Reinstall saemon (pip install saemon) in "
+            "vLLM's environment, or pass --logits-processors monitor.vllm.stop:StopFlagged."
+        )

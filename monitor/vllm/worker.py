@@ -37,8 +37,9 @@ from monitor.errors import SaemonError
 from monitor.kernels import FeatureBank, LayerBanks, Summaries, project_layers, summarize_segments, token_scores
 from monitor.pack import ProbePack, load_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
-from monitor.vllm import adapter
-from monitor.vllm.batch import Planner, StepLayout, StepPlan
+from monitor.vllm import act, adapter
+from monitor.vllm.act import AbortRule
+from monitor.vllm.batch import Planner, StepLayout, StepPlan, external_id
 from monitor.vllm.client import SidecarClient
 from monitor.vllm.prefix import PrefixHasher, Recovered, ScoreTable
 from monitor.vllm.tap import Tap
@@ -90,6 +91,9 @@ class WorkerMonitor:
         self._calls_seen = 0
         self._check_calls = True
         self._failed_steps = 0
+        self.abort = AbortRule([], [])
+        #: External ids this worker stopped (action: abort), until their end marker
+        self._aborted: dict[str, int] = {}
 
     # -- start -----------------------------------------------------------------------------
 
@@ -108,6 +112,9 @@ class WorkerMonitor:
         self.tap = Tap(tapped, max_tokens, hidden, self._dtype, self._device)
         adapter.install_tap(model, tapped, self.tap.capture)
         self._use_packs(self.packs)
+        if self.abort:
+            adapter.check_stop_processor(runner)
+            act.bind(lambda: adapter.batch_request_ids(runner))
         # With full CUDA graphs the top-level forward is replayed without Python: the tap still
         # writes (the copy is in the graph) but cannot count its calls.
         mode = getattr(self.vllm_config.compilation_config, "cudagraph_mode", None)
@@ -158,6 +165,7 @@ class WorkerMonitor:
             streams.append(Stream(self.model_name, pack.name, pack.version, first, width))
             first += width
         self.packs, self._banks, self._streams = packs, banks, tuple(streams)
+        self.abort = AbortRule(packs, [(s.first, s.width or 0) for s in streams])
 
     def reload_packs(self, paths: Sequence[str] | None = None) -> list[str]:
         """Load the packs again (from ``paths``, default: the same files) and use them from the
@@ -219,6 +227,10 @@ class WorkerMonitor:
                 layout = adapter.read_layout(self.worker.model_runner, num_tokens, with_blocks=self._reuses_prefixes)
                 plan = planner.plan(layout)
             ends = planner.finish(finished, token_ids=self.settings.plugin.send_token_ids)
+            if self._aborted:
+                for end in ends:
+                    if self._aborted.pop(end.request_id, None) is not None:
+                        end.finish_reason = pb.FINISH_REASON_ABORT
             if plan is not None and layout is not None:
                 self._project_and_ship(plan, layout, ends)
             elif ends:
@@ -238,6 +250,9 @@ class WorkerMonitor:
         finally:
             if self.table is not None and finished:
                 self.table.forget(finished)
+            if self.abort and finished:
+                act.forget(list(finished))
+                self.abort.forget([external_id(w) for w in finished])
 
     def _verify_tap(self) -> None:
         assert self.tap is not None
@@ -284,6 +299,9 @@ class WorkerMonitor:
             self._capture(plan, total)
         if not parts and not ends and not unscored:
             return
+        summaries = Summaries.cat(parts) if parts else None
+        if self.abort and summaries is not None:
+            self._decide_aborts(segments, summaries, positions)
         self.client.submit(
             StepResult(
                 step=self._step,
@@ -291,13 +309,31 @@ class WorkerMonitor:
                 segments=segments,
                 keep=[i for i, segment in enumerate(segments) if segment.num_tokens],
                 positions=positions,
-                summaries=Summaries.cat(parts) if parts else None,
+                summaries=summaries,
                 ends=ends,
                 streams=self._streams,
                 unscored=unscored,
                 token_scores=rows,
             )
         )
+
+    def _decide_aborts(self, segments: list, summaries: Summaries, positions: np.ndarray) -> None:
+        """The abort probes' rule on this step (host copies of the summaries: a device sync
+        on a GPU, paid only when a pack has abort probes); a request that trips one is
+        stopped at its next sampled token."""
+        assert self.planner is not None
+        host = tuple(t.cpu().numpy() for t in (summaries.max, summaries.argmax, summaries.sum, summaries.count))
+        fired = self.abort.observe(segments, host, positions)
+        if not fired:
+            return
+        workers = {track.external: worker_id for worker_id, track in self.planner.tracks.items()}
+        for request_id, probe, position in fired:
+            worker_id = workers.get(request_id)
+            if worker_id is None or request_id in self._aborted:
+                continue
+            act.stop(worker_id)
+            self._aborted[request_id] = position
+            log.info("saemon: probe %s fired on request %s at token %d: stopping it", probe, request_id, position)
 
     def _through_table(self, plan: StepPlan, layout: StepLayout, total: int) -> tuple[torch.Tensor, Recovered | None]:
         """Prefix caching: every computed row's scores go to the table (duplicates too: a

@@ -39,6 +39,7 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_UNSPECIFIED: _ClassVar[Action]
     ACTION_ALERT: _ClassVar[Action]
     ACTION_RECORD: _ClassVar[Action]
+    ACTION_ABORT: _ClassVar[Action]
 
 class DecisionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +65,7 @@ SEVERITY_CRITICAL: Severity
 ACTION_UNSPECIFIED: Action
 ACTION_ALERT: Action
 ACTION_RECORD: Action
+ACTION_ABORT: Action
 DECISION_KIND_UNSPECIFIED: DecisionKind
 DECISION_KIND_FIRED: DecisionKind
 DECISION_KIND_RESOLVED: DecisionKind
@@ -256,7 +258,7 @@ class FeatureContribution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., layer: _Optional[int] = ..., score: _Optional[float] = ..., peak_position: _Optional[int] = ..., peak_value: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("id", "kind", "request_id", "model_name", "probe", "concept", "pack", "pack_version", "scope", "severity", "action", "score", "threshold", "tokens", "features", "decided_unix_nanos", "produced_unix_nanos", "event_id")
+    __slots__ = ("id", "kind", "request_id", "model_name", "probe", "concept", "pack", "pack_version", "scope", "severity", "action", "score", "threshold", "tokens", "features", "decided_unix_nanos", "produced_unix_nanos", "event_id", "position")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +277,7 @@ class Decision(_message.Message):
     DECIDED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     PRODUCED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: DecisionKind
     request_id: str
@@ -293,7 +296,8 @@ class Decision(_message.Message):
     decided_unix_nanos: int
     produced_unix_nanos: int
     event_id: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., probe: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., decided_unix_nanos: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...
+    position: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., probe: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., decided_unix_nanos: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., event_id: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
 
 class GetRequestReportRequest(_message.Message):
     __slots__ = ("request_id", "model_name")

