@@ -193,3 +193,31 @@ def test_an_abort_probe_stops_the_request_that_trips_it_and_leaves_the_batch_alo
 def test_the_pack_round_trips_the_abort_action(tmp_path):
     pack = abort_pack(tmp_path, threshold=1.0)
     assert load_pack(pack.path).spec.probes[0].action == "abort"
+
+
+def test_the_sidecar_says_aborted_with_the_token_position(tmp_path):
+    from prometheus_client import CollectorRegistry
+    from synthetic import batch, summary
+
+    from monitor.config import AlertSettings, SidecarSettings
+    from monitor.pack import load_pack_dir
+    from monitor.sidecar.alerts import IncidentBook
+    from monitor.sidecar.metrics import SidecarMetrics
+    from monitor.sidecar.scorer import Scorer
+
+    abort_pack(tmp_path, threshold=0.8)
+    scorer = Scorer(SidecarSettings(), SidecarMetrics(CollectorRegistry()), served=["SmolLM2-135M-Instruct"])
+    scorer.set_packs(load_pack_dir(tmp_path))
+    decisions = []
+    for k, value in enumerate([0.2, 0.5, 0.9]):
+        decisions += scorer.apply(batch([summary("r", [value], 20 + k)], pack="stopper", step=k))
+    stopped = pb.RequestEnd(request_id="r", finish_reason=pb.FINISH_REASON_ABORT, prompt_tokens=20, response_tokens=3)
+    decisions += scorer.apply(batch([], ends=[stopped], pack="stopper", step=3))
+    fired = decisions[0]
+    assert fired.kind == pb.DECISION_KIND_FIRED and fired.action == pb.ACTION_ABORT and fired.position == 22
+    assert scorer.metrics.requests_aborted.labels("SmolLM2-135M-Instruct", "stop_it")._value.get() == 1
+    report = scorer.report("r")
+    assert report.finish_reason == pb.FINISH_REASON_ABORT
+    notification = IncidentBook(AlertSettings()).on_decision(fired)
+    assert notification is not None, "an abort is an alert too"
+    assert notification.annotations["action"] == "aborted: the answer of request r was stopped after token 22"

@@ -252,7 +252,7 @@ class _Incident:
 class IncidentBook:
     """Active incidents, fed with decisions and request ends; yields notifications.
 
-    Only probes whose action is ``alert`` open incidents. A request joins an incident when
+    Only probes whose action is ``alert`` or ``abort`` open incidents. A request joins an incident when
     its probe fires and leaves it when the request ends (finished or evicted); a probe that
     stops firing mid-request (hysteresis) does not end the incident by itself.
     """
@@ -314,7 +314,7 @@ class IncidentBook:
         return resolved
 
     def on_decision(self, decision: pb.Decision) -> Notification | None:
-        if decision.kind != pb.DECISION_KIND_FIRED or decision.action != pb.ACTION_ALERT:
+        if decision.kind != pb.DECISION_KIND_FIRED or decision.action not in (pb.ACTION_ALERT, pb.ACTION_ABORT):
             return None
         labels = {
             "alertname": alertname(decision.concept or decision.probe),
@@ -412,6 +412,10 @@ class IncidentBook:
             "threshold": f"{decision.threshold:.6g}",
             "pack": f"{decision.pack}@{decision.pack_version}",
         }
+        if decision.action == pb.ACTION_ABORT:
+            annotations["action"] = f"aborted: the answer of request {decision.request_id} was stopped " + (
+                f"after token {decision.position}" if decision.position >= 0 else "mid-stream"
+            )
         if self.settings.runbook_url:
             annotations["runbook_url"] = self.settings.runbook_url
         link = self._link(decision.request_id, decision.model_name, decision.probe)

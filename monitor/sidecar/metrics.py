@@ -97,6 +97,13 @@ class SidecarMetrics:
             ["model_name", "probe", "severity"],
             registry=r,
         )
+        self.requests_aborted = Counter(
+            "saemon_requests_aborted_total",
+            "Requests an action: abort probe fired on, so the plugin ended their answer inside vLLM "
+            "(counted once per request and probe).",
+            ["model_name", "probe"],
+            registry=r,
+        )
         self.decisions = Counter(
             "saemon_decisions_total",
             "Probe decisions (fired / resolved) emitted as events.",

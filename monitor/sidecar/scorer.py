@@ -443,7 +443,9 @@ class Scorer:
             )
             for i, transition in folded:
                 state, tracks = owners[i]
-                decisions.append(self._decide(state, tracks, transition, produced, now))
+                row = batch_rows[i]
+                position = int(columns.first_positions[row] + columns.num_tokens[row] - 1)
+                decisions.append(self._decide(state, tracks, transition, produced, now, position))
             if self.trace_steps:
                 self._trace(pack, scope, pick, table_rows, owners, columns, folded)
         if self.trace_steps and batch.token_scores:
@@ -553,7 +555,13 @@ class Scorer:
     # -- decisions -----------------------------------------------------------------------
 
     def _decide(
-        self, state: RequestState, tracks: ProbeTracks, transition: Transition, produced: int, now: float
+        self,
+        state: RequestState,
+        tracks: ProbeTracks,
+        transition: Transition,
+        produced: int,
+        now: float,
+        position: int = -1,
     ) -> pb.Decision:
         index, kind = transition.probe, transition.kind
         probe = tracks.group.probes[index]
@@ -563,6 +571,9 @@ class Scorer:
             # characters): Grafana links a flagged-requests panel's point to its request page.
             exemplar = {"request_id": state.request_id} if len(state.request_id) <= MAX_EXEMPLAR_ID else None
             self.metrics.requests_flagged.labels(state.model_name, probe.name, severity).inc(exemplar=exemplar)
+            if probe.action == pb.ACTION_ABORT and kind == pb.DECISION_KIND_FIRED:
+                # the plugin's worker made the same decision on the same rows and stopped it
+                self.metrics.requests_aborted.labels(state.model_name, probe.name).inc()
         self.metrics.decisions.labels(state.model_name, probe.name, severity, KIND_LABELS[kind]).inc()
         decision = pb.Decision(
             id=uuid.uuid4().hex,
@@ -582,6 +593,7 @@ class Scorer:
             features=tracks.contributions(index),
             decided_unix_nanos=int(now * 1e9),
             produced_unix_nanos=produced,
+            position=position,
         )
         state.record(decision)
         return decision
@@ -605,9 +617,11 @@ class Scorer:
             )
             state.record(unjudged)
             decisions.append(unjudged)
+        # Judged at the end: the request's last token, when its end marker said how long it was.
+        last = state.prompt_tokens + state.response_tokens - 1 if finished and state.response_tokens else -1
         for (pack, scope), tracks in state.tracks.items():
             for transition in tracks.close(judge=finished):
-                decisions.append(self._decide(state, tracks, transition, produced, now))
+                decisions.append(self._decide(state, tracks, transition, produced, now, last))
                 trace = state.traces.get((pack, scope)) if state.traces else None
                 if trace is not None and transition.kind == pb.DECISION_KIND_FIRED:
                     trace.fired(transition.probe, trace.last_position)

@@ -113,6 +113,8 @@ class Sidecar:
         for info in self.scorer.probe_infos():
             severity = SEVERITY_LABELS.get(info.severity, "warning")
             self.metrics.requests_flagged.labels(self.settings.model.name, info.name, severity)
+            if info.action == pb.ACTION_ABORT:
+                self.metrics.requests_aborted.labels(self.settings.model.name, info.name)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
         log.info(
