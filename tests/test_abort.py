@@ -221,3 +221,20 @@ def test_the_sidecar_says_aborted_with_the_token_position(tmp_path):
     notification = IncidentBook(AlertSettings()).on_decision(fired)
     assert notification is not None, "an abort is an alert too"
     assert notification.annotations["action"] == "aborted: the answer of request r was stopped after token 22"
+
+
+def test_an_engine_without_the_stop_processor_is_refused_by_name():
+    from types import SimpleNamespace
+
+    from monitor.vllm import adapter
+    from monitor.vllm.stop import StopFlagged
+
+    def runner(processors):
+        logitsprocs = SimpleNamespace(non_argmax_invariant=processors)
+        return SimpleNamespace(input_batch=SimpleNamespace(req_ids=[], logitsprocs=logitsprocs))
+
+    with pytest.raises(adapter.UnsupportedVllm, match=r"vllm\.logits_processors"):
+        adapter.check_stop_processor(runner([]))
+    adapter.check_stop_processor(runner([StopFlagged(None, torch.device("cpu"), False)]))
+    with pytest.raises(adapter.UnsupportedVllm, match="V1 model runner"):
+        adapter.check_stop_processor(SimpleNamespace())

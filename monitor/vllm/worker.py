@@ -112,9 +112,6 @@ class WorkerMonitor:
         self.tap = Tap(tapped, max_tokens, hidden, self._dtype, self._device)
         adapter.install_tap(model, tapped, self.tap.capture)
         self._use_packs(self.packs)
-        if self.abort:
-            adapter.check_stop_processor(runner)
-            act.bind(lambda: adapter.batch_request_ids(runner))
         # With full CUDA graphs the top-level forward is replayed without Python: the tap still
         # writes (the copy is in the graph) but cannot count its calls.
         mode = getattr(self.vllm_config.compilation_config, "cudagraph_mode", None)
@@ -164,8 +161,12 @@ class WorkerMonitor:
             width = len(pack.spec.features)
             streams.append(Stream(self.model_name, pack.name, pack.version, first, width))
             first += width
-        self.packs, self._banks, self._streams = packs, banks, tuple(streams)
-        self.abort = AbortRule(packs, [(s.first, s.width or 0) for s in streams])
+        abort = AbortRule(packs, [(s.first, s.width or 0) for s in streams])
+        if abort:  # at start and on a reload that brings abort probes: refuse what cannot stop
+            runner = self.worker.model_runner
+            adapter.check_stop_processor(runner)
+            act.bind(lambda: adapter.batch_request_ids(runner))
+        self.packs, self._banks, self._streams, self.abort = packs, banks, tuple(streams), abort
 
     def reload_packs(self, paths: Sequence[str] | None = None) -> list[str]:
         """Load the packs again (from ``paths``, default: the same files) and use them from the
