@@ -177,6 +177,11 @@ class PackSpec(_Spec):
     weights: str = Field(min_length=1, description="safetensors file, relative to the YAML.")
     features: list[FeatureSpec] = Field(min_length=1)
     probes: list[ProbeSpec] = Field(min_length=1)
+    policies: dict[str, dict[str, Literal["alert", "record", "abort"]]] = Field(
+        default_factory=dict,
+        description="Per-request rules: a request sent with the policy's name (vLLM's vllm_xargs "
+        '{"saemon_policy": "<name>"}) gets these actions for the named probes instead of their own.',
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> PackSpec:
@@ -188,6 +193,20 @@ class PackSpec(_Spec):
         duplicated = sorted(n for n, c in Counter(probe_names).items() if c > 1)
         if duplicated:
             raise ValueError(f"probe names must be unique; repeated: {duplicated}")
+        by_name = {p.name: p for p in self.probes}
+        for policy, actions in self.policies.items():
+            if not policy or len(policy) > 64 or not policy.isprintable():
+                raise ValueError(f"policy name {policy[:64]!r}: 1 to 64 printable characters")
+            unknown = sorted(set(actions) - set(by_name))
+            if unknown:
+                raise ValueError(f"policy {policy!r} names probes {unknown} that the pack does not have")
+            for name, action in actions.items():
+                probe = by_name[name]
+                if action == "abort" and (probe.decide != "running" or probe.scope != "response"):
+                    raise ValueError(
+                        f"policy {policy!r} makes probe {name!r} abort, which needs decide: running and "
+                        f"scope: response (it has decide: {probe.decide}, scope: {probe.scope})"
+                    )
         known = set(feature_names)
         for probe in self.probes:
             unknown = [f for f in probe.features if f not in known]

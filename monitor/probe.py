@@ -105,10 +105,24 @@ class CompiledProbe:
     scope: pb.TokenScope
     severity: pb.Severity
     action: pb.Action
+    #: The pack's policies that give this probe another action: policy name -> action.
+    policy_actions: tuple[tuple[str, pb.Action], ...] = ()
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def action_for(self, policy: str) -> pb.Action:
+        """The action for a request sent with ``policy`` ('' : none)."""
+        if policy:
+            for name, action in self.policy_actions:
+                if name == policy:
+                    return action
+        return self.action
+
+    @property
+    def may_abort(self) -> bool:
+        return self.action == pb.ACTION_ABORT or any(a == pb.ACTION_ABORT for _, a in self.policy_actions)
 
     @classmethod
     def from_pack(cls, pack: ProbePack, spec: ProbeSpec) -> CompiledProbe:
@@ -125,6 +139,11 @@ class CompiledProbe:
             scope=SCOPES[spec.scope],
             severity=SEVERITIES[spec.severity],
             action=ACTIONS[spec.action],
+            policy_actions=tuple(
+                (policy, ACTIONS[actions[spec.name]])
+                for policy, actions in sorted(pack.spec.policies.items())
+                if spec.name in actions
+            ),
         )
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 from pydantic import ValidationError
 from recorder import Recorder
 from synthetic import write_pack
 
+from monitor.errors import PackError
 from monitor.pack import ProbeSpec, load_pack
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.vllm import act
@@ -19,8 +21,8 @@ from monitor.vllm.batch import Segment
 RESPONSE = pb.TOKEN_SCOPE_RESPONSE
 
 
-def abort_pack(directory, threshold: float):
-    return write_pack(
+def abort_pack(directory, threshold: float, action: str = "abort", policies: dict | None = None):
+    pack = write_pack(
         directory,
         name="stopper",
         features=[{"name": "f0", "layer": 14, "threshold": 0.0}],
@@ -32,10 +34,15 @@ def abort_pack(directory, threshold: float):
                 "aggregation": "max",
                 "threshold": threshold,
                 "severity": "critical",
-                "action": "abort",
+                "action": action,
             }
         ],
     )
+    if policies:
+        text = pack.path.read_text() + yaml.safe_dump({"policies": policies})
+        pack.path.write_text(text)
+        pack = load_pack(pack.path)
+    return pack
 
 
 def test_abort_needs_a_running_response_probe():
@@ -60,6 +67,68 @@ def test_the_worker_rule_fires_where_the_sidecars_would(tmp_path):
     assert fired == [("a", "stop_it", 12)], "request a, at its token whose value crossed 0.8"
     rule.forget(["a", "b"])
     assert not rule.rows
+
+
+def test_a_policy_gives_one_request_another_action(tmp_path):
+    pack = abort_pack(tmp_path, threshold=0.8, action="alert", policies={"strict": {"stop_it": "abort"}})
+    rule = AbortRule([pack], [(0, 1)])
+    assert rule, "a probe that may abort under a policy makes a rule"
+    segments = [Segment(rid, RESPONSE, 5, 1) for rid in ("plain", "strict")]
+    column = np.array([[0.9], [0.9]], dtype=np.float32)
+    rows = np.array([[0], [1]], dtype=np.int64)
+    fired = rule.observe(
+        segments, (column, rows, column, np.ones((2, 1), np.int32)), np.full(2, 5), {"strict": "strict"}
+    )
+    assert fired == [("strict", "stop_it", 5)], "only the request sent with the policy is stopped"
+
+
+def test_policies_are_checked_against_the_packs_probes(tmp_path):
+    with pytest.raises(PackError, match=r"policy 'strict' names probes \['nope'\]"):
+        abort_pack(tmp_path / "a", threshold=1.0, action="alert", policies={"strict": {"nope": "abort"}})
+    end_probe = write_pack(tmp_path / "b")  # safety_max, safety_mean: running response probes
+    text = end_probe.path.read_text().replace("decide: running", "decide: end")
+    end_probe.path.write_text(text + yaml.safe_dump({"policies": {"strict": {"safety_max": "abort"}}}))
+    with pytest.raises(PackError, match="makes probe 'safety_max' abort"):
+        load_pack(end_probe.path)
+
+
+def test_the_planner_reads_a_requests_policy_once_and_the_wire_carries_it():
+    from monitor.vllm.batch import Planner, RequestInfo, StepLayout
+    from monitor.vllm.wire import StepResult, Stream, encode
+
+    planner = Planner()
+    info = RequestInfo(prompt_len=3, max_tokens=8, prompt_token_ids=[1, 2, 3], output_token_ids=[], policy="strict")
+    first = planner.plan(StepLayout(["r-abcdefgh"], [0, 3], np.arange(3), {"r-abcdefgh": info}))
+    assert first.policies == [("r", "strict")]
+    later = planner.plan(StepLayout(["r-abcdefgh"], [0, 1], np.array([3]), {"r-abcdefgh": info}))
+    assert later.policies == [], "once per request"
+    streams = (Stream("m", "a", "1", 0, 1), Stream("m", "b", "1", 1, 1))
+    batches = encode(StepResult(1, 0, [], [], np.zeros(0, np.int64), None, [], streams, policies=first.policies))
+    assert [[(p.request_id, p.policy) for p in b.policies] for b in batches] == [[("r", "strict")]] * 2
+
+
+def test_the_sidecar_labels_decisions_with_the_requests_policy(tmp_path):
+    from prometheus_client import CollectorRegistry
+    from synthetic import batch, summary
+
+    from monitor.config import SidecarSettings
+    from monitor.pack import load_pack_dir
+    from monitor.sidecar.metrics import SidecarMetrics
+    from monitor.sidecar.scorer import Rejected, Scorer
+
+    abort_pack(tmp_path, threshold=0.8, action="alert", policies={"strict": {"stop_it": "abort"}})
+    scorer = Scorer(SidecarSettings(), SidecarMetrics(CollectorRegistry()), served=["SmolLM2-135M-Instruct"])
+    scorer.set_packs(load_pack_dir(tmp_path))
+    first = batch([summary("plain", [0.9], 4), summary("strict", [0.9], 4)], pack="stopper")
+    first.policies.add(request_id="strict", policy="strict")
+    decisions = {d.request_id: d for d in scorer.apply(first, scorer.validate(first))}
+    assert decisions["plain"].action == pb.ACTION_ALERT and decisions["plain"].policy == ""
+    assert decisions["strict"].action == pb.ACTION_ABORT and decisions["strict"].policy == "strict"
+    assert scorer.metrics.requests_aborted.labels("SmolLM2-135M-Instruct", "stop_it")._value.get() == 1
+    bad = batch([], pack="stopper")
+    bad.policies.add(request_id="x", policy="p" * 65)
+    with pytest.raises(Rejected, match="RequestPolicy"):
+        scorer.validate(bad)
 
 
 def test_a_pack_without_abort_probes_makes_no_rule(tmp_path):
@@ -136,7 +205,8 @@ class TokenRecorder(Recorder):
         return super().Ingest(tee(), context)
 
 
-def generate(model, pack_path, address, features):
+def generate(model, pack_path, address, features, policies: dict[str, str] | None = None):
+    """The batch's answers; ``policies``: prompt -> the saemon policy it is sent with."""
     from vllm import LLM, SamplingParams
 
     with TokenRecorder(address, features) as recorder:
@@ -149,7 +219,15 @@ def generate(model, pack_path, address, features):
         )
         try:
             chats = [[{"role": "user", "content": p}] for p in PROMPTS]
-            outputs = llm.chat(chats, SamplingParams(temperature=0, max_tokens=MAX_TOKENS))
+            params = [
+                SamplingParams(
+                    temperature=0,
+                    max_tokens=MAX_TOKENS,
+                    extra_args={"saemon_policy": (policies or {})[p]} if p in (policies or {}) else None,
+                )
+                for p in PROMPTS
+            ]
+            outputs = llm.chat(chats, params)
         finally:
             llm.llm_engine.engine_core.shutdown()
         recorder.wait_for([o.request_id for o in outputs])
@@ -171,10 +249,22 @@ def test_an_abort_probe_stops_the_request_that_trips_it_and_leaves_the_batch_alo
     top_value, victim, position = next(t for t in tokens if t[2] - min(seen.values[t[1]]) >= 3)
     second = max(v for v, rid, p in tokens if (rid, p) != (victim, position))
     assert top_value > second, "a strict maximum to put the threshold under"
-    pack = abort_pack(tmp_path / "abort", threshold=(top_value + second) / 2)
+    threshold = (top_value + second) / 2
+    pack = abort_pack(tmp_path / "abort", threshold=threshold)
     cut, _ = generate(default_model, pack.path, f"unix://{tmp_path}/b.sock", features)
-
     victim_prompt = next(o.prompt for o in base if o.request_id == victim)
+    assert_only_the_victim_stopped(base, cut, victim_prompt, position)
+    # 3. the probe alerts by default; a policy sent with the victim request alone makes it abort
+    policy = {"strict": {"stop_it": "abort"}}
+    lenient = abort_pack(tmp_path / "policy", threshold=threshold, action="alert", policies=policy)
+    victim_index = next(i for i, o in enumerate(base) if o.prompt == victim_prompt)
+    strict, _ = generate(
+        default_model, lenient.path, f"unix://{tmp_path}/c.sock", features, {PROMPTS[victim_index]: "strict"}
+    )
+    assert_only_the_victim_stopped(base, strict, victim_prompt, position)
+
+
+def assert_only_the_victim_stopped(base, cut, victim_prompt, position):
     by_prompt = {o.prompt: o for o in base}
     for output in cut:
         before, after = by_prompt[output.prompt].outputs[0], output.outputs[0]

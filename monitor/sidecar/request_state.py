@@ -39,6 +39,7 @@ class RequestState:
         "model_name",
         "pack_tokens",
         "pieces",
+        "policy",
         "prompt_tokens",
         "request_id",
         "response_tokens",
@@ -66,6 +67,8 @@ class RequestState:
         self.decisions: tuple[pb.Decision, ...] = ()  # a tuple: no object until the first decision
         self.finished = False
         self.finish_reason = pb.FINISH_REASON_UNSPECIFIED
+        #: The policy the request was sent with (the plugin says so once): picks actions.
+        self.policy = ""
         self.prompt_tokens = 0
         self.response_tokens = 0
         #: From the end marker (plugin.send_token_ids), until the sidecar made the texts.

@@ -55,6 +55,8 @@ KIND_LABELS: dict[int, str] = {pb.DECISION_KIND_FIRED: "fired", pb.DECISION_KIND
 #: vLLM makes, and both become label values or Redis keys.
 MAX_POSITION = 1 << 24
 MAX_ID_LENGTH = 512
+#: Longest policy name a request can carry (pack policies are at most 64 characters).
+MAX_POLICY_LENGTH = 64
 #: Longest request id put in an exemplar (its labels may hold 128 characters in all).
 MAX_EXEMPLAR_ID = 100
 
@@ -381,6 +383,13 @@ class Scorer:
                 raise Rejected("malformed", "RequestEnd.request_id is empty or too long")
             if max(end.prompt_tokens, end.response_tokens, len(end.token_ids)) > MAX_POSITION:
                 raise Rejected("out_of_range", f"RequestEnd {end.request_id!r}: a length is above {MAX_POSITION}")
+        for entry in batch.policies:
+            if not 0 < len(entry.request_id) <= MAX_ID_LENGTH or not 0 < len(entry.policy) <= MAX_POLICY_LENGTH:
+                raise Rejected(
+                    "malformed",
+                    f"RequestPolicy for {entry.request_id[:MAX_ID_LENGTH]!r}: needs a request id and a policy of "
+                    f"1 to {MAX_POLICY_LENGTH} characters",
+                )
         for unscored in batch.unscored:
             if not 0 < len(unscored.request_id) <= MAX_ID_LENGTH or unscored.reason not in UNSCORED_LABELS:
                 raise Rejected(
@@ -409,6 +418,10 @@ class Scorer:
         produced = batch.produced_unix_nanos
         groups = pack.groups
         scored = dict.fromkeys(SCOPE_LABELS, 0)
+        for entry in batch.policies:
+            state = self.table.touch(entry.request_id, model, now)
+            if state is not None:
+                state.policy = entry.policy
         # Per scope: the batch rows, their table rows and owners, folded in one call below.
         pending: dict[int, tuple[list[int], list[int], list[tuple[RequestState, ProbeTracks]]]] = {}
         for row, (request_id, scope, tokens) in enumerate(
@@ -565,13 +578,14 @@ class Scorer:
     ) -> pb.Decision:
         index, kind = transition.probe, transition.kind
         probe = tracks.group.probes[index]
+        action = probe.action_for(state.policy)
         severity = SEVERITY_LABELS[probe.severity]
         if transition.first:
             # The request id as an exemplar (OpenMetrics caps an exemplar's labels at 128
             # characters): Grafana links a flagged-requests panel's point to its request page.
             exemplar = {"request_id": state.request_id} if len(state.request_id) <= MAX_EXEMPLAR_ID else None
             self.metrics.requests_flagged.labels(state.model_name, probe.name, severity).inc(exemplar=exemplar)
-            if probe.action == pb.ACTION_ABORT and kind == pb.DECISION_KIND_FIRED:
+            if action == pb.ACTION_ABORT and kind == pb.DECISION_KIND_FIRED:
                 # the plugin's worker made the same decision on the same rows and stopped it
                 self.metrics.requests_aborted.labels(state.model_name, probe.name).inc()
         self.metrics.decisions.labels(state.model_name, probe.name, severity, KIND_LABELS[kind]).inc()
@@ -586,7 +600,7 @@ class Scorer:
             pack_version=probe.pack_version,
             scope=probe.scope,
             severity=probe.severity,
-            action=probe.action,
+            action=action,
             score=finite(float(tracks.scores()[index])),
             threshold=probe.spec.threshold,
             tokens=tracks.tokens,
@@ -594,6 +608,7 @@ class Scorer:
             decided_unix_nanos=int(now * 1e9),
             produced_unix_nanos=produced,
             position=position,
+            policy=state.policy,
         )
         state.record(decision)
         return decision

@@ -113,8 +113,10 @@ class Sidecar:
         for info in self.scorer.probe_infos():
             severity = SEVERITY_LABELS.get(info.severity, "warning")
             self.metrics.requests_flagged.labels(self.settings.model.name, info.name, severity)
-            if info.action == pb.ACTION_ABORT:
-                self.metrics.requests_aborted.labels(self.settings.model.name, info.name)
+        for pack in self.scorer.packs.packs:
+            for spec in pack.spec.probes:
+                if spec.action == "abort" or any(a.get(spec.name) == "abort" for a in pack.spec.policies.values()):
+                    self.metrics.requests_aborted.labels(self.settings.model.name, spec.name)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
         log.info(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -81,7 +81,7 @@ class AbortRule:
         self.parts: list[tuple[ProbePack, ProbeGroup, TrackTable, int, int]] = []
         for pack, (first, width) in zip(packs, columns, strict=True):
             group = probe_groups(pack).get(pb.TOKEN_SCOPE_RESPONSE)
-            if group is not None and any(p.action == pb.ACTION_ABORT for p in group.probes):
+            if group is not None and any(p.may_abort for p in group.probes):
                 self.parts.append((pack, group, TrackTable(group, capacity=64), first, width))
         self.rows: dict[tuple[int, str], int] = {}
 
@@ -89,10 +89,16 @@ class AbortRule:
         return bool(self.parts)
 
     def observe(
-        self, segments: Sequence[Segment], summaries: tuple[np.ndarray, ...], positions: np.ndarray
+        self,
+        segments: Sequence[Segment],
+        summaries: tuple[np.ndarray, ...],
+        positions: np.ndarray,
+        policies: Mapping[str, str] | None = None,
     ) -> list[tuple[str, str, int]]:
         """Fold a step's response summaries (host arrays [S, F]: max, argmax row, sum, count,
-        for ``segments``) in; the (external id, probe, position) of every abort that fired."""
+        for ``segments``) in; the (external id, probe, position) of every abort that fired
+        (a probe aborts when its action, or the one the request's policy gives it, is abort)."""
+        policies = policies or {}
         maxima, argmax_rows, sums, counts = summaries
         picked = [i for i, s in enumerate(segments) if s.scope == pb.TOKEN_SCOPE_RESPONSE and s.num_tokens]
         if not picked:
@@ -118,7 +124,8 @@ class AbortRule:
             )
             for i, transition in transitions:
                 probe = group.probes[transition.probe]
-                if transition.kind == pb.DECISION_KIND_FIRED and probe.action == pb.ACTION_ABORT:
+                action = probe.action_for(policies.get(ids[i], ""))
+                if transition.kind == pb.DECISION_KIND_FIRED and action == pb.ACTION_ABORT:
                     fired.append((ids[i], probe.name, int(firsts[i] + counts_of[i] - 1)))
         return fired
 

@@ -272,6 +272,16 @@ class _LiveRequest:
     def output_token_ids(self) -> Sequence[int]:
         return self.state.output_token_ids
 
+    @property
+    def policy(self) -> str:
+        """The saemon policy the request was sent with: ``extra_args["saemon_policy"]``
+        (the OpenAI server's ``vllm_xargs``), or ``extra_args["saemon"]["policy"]``."""
+        extra = getattr(getattr(self.state, "sampling_params", None), "extra_args", None) or {}
+        policy = extra.get("saemon_policy")
+        if policy is None and isinstance(extra.get("saemon"), dict):
+            policy = extra["saemon"].get("policy")
+        return policy if isinstance(policy, str) else ""
+
 
 class _RunnerRequests(Mapping[str, _LiveRequest]):
     """``runner.requests`` as the planner reads it, one view per state object (made once)."""

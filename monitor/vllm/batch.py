@@ -67,6 +67,8 @@ class RequestView(Protocol):
     def prompt_token_ids(self) -> Sequence[int]: ...
     @property
     def output_token_ids(self) -> Sequence[int]: ...
+    @property
+    def policy(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class RequestInfo:
     max_tokens: int | None
     prompt_token_ids: Sequence[int]
     output_token_ids: Sequence[int]
+    policy: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,13 +130,16 @@ class StepPlan:
     gaps: list[Gap]  # skipped (prefix-cached) positions, when the planner looks for them
     #: the scored prompt rows of sampled requests (empty unless prompt_token_scores > 0)
     token_rows: list[PromptRows] = field(default_factory=list)
+    #: (external id, policy) of requests whose policy was read this step (once per request)
+    policies: list[tuple[str, str]] = field(default_factory=list)
 
 
 class _Track:
-    __slots__ = ("external", "info", "next_position", "prompt_len", "sampled")
+    __slots__ = ("external", "info", "next_position", "policy", "prompt_len", "sampled")
 
     def __init__(self, external: str, sampled: bool) -> None:
         self.external = external
+        self.policy: str | None = None  # read from the request once, with its first view
         self.next_position = 0  # every position below this one was scored (or skipped) once
         self.info: RequestView | None = None
         self.prompt_len = 0
@@ -166,6 +172,7 @@ class Planner:
         segments: list[Segment] = []
         gaps: list[Gap] = []
         token_rows: list[PromptRows] = []
+        policies: list[tuple[str, str]] = []
         share = self.prompt_token_scores
         # Plain Python lists: a decode step is one row per request, and per-element numpy
         # indexing costs more than the work.
@@ -184,6 +191,10 @@ class Planner:
             if info is not track.info:
                 track.info = info
                 track.prompt_len = info.prompt_len if info is not None else 0
+                if track.policy is None and info is not None:
+                    track.policy = info.policy
+                    if track.policy:
+                        policies.append((track.external, track.policy))
             prompt_len = track.prompt_len
             if self.find_gaps and at[a] > track.next_position and info is not None:
                 gaps.append(self._gap(i, worker_id, track, info, at[a]))
@@ -230,7 +241,7 @@ class Planner:
             track.next_position = max(track.next_position, int(rows.max()) + 1)
         # Segments tile [qsl[0], total); a request with no rows adds no segment.
         seg_starts = np.array(starts if segments else [0], dtype=np.int32)
-        return StepPlan(seg_starts, row_mask, segments, positions, gaps, token_rows)
+        return StepPlan(seg_starts, row_mask, segments, positions, gaps, token_rows, policies)
 
     def _gap(self, row: int, worker_id: str, track: _Track, info: RequestView, first: int) -> Gap:
         skipped = np.arange(track.next_position, first, dtype=np.int64)

@@ -70,6 +70,8 @@ class StepResult:
     unscored: list[pb.UnscoredTokens] = field(default_factory=list)
     #: sampled requests' prompt rows (the step's own, then those the score table served)
     token_scores: list[TokenRows] = field(default_factory=list)
+    #: (external id, policy) of requests first seen with a policy this step
+    policies: list[tuple[str, str]] = field(default_factory=list)
 
 
 def encode(result: StepResult) -> list[pb.StepBatch]:
@@ -86,6 +88,9 @@ def encode(result: StepResult) -> list[pb.StepBatch]:
     ]
     batches[0].unscored.extend(result.unscored)
     batches[-1].ends.extend(result.ends)
+    for batch in batches:  # each pack maps policies to actions of its own probes
+        for request_id, policy in result.policies:
+            batch.policies.add(request_id=request_id, policy=policy)
     if result.token_scores:
         _add_token_scores(batches, result.streams, result.token_scores)
     summaries = result.summaries

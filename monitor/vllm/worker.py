@@ -94,6 +94,8 @@ class WorkerMonitor:
         self.abort = AbortRule([], [])
         #: External ids this worker stopped (action: abort), until their end marker
         self._aborted: dict[str, int] = {}
+        #: External id -> policy of live requests sent with one (only kept with abort probes)
+        self._policies: dict[str, str] = {}
 
     # -- start -----------------------------------------------------------------------------
 
@@ -253,7 +255,10 @@ class WorkerMonitor:
                 self.table.forget(finished)
             if self.abort and finished:
                 act.forget(list(finished))
-                self.abort.forget([external_id(w) for w in finished])
+                externals = [external_id(w) for w in finished]
+                self.abort.forget(externals)
+                for request_id in externals:
+                    self._policies.pop(request_id, None)
 
     def _verify_tap(self) -> None:
         assert self.tap is not None
@@ -301,8 +306,10 @@ class WorkerMonitor:
         if not parts and not ends and not unscored:
             return
         summaries = Summaries.cat(parts) if parts else None
-        if self.abort and summaries is not None:
-            self._decide_aborts(segments, summaries, positions)
+        if self.abort:
+            self._policies.update(plan.policies)
+            if summaries is not None:
+                self._decide_aborts(segments, summaries, positions)
         self.client.submit(
             StepResult(
                 step=self._step,
@@ -315,6 +322,7 @@ class WorkerMonitor:
                 streams=self._streams,
                 unscored=unscored,
                 token_scores=rows,
+                policies=plan.policies,
             )
         )
 
@@ -324,7 +332,7 @@ class WorkerMonitor:
         stopped at its next sampled token."""
         assert self.planner is not None
         host = tuple(t.cpu().numpy() for t in (summaries.max, summaries.argmax, summaries.sum, summaries.count))
-        fired = self.abort.observe(segments, host, positions)
+        fired = self.abort.observe(segments, host, positions, self._policies)
         if not fired:
             return
         workers = {track.external: worker_id for worker_id, track in self.planner.tracks.items()}

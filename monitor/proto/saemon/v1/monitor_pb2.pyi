@@ -80,7 +80,7 @@ class IngestRequest(_message.Message):
     def __init__(self, batches: _Optional[_Iterable[_Union[StepBatch, _Mapping]]] = ..., client_dropped: _Optional[int] = ...) -> None: ...
 
 class StepBatch(_message.Message):
-    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends", "columns", "unscored", "token_scores")
+    __slots__ = ("model_name", "pack", "pack_version", "step", "produced_unix_nanos", "requests", "ends", "columns", "unscored", "token_scores", "policies")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PACK_FIELD_NUMBER: _ClassVar[int]
     PACK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class StepBatch(_message.Message):
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     UNSCORED_FIELD_NUMBER: _ClassVar[int]
     TOKEN_SCORES_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     pack: str
     pack_version: str
@@ -101,7 +102,16 @@ class StepBatch(_message.Message):
     columns: SummaryColumns
     unscored: _containers.RepeatedCompositeFieldContainer[UnscoredTokens]
     token_scores: _containers.RepeatedCompositeFieldContainer[TokenScores]
-    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ..., columns: _Optional[_Union[SummaryColumns, _Mapping]] = ..., unscored: _Optional[_Iterable[_Union[UnscoredTokens, _Mapping]]] = ..., token_scores: _Optional[_Iterable[_Union[TokenScores, _Mapping]]] = ...) -> None: ...
+    policies: _containers.RepeatedCompositeFieldContainer[RequestPolicy]
+    def __init__(self, model_name: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., step: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[RequestEnd, _Mapping]]] = ..., columns: _Optional[_Union[SummaryColumns, _Mapping]] = ..., unscored: _Optional[_Iterable[_Union[UnscoredTokens, _Mapping]]] = ..., token_scores: _Optional[_Iterable[_Union[TokenScores, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[RequestPolicy, _Mapping]]] = ...) -> None: ...
+
+class RequestPolicy(_message.Message):
+    __slots__ = ("request_id", "policy")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    policy: str
+    def __init__(self, request_id: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class TokenScores(_message.Message):
     __slots__ = ("request_id", "scope", "positions", "values")
@@ -258,7 +268,7 @@ class FeatureContribution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., layer: _Optional[int] = ..., score: _Optional[float] = ..., peak_position: _Optional[int] = ..., peak_value: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("id", "kind", "request_id", "model_name", "probe", "concept", "pack", "pack_version", "scope", "severity", "action", "score", "threshold", "tokens", "features", "decided_unix_nanos", "produced_unix_nanos", "event_id", "position")
+    __slots__ = ("id", "kind", "request_id", "model_name", "probe", "concept", "pack", "pack_version", "scope", "severity", "action", "score", "threshold", "tokens", "features", "decided_unix_nanos", "produced_unix_nanos", "event_id", "position", "policy")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -278,6 +288,7 @@ class Decision(_message.Message):
     PRODUCED_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: DecisionKind
     request_id: str
@@ -297,7 +308,8 @@ class Decision(_message.Message):
     produced_unix_nanos: int
     event_id: str
     position: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., probe: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., decided_unix_nanos: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., event_id: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
+    policy: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DecisionKind, str]] = ..., request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., probe: _Optional[str] = ..., concept: _Optional[str] = ..., pack: _Optional[str] = ..., pack_version: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., action: _Optional[_Union[Action, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., tokens: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., decided_unix_nanos: _Optional[int] = ..., produced_unix_nanos: _Optional[int] = ..., event_id: _Optional[str] = ..., position: _Optional[int] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class GetRequestReportRequest(_message.Message):
     __slots__ = ("request_id", "model_name")
