@@ -629,6 +629,7 @@ class Scorer:
                 tokens=sum(state.tokens.values()),
                 decided_unix_nanos=int(now * 1e9),
                 produced_unix_nanos=produced,
+                position=-1,
             )
             state.record(unjudged)
             decisions.append(unjudged)

@@ -142,6 +142,8 @@ def decision_row(decision: pb.Decision) -> dict[str, Any]:
         "score": decision.score,
         "threshold": decision.threshold,
         "tokens": decision.tokens,
+        "position": decision.position,
+        "policy": decision.policy,
         "time": _time(decision.decided_unix_nanos),
         "url": request_page(decision.request_id, decision.model_name, decision.probe),
     }
