@@ -174,7 +174,7 @@ def test_credentials_refuse_an_open_page_beyond_loopback(tmp_path, clean_env):
 
 def test_request_view_without_a_trace_says_so():
     report = pb.RequestReport(request_id="x", model_name=MODEL, finished=True)
-    view = request_view(report, None, lambda pack: {})
+    view = request_view(report, None, None, lambda pack: {})
     assert view["traced"] is False and view["tokens"] == [] and view["text_stored"] is False
     html = page_templates().get_template("request.html").render(view=view)
     assert 'id="no-trace"' in html and "0 probe score(s)" in html
@@ -183,7 +183,15 @@ def test_request_view_without_a_trace_says_so():
 # -- the pages, in a browser, from a real sidecar ------------------------------------------------
 
 
-def ui_sidecar(directory: Path, packs: Path, *, redis: str | None = None, token: str | None = None, **ui):
+def ui_sidecar(
+    directory: Path,
+    packs: Path,
+    *,
+    redis: str | None = None,
+    token: str | None = None,
+    tokenizer: Path | None = None,
+    **ui,
+):
     sidecar = {
         "grpc_listen": f"unix://{directory}/saemon.sock",
         "probes_dir": str(packs),
@@ -194,7 +202,9 @@ def ui_sidecar(directory: Path, packs: Path, *, redis: str | None = None, token:
         directory.mkdir(parents=True, exist_ok=True)
         token_file.write_text(token)
         sidecar["auth_token_file"] = str(token_file)
-    sections = {"redis": {"url": redis}} if redis else {}
+    sections: dict = {"redis": {"url": redis}} if redis else {}
+    if tokenizer is not None:  # token text storage on, read with the model's tokenizer
+        sections.setdefault("redis", {}).update(store_token_text=True, tokenizer=str(tokenizer))
     return SidecarProcess(directory, sidecar, **sections)
 
 
@@ -406,3 +416,25 @@ def test_basic_auth_guards_the_pages_of_a_sidecar_listening_beyond_loopback(tmp_
         assert refused.value.headers["WWW-Authenticate"].startswith("Basic"), "a browser asks for the login"
         wrong = {"Authorization": "Basic " + base64.b64encode(b"oncall:wrong").decode()}
         assert get_json(f"{process.http}/ui/", wrong)[0] == 401
+
+
+@requires_redis
+def test_stored_token_text_comes_back_redacted_one_piece_per_token(tmp_path, packs, default_model):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(default_model / "tokenizer.json"))
+    ids = tokenizer.encode("Write to bob@example.org about the sea and the ships today").ids
+    count = PROMPT + len(RESPONSE)
+    ids = (ids * count)[:count]
+    steps = steps_of("texted")
+    steps[-1].ends[0].token_ids.extend(ids)
+    with RedisServer(tmp_path / "redis") as redis:
+        with ui_sidecar(tmp_path / "sidecar", packs, redis=redis.url, tokenizer=default_model) as process:
+            ingest(process, steps)
+            in_memory = wait_report(process, "texted")
+        with ui_sidecar(tmp_path / "sidecar2", packs, redis=redis.url, tokenizer=default_model) as process:
+            from_redis = wait_report(process, "texted")
+    texts = [t["text"] for t in in_memory["tokens"]]
+    assert in_memory["text_stored"] and len(texts) == count
+    assert "<email>" in "".join(texts) and "bob@" not in "".join(texts), "redacted, and nothing else leaks"
+    assert [t["text"] for t in from_redis["tokens"]] == texts, "Redis keeps the same pieces"

@@ -49,12 +49,9 @@ class Outlets:
                 self._keep_token_text(state)
             trace = state.stored_trace = state.trace_document()
             if trace is not None:
-                pieces = trace.get("pieces")
-                store.append_trace(
-                    state.model_name, state.request_id, {k: v for k, v in trace.items() if k != "pieces"}
-                )
-                if pieces is not None:
-                    store.append_pieces(state.model_name, state.request_id, pieces)
+                store.append_trace(state.model_name, state.request_id, trace)
+                if state.pieces is not None:
+                    store.append_pieces(state.model_name, state.request_id, state.pieces)
             for notification in incidents.on_request_end(state.request_id):
                 store.append_alert(notification)
         self.metrics.incidents_active.set(len(incidents.active))

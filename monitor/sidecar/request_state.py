@@ -78,7 +78,7 @@ class RequestState:
         #: Per pack and scope, the per-step scores for the forensic view (sidecar.ui.enabled);
         #: None until the first; a closed request keeps them only if they are to be stored.
         self.traces: dict[tuple[str, int], Trace] | None = None
-        #: The request's tokens as redacted text, with the traces when token text is stored.
+        #: The request's tokens as redacted text, kept with the traces when token text is stored.
         self.pieces: list[str] | None = None
         #: The traces' document once the request closed (made once, for Redis and memory).
         self.stored_trace: dict[str, Any] | None = None
@@ -99,15 +99,11 @@ class RequestState:
         return any(bool(tracks.fired.any()) for tracks in self.tracks.values())
 
     def trace_document(self) -> dict[str, Any] | None:
-        """The traces as stored (with ``pieces`` when the token text is known); None if not kept."""
+        """The traces as stored (made once when the request closed: ``stored_trace``), or as
+        they are now for a live request; None if not kept."""
         if self.stored_trace is not None:
             return self.stored_trace
-        if not self.traces:
-            return None
-        result = document(self.request_id, self.model_name, list(self.traces.values()))
-        if self.pieces is not None:
-            result["pieces"] = self.pieces
-        return result
+        return document(self.request_id, self.model_name, list(self.traces.values())) if self.traces else None
 
     def tracks_for(self, pack: str, group: ProbeGroup, table: TrackTable) -> ProbeTracks:
         """This request's row of a pack's probes of one scope; a reloaded pack starts afresh."""
@@ -170,11 +166,14 @@ class FinishedReport:
     instead of the live state's arrays and dicts (which also kept every full garbage
     collection busy walking tens of thousands of finished requests)."""
 
-    __slots__ = ("data", "trace")
+    __slots__ = ("data", "pieces", "trace")
 
-    def __init__(self, report: pb.RequestReport, trace: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, report: pb.RequestReport, trace: dict[str, Any] | None = None, pieces: list[str] | None = None
+    ) -> None:
         self.data = report.SerializeToString()
         self.trace = json.dumps(trace, separators=(",", ":")).encode() if trace is not None else None
+        self.pieces = pieces
 
     def to_proto(self) -> pb.RequestReport:
         return pb.RequestReport.FromString(self.data)
@@ -268,7 +267,8 @@ class RequestTable:
         """Keep a finished request as its report's bytes once its outlets are done with it."""
         entry = self.finished.get(state.request_id)
         if entry is not None and entry[1] is state:
-            self.finished[state.request_id] = (entry[0], FinishedReport(state.to_proto(), state.trace_document()))
+            finished = FinishedReport(state.to_proto(), state.trace_document(), state.pieces)
+            self.finished[state.request_id] = (entry[0], finished)
 
     def get(self, request_id: str) -> RequestState | FinishedReport | None:
         state = self.active.get(request_id)

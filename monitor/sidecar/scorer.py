@@ -316,31 +316,33 @@ class Scorer:
         self.packs, self._compiled, self.models = packs, compiled, frozenset(models)
         self.metrics.probes_loaded.set(sum(len(p.spec.probes) for p in packs.packs))
 
+    def probes(self) -> list[tuple[str, CompiledProbe]]:
+        """(model name, probe) of every loaded probe, in the packs' order."""
+        return [(pack.model_name, probe) for pack in self._compiled.values() for probe in pack.probes]
+
     def probe_infos(self) -> list[pb.ProbeInfo]:
         infos = []
-        for pack in self._compiled.values():
-            model_name = pack.model_name
-            for probe in pack.probes:
-                spec = probe.spec
-                infos.append(
-                    pb.ProbeInfo(
-                        name=spec.name,
-                        concept=spec.concept,
-                        pack=probe.pack,
-                        pack_version=probe.pack_version,
-                        model_name=model_name,
-                        features=probe.feature_names,
-                        layers=sorted(set(probe.feature_layers)),
-                        aggregation=spec.aggregation,
-                        scope=probe.scope,
-                        threshold=spec.threshold,
-                        target_fpr=spec.target_fpr or 0.0,
-                        min_tokens=spec.min_tokens,
-                        hysteresis=spec.hysteresis,
-                        severity=probe.severity,
-                        action=probe.action,
-                    )
+        for model_name, probe in self.probes():
+            spec = probe.spec
+            infos.append(
+                pb.ProbeInfo(
+                    name=spec.name,
+                    concept=spec.concept,
+                    pack=probe.pack,
+                    pack_version=probe.pack_version,
+                    model_name=model_name,
+                    features=probe.feature_names,
+                    layers=sorted(set(probe.feature_layers)),
+                    aggregation=spec.aggregation,
+                    scope=probe.scope,
+                    threshold=spec.threshold,
+                    target_fpr=spec.target_fpr or 0.0,
+                    min_tokens=spec.min_tokens,
+                    hysteresis=spec.hysteresis,
+                    severity=probe.severity,
+                    action=probe.action,
                 )
+            )
         return infos
 
     # -- ingest --------------------------------------------------------------------------

@@ -113,10 +113,9 @@ class Sidecar:
         for info in self.scorer.probe_infos():
             severity = SEVERITY_LABELS.get(info.severity, "warning")
             self.metrics.requests_flagged.labels(self.settings.model.name, info.name, severity)
-        for pack in self.scorer.packs.packs:
-            for spec in pack.spec.probes:
-                if spec.action == "abort" or any(a.get(spec.name) == "abort" for a in pack.spec.policies.values()):
-                    self.metrics.requests_aborted.labels(self.settings.model.name, spec.name)
+        for _, probe in self.scorer.probes():
+            if probe.may_abort:
+                self.metrics.requests_aborted.labels(self.settings.model.name, probe.name)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
         log.info(

@@ -37,6 +37,7 @@ from google.protobuf import json_format
 
 from monitor.config import Settings, read_secret
 from monitor.errors import ConfigError
+from monitor.probe import SEVERITIES
 from monitor.proto.saemon.v1 import monitor_pb2 as pb
 from monitor.sidecar.alerts import SEVERITY_NAMES, IncidentBook, request_page, rfc3339
 from monitor.sidecar.pipeline import Pipeline
@@ -51,19 +52,12 @@ HEARTBEAT_SECONDS = 15.0
 #: Contributing latents shown per probe, and contexts per latent.
 TOP_FEATURES = 8
 CONTEXTS_SHOWN = 3
-_SEVERITIES = {"info": pb.SEVERITY_INFO, "warning": pb.SEVERITY_WARNING, "critical": pb.SEVERITY_CRITICAL}
-_KINDS = {
-    pb.DECISION_KIND_FIRED: "fired",
-    pb.DECISION_KIND_RESOLVED: "resolved",
-    pb.DECISION_KIND_UNJUDGED: "unjudged",
-}
-_FINISH = {
-    pb.FINISH_REASON_UNSPECIFIED: "",
-    pb.FINISH_REASON_STOP: "stop",
-    pb.FINISH_REASON_LENGTH: "length",
-    pb.FINISH_REASON_ABORT: "abort",
-    pb.FINISH_REASON_ERROR: "error",
-}
+
+
+def _label(enum: Any, value: int, prefix: str) -> str:
+    """A proto enum value as the pages show it: ``FINISH_REASON_ABORT`` -> ``abort``; '' for
+    the unspecified zero value."""
+    return enum.Name(value).removeprefix(prefix).lower() if value else ""
 
 
 def is_loopback(host: str) -> bool:
@@ -131,14 +125,14 @@ def decision_row(decision: pb.Decision) -> dict[str, Any]:
     return {
         "id": decision.id,
         "event_id": decision.event_id,
-        "kind": _KINDS.get(decision.kind, "unspecified"),
+        "kind": _label(pb.DecisionKind, decision.kind, "DECISION_KIND_") or "unspecified",
         "request_id": decision.request_id,
         "model_name": decision.model_name,
         "probe": decision.probe,
         "concept": decision.concept,
         "pack": f"{decision.pack}@{decision.pack_version}" if decision.pack else "",
         "severity": SEVERITY_NAMES.get(decision.severity, ""),
-        "action": pb.Action.Name(decision.action).removeprefix("ACTION_").lower(),
+        "action": _label(pb.Action, decision.action, "ACTION_"),
         "score": decision.score,
         "threshold": decision.threshold,
         "tokens": decision.tokens,
@@ -167,13 +161,13 @@ class Filters:
         self.model = query.get("model", "")
         self.probe = query.get("probe", "")
         severity = query.get("severity", "")
-        self.severity = severity if severity in _SEVERITIES else ""
+        self.severity = severity if severity in SEVERITIES else ""
 
     def keep(self, model: str, probe: str, severity: str) -> bool:
         return (
             (not self.model or model == self.model)
             and (not self.probe or probe == self.probe)
-            and (not self.severity or _SEVERITIES.get(severity, 0) >= _SEVERITIES[self.severity])
+            and (not self.severity or SEVERITIES.get(severity, 0) >= SEVERITIES[self.severity])
         )
 
     def as_dict(self) -> dict[str, str]:
@@ -309,7 +303,7 @@ class ForensicUi:
         }
         if wants_json(request):
             return web.json_response(data)
-        body = self.templates.get_template("index.html").render(**data, severities=list(_SEVERITIES))
+        body = self.templates.get_template("index.html").render(**data, severities=list(SEVERITIES))
         return web.Response(text=body, content_type="text/html")
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -320,7 +314,7 @@ class ForensicUi:
         subscriber = self.watch.subscribe(
             pb.WatchAlertsRequest(
                 probes=[filters.probe] if filters.probe else [],
-                min_severity=_SEVERITIES.get(filters.severity, pb.SEVERITY_UNSPECIFIED),
+                min_severity=SEVERITIES.get(filters.severity, pb.SEVERITY_UNSPECIFIED),
                 model_name=filters.model,
             )
         )
@@ -379,22 +373,24 @@ class ForensicUi:
                 "sidecar, or its report expired (redis.report_ttl_seconds; sidecar.finished_retention_seconds "
                 "without Redis).",
             )
-        report, trace = found
-        view = request_view(report, trace, self._pack_contexts, request.query.get("probe", ""))
+        view = request_view(*found, self._pack_contexts, request.query.get("probe", ""))
         if wants_json(request):
             return web.json_response(view)
         body = self.templates.get_template("request.html").render(view=view)
         return web.Response(text=body, content_type="text/html")
 
-    async def find(self, request_id: str, model: str = "") -> tuple[pb.RequestReport, dict[str, Any] | None] | None:
-        """The request's report and trace: live state, then memory, then the audit store."""
+    async def find(
+        self, request_id: str, model: str = ""
+    ) -> tuple[pb.RequestReport, dict[str, Any] | None, list[str] | None] | None:
+        """The request's report, trace and token text: live state, then memory, then the
+        audit store."""
         await self.pipeline.drain()
         state = self.scorer.table.get(request_id)
         models = [model] if model else sorted(self.store.models)
         if state is not None:
             held = state.to_proto()
             if not model or held.model_name == model:
-                return held, state.trace_document()
+                return held, state.trace_document(), state.pieces
         if not self.store.enabled or not self.store.up:
             return None
         try:
@@ -404,9 +400,7 @@ class ForensicUi:
             trace, pieces = await self.store.get_trace(request_id, [report.model_name])
         except StoreUnavailable:
             return None
-        if trace is not None and pieces is not None:
-            trace["pieces"] = pieces
-        return report, trace
+        return report, trace, pieces
 
     def _pack_contexts(self, pack: str) -> dict[str, Any]:
         """``<pack>.contexts.json`` (latent -> contexts), re-read when the file changes."""
@@ -437,13 +431,13 @@ class ForensicUi:
 def request_view(
     report: pb.RequestReport,
     trace: dict[str, Any] | None,
+    pieces: list[str] | None,
     contexts_of: Callable[[str], dict[str, Any]],
     selected: str = "",
 ) -> dict[str, Any]:
     """Everything the request page shows, as JSON-ready data (the page's JSON twin).
-    ``selected``: the probe whose values colour the tokens first (default: the first that
-    fired, else the first)."""
-    pieces: list[str] | None = trace.get("pieces") if trace else None
+    ``pieces``: the tokens as text, when stored; ``selected``: the probe whose values colour
+    the tokens first (default: the first that fired, else the first)."""
     parts = trace.get("parts", []) if trace else []
     decisions = [decision_row(d) for d in report.decisions]
     fired_at: dict[str, list[int]] = {}
@@ -461,10 +455,10 @@ def request_view(
                     part["steps"]["first"], part["steps"]["count"], part["steps"]["score"], strict=True
                 )
             ]
-            features = probe["features"][:TOP_FEATURES]
-            for feature in features:
-                found = contexts.get(feature["feature"])
-                feature["contexts"] = found["contexts"][:CONTEXTS_SHOWN] if found else []
+            features = [  # copies: the trace may be a request's kept document
+                {**feature, "contexts": contexts.get(feature["feature"], {}).get("contexts", [])[:CONTEXTS_SHOWN]}
+                for feature in probe["features"][:TOP_FEATURES]
+            ]
             probes.append(
                 {
                     "name": name,
@@ -512,7 +506,7 @@ def request_view(
         "request_id": report.request_id,
         "model_name": report.model_name,
         "finished": report.finished,
-        "finish_reason": _FINISH.get(report.finish_reason, ""),
+        "finish_reason": _label(pb.FinishReason, report.finish_reason, "FINISH_REASON_"),
         "prompt_tokens": report.prompt_tokens,
         "response_tokens": report.response_tokens,
         "coverage": report.coverage,
