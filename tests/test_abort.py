@@ -76,9 +76,8 @@ def test_a_policy_gives_one_request_another_action(tmp_path):
     segments = [Segment(rid, RESPONSE, 5, 1) for rid in ("plain", "strict")]
     column = np.array([[0.9], [0.9]], dtype=np.float32)
     rows = np.array([[0], [1]], dtype=np.int64)
-    fired = rule.observe(
-        segments, (column, rows, column, np.ones((2, 1), np.int32)), np.full(2, 5), {"strict": "strict"}
-    )
+    rule.learn([("strict", "strict")])
+    fired = rule.observe(segments, (column, rows, column, np.ones((2, 1), np.int32)), np.full(2, 5))
     assert fired == [("strict", "stop_it", 5)], "only the request sent with the policy is stopped"
 
 

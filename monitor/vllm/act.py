@@ -20,9 +20,7 @@ tokens until its length limit (nothing but EOS tokens after the firing one).
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,11 +32,10 @@ from monitor.proto.saemon.v1 import monitor_pb2 as pb
 if TYPE_CHECKING:
     from monitor.vllm.batch import Segment
 
-log = logging.getLogger(__name__)
-
 #: Worker request ids to end at their next sampled token, and how the processor reads the
 #: persistent batch's ids (bound by the worker's monitor at load; one engine per process).
-_lock = threading.Lock()
+#: Written by the worker's step hook and read by the sampler, both on the engine thread
+#: (set membership and updates are atomic under the GIL in any case).
 _stopping: set[str] = set()
 _batch_ids: Callable[[], Sequence[str | None]] | None = None
 
@@ -50,27 +47,25 @@ def bind(batch_ids: Callable[[], Sequence[str | None]]) -> None:
 
 
 def stop(worker_request_id: str) -> None:
-    with _lock:
-        _stopping.add(worker_request_id)
+    _stopping.add(worker_request_id)
 
 
 def forget(worker_request_ids: Sequence[str]) -> None:
-    with _lock:
-        _stopping.difference_update(worker_request_ids)
+    _stopping.difference_update(worker_request_ids)
 
 
-def stopping() -> frozenset[str]:
-    with _lock:
-        return frozenset(_stopping)
+def stopping() -> set[str]:
+    """The flagged requests (the live set: read it, do not change it)."""
+    return _stopping
 
 
 def has_stopping() -> bool:
-    """Anything to stop (read without the lock: a set's truth value is atomic)."""
+    """Anything to stop, and a batch to find it in."""
     return bool(_stopping) and _batch_ids is not None
 
 
-def batch_ids() -> list[str | None]:
-    return list(_batch_ids()) if _batch_ids is not None else []
+def batch_ids() -> Sequence[str | None]:
+    return _batch_ids() if _batch_ids is not None else ()
 
 
 class AbortRule:
@@ -78,27 +73,30 @@ class AbortRule:
 
     def __init__(self, packs: Sequence[ProbePack], columns: Sequence[tuple[int, int]]) -> None:
         """``columns``: each pack's (first, width) in the projection's feature columns."""
-        self.parts: list[tuple[ProbePack, ProbeGroup, TrackTable, int, int]] = []
+        #: per pack with probes that may abort: its response group, their state, its columns
+        self.parts: list[tuple[ProbeGroup, TrackTable, int, int]] = []
         for pack, (first, width) in zip(packs, columns, strict=True):
             group = probe_groups(pack).get(pb.TOKEN_SCOPE_RESPONSE)
             if group is not None and any(p.may_abort for p in group.probes):
-                self.parts.append((pack, group, TrackTable(group, capacity=64), first, width))
+                self.parts.append((group, TrackTable(group, capacity=64), first, width))
         self.rows: dict[tuple[int, str], int] = {}
+        #: external id -> the policy its request was sent with (those sent with one)
+        self.policies: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.parts)
 
+    def learn(self, policies: Iterable[tuple[str, str]]) -> None:
+        """(external id, policy) of requests the planner saw with one for the first time."""
+        self.policies.update(policies)
+
     def observe(
-        self,
-        segments: Sequence[Segment],
-        summaries: tuple[np.ndarray, ...],
-        positions: np.ndarray,
-        policies: Mapping[str, str] | None = None,
+        self, segments: Sequence[Segment], summaries: tuple[np.ndarray, ...], positions: np.ndarray
     ) -> list[tuple[str, str, int]]:
         """Fold a step's response summaries (host arrays [S, F]: max, argmax row, sum, count,
         for ``segments``) in; the (external id, probe, position) of every abort that fired
         (a probe aborts when its action, or the one the request's policy gives it, is abort)."""
-        policies = policies or {}
+        policies = self.policies
         maxima, argmax_rows, sums, counts = summaries
         picked = [i for i, s in enumerate(segments) if s.scope == pb.TOKEN_SCOPE_RESPONSE and s.num_tokens]
         if not picked:
@@ -110,7 +108,7 @@ class AbortRule:
         counts_of = np.array([segments[i].num_tokens for i in picked], dtype=np.int64)
         rows = argmax_rows[pick]
         argmax = np.where(rows >= 0, positions[np.clip(rows, 0, None)], -1)
-        for k, (_, group, table, lo, width) in enumerate(self.parts):
+        for k, (group, table, lo, width) in enumerate(self.parts):
             hi = lo + width
             table_rows = np.array([self._row(k, table, request_id) for request_id in ids])
             transitions = table.observe(
@@ -137,9 +135,10 @@ class AbortRule:
         return row
 
     def forget(self, external_ids: Sequence[str]) -> None:
-        """Finished requests: give their rows back."""
+        """Finished requests: give their rows back, drop their policies."""
         for request_id in external_ids:
-            for k, (_, _, table, _, _) in enumerate(self.parts):
+            self.policies.pop(request_id, None)
+            for k, (_, table, _, _) in enumerate(self.parts):
                 row = self.rows.pop((k, request_id), None)
                 if row is not None:
                     table.release(row)

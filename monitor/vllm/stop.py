@@ -45,7 +45,7 @@ class StopFlagged(LogitsProcessor):
         if not act.has_stopping():
             return logits
         flagged = act.stopping()
-        for row, request_id in enumerate(act.batch_ids()[: logits.shape[0]]):
+        for row, request_id in enumerate(list(act.batch_ids())[: logits.shape[0]]):
             if request_id not in flagged:
                 continue
             eos = self.eos.get(row)

@@ -93,9 +93,7 @@ class WorkerMonitor:
         self._failed_steps = 0
         self.abort = AbortRule([], [])
         #: External ids this worker stopped (action: abort), until their end marker
-        self._aborted: dict[str, int] = {}
-        #: External id -> policy of live requests sent with one (only kept with abort probes)
-        self._policies: dict[str, str] = {}
+        self._aborted: set[str] = set()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -232,7 +230,8 @@ class WorkerMonitor:
             ends = planner.finish(finished, token_ids=self.settings.plugin.send_token_ids)
             if self._aborted:
                 for end in ends:
-                    if self._aborted.pop(end.request_id, None) is not None:
+                    if end.request_id in self._aborted:
+                        self._aborted.discard(end.request_id)
                         end.finish_reason = pb.FINISH_REASON_ABORT
             if plan is not None and layout is not None:
                 self._project_and_ship(plan, layout, ends)
@@ -255,10 +254,7 @@ class WorkerMonitor:
                 self.table.forget(finished)
             if self.abort and finished:
                 act.forget(list(finished))
-                externals = [external_id(w) for w in finished]
-                self.abort.forget(externals)
-                for request_id in externals:
-                    self._policies.pop(request_id, None)
+                self.abort.forget([external_id(w) for w in finished])
 
     def _verify_tap(self) -> None:
         assert self.tap is not None
@@ -307,7 +303,7 @@ class WorkerMonitor:
             return
         summaries = Summaries.cat(parts) if parts else None
         if self.abort:
-            self._policies.update(plan.policies)
+            self.abort.learn(plan.policies)
             if summaries is not None:
                 self._decide_aborts(segments, summaries, positions)
         self.client.submit(
@@ -332,7 +328,7 @@ class WorkerMonitor:
         stopped at its next sampled token."""
         assert self.planner is not None
         host = tuple(t.cpu().numpy() for t in (summaries.max, summaries.argmax, summaries.sum, summaries.count))
-        fired = self.abort.observe(segments, host, positions, self._policies)
+        fired = self.abort.observe(segments, host, positions)
         if not fired:
             return
         workers = {track.external: worker_id for worker_id, track in self.planner.tracks.items()}
@@ -341,7 +337,7 @@ class WorkerMonitor:
             if worker_id is None or request_id in self._aborted:
                 continue
             act.stop(worker_id)
-            self._aborted[request_id] = position
+            self._aborted.add(request_id)
             log.info("saemon: probe %s fired on request %s at token %d: stopping it", probe, request_id, position)
 
     def _through_table(self, plan: StepPlan, layout: StepLayout, total: int) -> tuple[torch.Tensor, Recovered | None]:
